@@ -1,0 +1,342 @@
+"""The service's configuration: one TOML file, validated all at once.
+
+`load_config` either returns a frozen `Config` or raises `ConfigError` carrying
+every problem found, one line each, each naming its key path
+(`orgs[1].api_key: ...`). Problems never quote a value: a secret typed into the
+wrong key must not end up on a terminal or in a log. Secrets may be written as
+`env:NAME`, which reads the environment; their fields are left out of `repr`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+ORG_ID_RE = re.compile(r"[a-z0-9-]+")
+DEFAULT_CONFIG_PATH = "config/aggregator.toml"
+CONFIG_ENV_VAR = "AGGREGATOR_CONFIG"
+MIN_TOKEN_LENGTH = 16
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; `problems` lists every reason."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str = "http://127.0.0.1:8080"
+    # Processes that run feedparser beside the event loop; 0 runs it in a thread.
+    parse_workers: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    # May carry a Redis password, so it stays out of repr like the keys do.
+    redis_url: str | None = field(default=None, repr=False)
+    search_ttl: int = 300
+    duration_ttl: int = 2_592_000
+    stale_ttl: int = 86_400
+    failed_duration_ttl: int = 600
+    memory_max_entries: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    base_url: str = "https://api.ilosvideos.com"
+    search_path: str = "/opensearch/"
+    metadata_path: str = "/video/metadata"
+    timeout: float = 4.0
+    max_body_bytes: int = 5 * 1024 * 1024
+    metadata_concurrency: int = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Org:
+    id: str
+    name: str
+    api_key: str = field(repr=False)
+    base_url: str
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    name: str
+    token: str = field(repr=False)
+    orgs: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    server: ServerConfig
+    cache: CacheConfig
+    upstream: UpstreamConfig
+    orgs: tuple[Org, ...]
+    clients: tuple[Client, ...] = ()
+
+    def org(self, org_id: str) -> Org | None:
+        return next((o for o in self.orgs if o.id == org_id), None)
+
+
+_SERVER, _CACHE, _UPSTREAM = ServerConfig(), CacheConfig(), UpstreamConfig()
+
+
+def default_config_path(explicit: str | None, environ: Mapping[str, str] = os.environ) -> str:
+    """`--config`, else `$AGGREGATOR_CONFIG`, else `config/aggregator.toml`."""
+    return explicit or environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_PATH
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] = os.environ) -> Config:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such file"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot read ({type(exc).__name__})"]) from None
+    return parse_config_text(text, environ)
+
+
+def parse_config_text(text: str, environ: Mapping[str, str] = os.environ) -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        # tomllib's messages name a line and column, never the offending value.
+        raise ConfigError([f"TOML syntax: {exc}"]) from None
+    return parse_config(data, environ)
+
+
+def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.environ) -> Config:
+    problems: list[str] = []
+    root = _Table(data, "", problems)
+
+    server_t = root.table("server")
+    host = server_t.string("host", _SERVER.host)
+    port = server_t.integer("port", _SERVER.port, 0, 65535)
+    public_url = server_t.url("public_url", None)
+    parse_workers = server_t.integer("parse_workers", _SERVER.parse_workers, 0, 64)
+    server_t.finish()
+    if public_url is None:
+        bracketed = f"[{host}]" if ":" in host else host
+        public_url = f"http://{bracketed}:{port}"
+    server = ServerConfig(host, port, public_url.rstrip("/"), parse_workers)
+
+    cache_t = root.table("cache")
+    redis_url = cache_t.secret("redis_url", environ, required=False)
+    if redis_url is not None and urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
+        problems.append("cache.redis_url: must be a redis://, rediss:// or unix:// URL")
+    cache = CacheConfig(
+        redis_url=redis_url,
+        search_ttl=cache_t.integer("search_ttl", _CACHE.search_ttl, 1, 86_400 * 7),
+        duration_ttl=cache_t.integer("duration_ttl", _CACHE.duration_ttl, 1, 86_400 * 3650),
+        stale_ttl=cache_t.integer("stale_ttl", _CACHE.stale_ttl, 1, 86_400 * 365),
+        failed_duration_ttl=cache_t.integer(
+            "failed_duration_ttl", _CACHE.failed_duration_ttl, 1, 86_400
+        ),
+        memory_max_entries=cache_t.integer(
+            "memory_max_entries", _CACHE.memory_max_entries, 10, 10_000_000
+        ),
+    )
+    cache_t.finish()
+
+    up_t = root.table("upstream")
+    upstream = UpstreamConfig(
+        base_url=(up_t.url("base_url", _UPSTREAM.base_url) or _UPSTREAM.base_url).rstrip("/"),
+        search_path=up_t.url_path("search_path", _UPSTREAM.search_path),
+        metadata_path=up_t.url_path("metadata_path", _UPSTREAM.metadata_path),
+        timeout=up_t.number("timeout", _UPSTREAM.timeout, 0.0, 120.0, exclusive_min=True),
+        max_body_bytes=up_t.integer("max_body_bytes", _UPSTREAM.max_body_bytes, 1024, 1 << 30),
+        metadata_concurrency=up_t.integer(
+            "metadata_concurrency", _UPSTREAM.metadata_concurrency, 1, 100
+        ),
+    )
+    up_t.finish()
+
+    orgs: list[Org] = []
+    org_tables = root.array("orgs")
+    if not org_tables and "orgs" not in root.problem_keys:
+        problems.append("orgs: at least one [[orgs]] table is required")
+    seen_ids: set[str] = set()
+    for i, org_t in enumerate(org_tables):
+        org_id = org_t.string("id", None, required=True)
+        if org_id is not None:
+            if not ORG_ID_RE.fullmatch(org_id) or len(org_id) > 64:
+                problems.append(f"orgs[{i}].id: must match [a-z0-9-]+ (at most 64 characters)")
+            elif org_id in seen_ids:
+                problems.append(f"orgs[{i}].id: duplicate organisation id")
+            seen_ids.add(org_id)
+        name = org_t.string("name", org_id, required=False) or org_id or ""
+        api_key = org_t.secret("api_key", environ, required=True)
+        base_url = (org_t.url("base_url", upstream.base_url) or upstream.base_url).rstrip("/")
+        org_t.finish()
+        if org_id is not None and api_key is not None:
+            orgs.append(Org(org_id, name, api_key, base_url))
+
+    clients: list[Client] = []
+    seen_tokens: set[str] = set()
+    for i, client_t in enumerate(root.array("clients")):
+        cname = client_t.string("name", None, required=True)
+        token = client_t.secret("token", environ, required=True)
+        if token is not None:
+            if len(token) < MIN_TOKEN_LENGTH:
+                problems.append(f"clients[{i}].token: must be at least {MIN_TOKEN_LENGTH} characters")
+            elif token in seen_tokens:
+                problems.append(f"clients[{i}].token: the same token is given to another client")
+            seen_tokens.add(token)
+        allowed = client_t.string_list("orgs")
+        if allowed is not None:
+            for org_id in allowed:
+                if org_id not in seen_ids:
+                    problems.append(f"clients[{i}].orgs: names an organisation that is not configured")
+                    break
+        client_t.finish()
+        if cname is not None and token is not None:
+            clients.append(Client(cname, token, tuple(allowed) if allowed is not None else None))
+
+    root.finish()
+    if problems:
+        raise ConfigError(problems)
+    return Config(server, cache, upstream, tuple(orgs), tuple(clients))
+
+
+class _Table:
+    """Reads one TOML table, recording problems instead of raising."""
+
+    def __init__(self, data: Any, path: str, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        self.problem_keys: set[str] = set()
+        if not isinstance(data, Mapping):
+            self._problem("", "must be a table")
+            data = {}
+        self.data = data
+        self.used: set[str] = set()
+
+    def _name(self, key: str) -> str:
+        if not key:
+            return self.path
+        return f"{self.path}.{key}" if self.path else key
+
+    def _problem(self, key: str, message: str) -> None:
+        self.problem_keys.add(key)
+        self.problems.append(f"{self._name(key) or '(top level)'}: {message}")
+
+    def _get(self, key: str) -> Any:
+        self.used.add(key)
+        return self.data.get(key)
+
+    def table(self, key: str) -> _Table:
+        value = self._get(key)
+        return _Table({} if value is None else value, self._name(key), self.problems)
+
+    def array(self, key: str) -> list[_Table]:
+        value = self._get(key)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self._problem(key, f"must be an array of tables ([[{key}]])")
+            return []
+        return [_Table(item, f"{self._name(key)}[{i}]", self.problems) for i, item in enumerate(value)]
+
+    def string(self, key: str, default: str | None, required: bool = False) -> str | None:
+        value = self._get(key)
+        if value is None:
+            if required:
+                self._problem(key, "is required")
+            return default
+        if not isinstance(value, str) or not value.strip():
+            self._problem(key, "must be a non-empty string")
+            return default
+        return value.strip()
+
+    def string_list(self, key: str) -> list[str] | None:
+        value = self._get(key)
+        if value is None:
+            return None
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self._problem(key, "must be an array of strings")
+            return None
+        return list(value)
+
+    def integer(self, key: str, default: int, lo: int, hi: int) -> int:
+        value = self._get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            self._problem(key, f"must be a whole number from {lo} to {hi}")
+            return default
+        return value
+
+    def number(self, key: str, default: float, lo: float, hi: float, exclusive_min: bool = False) -> float:
+        value = self._get(key)
+        if value is None:
+            return default
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok:
+            ok = (value > lo if exclusive_min else value >= lo) and value <= hi
+        if not ok:
+            low = "greater than" if exclusive_min else "at least"
+            self._problem(key, f"must be a number {low} {lo:g} and at most {hi:g}")
+            return default
+        return float(value)
+
+    def url(self, key: str, default: str | None) -> str | None:
+        if self.data.get(key) is None:
+            self.used.add(key)
+            return default
+        value = self.string(key, None)
+        if value is None:
+            return default
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            self._problem(key, "must be an absolute http:// or https:// URL")
+            return default
+        if parts.query or parts.fragment or parts.username or parts.password:
+            self._problem(key, "must not carry a query, fragment or credentials")
+            return default
+        return value
+
+    def url_path(self, key: str, default: str) -> str:
+        value = self.string(key, default) or default
+        if not value.startswith("/") or "?" in value or "#" in value:
+            self._problem(key, "must be a path starting with /")
+            return default
+        return value
+
+    def secret(self, key: str, environ: Mapping[str, str], required: bool) -> str | None:
+        value = self._get(key)
+        if value is None:
+            if required:
+                self._problem(key, "is required")
+            return None
+        if not isinstance(value, str) or not value.strip():
+            self._problem(key, "must be a non-empty string (or env:NAME)")
+            return None
+        if value.startswith("env:"):
+            var = value[4:]
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", var):
+                self._problem(key, "env: must be followed by an environment variable name")
+                return None
+            resolved = environ.get(var)
+            if resolved is None:
+                self._problem(key, f"environment variable {var} is not set")
+                return None
+            if not resolved.strip():
+                self._problem(key, f"environment variable {var} is empty")
+                return None
+            return resolved.strip()
+        return value.strip()
+
+    def finish(self) -> None:
+        for key in sorted(set(self.data) - self.used):
+            self._problem(str(key), "unknown key")

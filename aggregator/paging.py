@@ -1,0 +1,76 @@
+"""One page of the merged results, and the URLs that lead to its neighbours.
+
+Every format pages the same way over the same merged order (OpenSearch 1.1
+`startIndex`/`count`, RFC 5005 `first`/`previous`/`next`/`last`), so walking
+`next` from any page visits every result exactly once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+from aggregator.params import SearchParams
+from aggregator.videos import Result
+
+FEED_PATHS = {
+    "atom": "/search.atom",
+    "rss": "/search.rss",
+    "json": "/search.json",
+    "html": "/",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    params: SearchParams
+    results: tuple[Result, ...]  # just this page's
+    total: int  # the merged count
+
+    @property
+    def first_index(self) -> int:
+        return 1
+
+    @property
+    def previous_index(self) -> int | None:
+        start = self.params.start_index
+        return max(1, start - self.params.count) if start > 1 else None
+
+    @property
+    def next_index(self) -> int | None:
+        nxt = self.params.start_index + self.params.count
+        return nxt if nxt <= self.total else None
+
+    @property
+    def last_index(self) -> int:
+        """The start of the last page in this page's own alignment, so `next` reaches it."""
+        start, count = self.params.start_index, self.params.count
+        if self.total >= start:
+            return start + (self.total - start) // count * count
+        return max(1, (self.total - 1) // count * count + 1)
+
+
+def page_of(params: SearchParams, merged: tuple[Result, ...]) -> Page:
+    begin = params.start_index - 1
+    return Page(params, merged[begin: begin + params.count], len(merged))
+
+
+def search_query(params: SearchParams, *, start_index: int | None = None,
+                 all_orgs: tuple[str, ...] = (), extra: tuple[tuple[str, str], ...] = ()) -> str:
+    """The query string for these params, in a fixed order so equal searches get equal URLs.
+
+    `org` is left out when it names every org the client may see.
+    """
+    pairs: list[tuple[str, str]] = [("q", params.q)]
+    if params.orgs != all_orgs:
+        pairs.append(("org", ",".join(params.orgs)))
+    if params.sort != "relevance":
+        pairs.append(("sort", params.sort))
+    pairs.append(("count", str(params.count)))
+    pairs.append(("startIndex", str(start_index or params.start_index)))
+    pairs.extend(extra)
+    return urlencode(pairs)
+
+
+def search_url(base: str, fmt: str, params: SearchParams, **kw) -> str:
+    return f"{base}{FEED_PATHS[fmt]}?{search_query(params, **kw)}"

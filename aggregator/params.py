@@ -1,0 +1,99 @@
+"""The search parameters every format shares, validated (contract: "HTTP surface").
+
+`parse_search_params` turns a hostile query string into `SearchParams` or
+raises `ParamError` naming the parameter and the rule it broke, which the web
+layer turns into a 400 in the client's format.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from aggregator.merge import SORTS
+
+MAX_QUERY = 256
+MAX_COUNT = 100
+DEFAULT_COUNT = 20
+MAX_START = 100_000
+_SPACE_RE = re.compile(r"\s+")
+
+
+class ParamError(ValueError):
+    def __init__(self, param: str, rule: str) -> None:
+        super().__init__(f"{param}: {rule}")
+        self.param = param
+        self.rule = rule
+
+
+@dataclass(frozen=True, slots=True)
+class SearchParams:
+    q: str  # as typed, whitespace-folded
+    count: int
+    start_index: int  # 1-based, over the merged list
+    sort: str
+    orgs: tuple[str, ...]  # the orgs to ask, in configuration order
+
+    @property
+    def normalised_query(self) -> str:
+        """What the cache keys on: lower-cased, whitespace folded."""
+        return self.q.lower()
+
+    @property
+    def start_page(self) -> int:
+        return (self.start_index - 1) // self.count + 1
+
+
+def parse_search_params(query: Mapping[str, str], visible_orgs: Sequence[str]) -> SearchParams:
+    """`visible_orgs`: the org ids this client may see, in configuration order."""
+    q = fold(_single(query, "q") or "")
+    if not q:
+        raise ParamError("q", "is required: the words to search for")
+    if len(q) > MAX_QUERY:
+        raise ParamError("q", f"must be at most {MAX_QUERY} characters")
+    if any(ord(c) < 32 for c in q):
+        raise ParamError("q", "must not contain control characters")
+    count = _integer(query, "count", DEFAULT_COUNT, 1, MAX_COUNT)
+    start_index = _integer(query, "startIndex", 0, 1, MAX_START)
+    if not start_index:
+        page = _integer(query, "startPage", 1, 1, MAX_START)
+        start_index = (page - 1) * count + 1
+        if start_index > MAX_START:
+            raise ParamError("startPage", f"must not reach past result {MAX_START}")
+    sort = _single(query, "sort") or "relevance"
+    if sort not in SORTS:
+        raise ParamError("sort", "must be relevance or date")
+    orgs = tuple(visible_orgs)
+    raw_orgs = _single(query, "org")
+    if raw_orgs is not None and raw_orgs.strip():
+        wanted = {o.strip() for o in raw_orgs.split(",") if o.strip()}
+        unknown = wanted - set(visible_orgs)
+        if unknown:
+            raise ParamError("org", "must be a comma-separated list of known organisation ids")
+        orgs = tuple(o for o in visible_orgs if o in wanted)
+    return SearchParams(q, count, start_index, sort, orgs)
+
+
+def fold(text: str) -> str:
+    return _SPACE_RE.sub(" ", text).strip()
+
+
+def _single(query: Mapping[str, str], name: str) -> str | None:
+    getall = getattr(query, "getall", None)
+    if getall is not None:
+        values = getall(name, [])
+        if len(values) > 1:
+            raise ParamError(name, "must be given once")
+        return values[0] if values else None
+    return query.get(name)
+
+
+def _integer(query: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = _single(query, name)
+    if raw is None or raw == "":
+        return default
+    raw = raw.strip()
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 9 or not lo <= int(raw) <= hi:
+        raise ParamError(name, f"must be a whole number from {lo} to {hi}")
+    return int(raw)

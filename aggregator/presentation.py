@@ -1,0 +1,81 @@
+"""What every format says about a page of results, written once.
+
+Atom, RSS, JSON Feed and the HTML page all take a `View` and these helpers, so
+an entry has the same id, summary text, thumbnail URL and paging links in
+every format (contract: "What every result carries").
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from aggregator.paging import Page, search_url
+from aggregator.videos import EPOCH, Result, format_duration
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    page: Page
+    base_url: str  # public_url, no trailing slash
+    org_names: dict[str, str]  # id -> name, for every configured org
+    all_orgs: tuple[str, ...]  # the orgs this client may see (an `org` param naming all is dropped)
+    extra: tuple[tuple[str, str], ...] = ()  # carried into every link (a feed reader's key=)
+
+    def url(self, fmt: str, start_index: int | None = None) -> str:
+        return search_url(self.base_url, fmt, self.page.params, start_index=start_index,
+                          all_orgs=self.all_orgs, extra=self.extra)
+
+    def paging_links(self, fmt: str) -> dict[str, str]:
+        """RFC 5005 section 3: first, previous, next and last, where they apply."""
+        page = self.page
+        links = {"first": self.url(fmt, page.first_index)}
+        if page.previous_index is not None:
+            links["previous"] = self.url(fmt, page.previous_index)
+        if page.next_index is not None:
+            links["next"] = self.url(fmt, page.next_index)
+        links["last"] = self.url(fmt, page.last_index)
+        return links
+
+    @property
+    def description_url(self) -> str:
+        return f"{self.base_url}/opensearch.xml"
+
+    @property
+    def feed_id(self) -> str:
+        """Stable per saved search (query, orgs, sort), whatever the page or host."""
+        p = self.page.params
+        basis = "\n".join((p.normalised_query, ",".join(p.orgs), p.sort))
+        return "urn:ilos:search:" + hashlib.sha256(basis.encode()).hexdigest()[:24]
+
+    @property
+    def title(self) -> str:
+        return f"Videos for “{self.page.params.q}”"
+
+    @property
+    def updated(self):
+        """The newest entry's time, never "now": the same results give the same bytes."""
+        times = [r.video.published for r in self.page.results if r.video.published]
+        return max(times, default=EPOCH)
+
+    def thumbnail_url(self, result: Result) -> str | None:
+        """Ours, not upstream's: upstream signs and expires its URLs on every answer."""
+        if not result.video.thumbnail_url:
+            return None
+        return f"{self.base_url}/thumbnails/{result.video.randtag}"
+
+    def org_labels(self, result: Result) -> list[str]:
+        return [self.org_names.get(o, o) for o in result.orgs]
+
+    def summary(self, result: Result) -> str:
+        """Plain text, short enough for SharePoint: duration first, then who and where."""
+        v = result.video
+        parts = []
+        if v.duration_ms is not None:
+            parts.append(f"Duration {format_duration(v.duration_ms)}")
+        if v.author:
+            parts.append(f"by {v.author}")
+        parts.append(", ".join(self.org_labels(result)))
+        head = " · ".join(parts)
+        return f"{head}. {v.summary}" if v.summary else head
+

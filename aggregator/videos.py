@@ -1,0 +1,96 @@
+"""What the service knows about a video, and how a duration is written for people.
+
+A `Video` is one organisation's view of one ilos video, as parsed from that
+organisation's search answer. A `Result` is a video after the merge: every
+organisation that returned it, and its rank score. Both are frozen: they are
+cached, shared between requests and sent between processes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from typing import Any
+
+ID_PREFIX = "urn:ilos:video:"
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True, slots=True)
+class Video:
+    randtag: str
+    title: str
+    link: str  # the view URL people open
+    embed_url: str
+    summary: str = ""  # plain text, never HTML
+    published: datetime | None = None  # always UTC
+    author: str | None = None
+    thumbnail_url: str | None = None  # upstream's signed URL: never published as is
+    plays: int | None = None
+    duration_ms: int | None = None
+
+    @property
+    def entry_id(self) -> str:
+        """The identity in every format: from the randtag alone (never host, key or title)."""
+        return ID_PREFIX + self.randtag
+
+    def with_duration(self, duration_ms: int | None) -> Video:
+        return self if duration_ms is None else replace(self, duration_ms=duration_ms)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "randtag": self.randtag,
+            "title": self.title,
+            "link": self.link,
+            "embed_url": self.embed_url,
+            "summary": self.summary,
+            "published": self.published.isoformat() if self.published else None,
+            "author": self.author,
+            "thumbnail_url": self.thumbnail_url,
+            "plays": self.plays,
+            "duration_ms": self.duration_ms,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Video:
+        published = data.get("published")
+        return cls(
+            randtag=data["randtag"],
+            title=data["title"],
+            link=data["link"],
+            embed_url=data["embed_url"],
+            summary=data.get("summary") or "",
+            published=datetime.fromisoformat(published) if published else None,
+            author=data.get("author"),
+            thumbnail_url=data.get("thumbnail_url"),
+            plays=data.get("plays"),
+            duration_ms=data.get("duration_ms"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """One merged result: the richest view of a video and every org that returned it."""
+
+    video: Video
+    orgs: tuple[str, ...]
+    score: float
+
+
+def format_duration(duration_ms: int | None) -> str:
+    """`m:ss` under an hour, `h:mm:ss` from an hour; '' when unknown.
+
+    Rounded to the nearest second, the same whole seconds as Media RSS `duration`.
+    """
+    if duration_ms is None:
+        return ""
+    total = duration_seconds(duration_ms)
+    hours, rest = divmod(total, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if hours:
+        return f"{hours}:{minutes:02d}:{seconds:02d}"
+    return f"{minutes}:{seconds:02d}"
+
+
+def duration_seconds(duration_ms: int) -> int:
+    return (duration_ms + 500) // 1000
