@@ -1,0 +1,38 @@
+"""Reading our feeds the way a client would."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lxml import etree
+
+NS = {"a": "http://www.w3.org/2005/Atom", "media": "http://search.yahoo.com/mrss/",
+      "os": "http://a9.com/-/spec/opensearch/1.1/"}
+ATOM_RNG = etree.RelaxNG(etree.parse(str(Path(__file__).parent / "schemas" / "atom.rng")))
+
+
+def atom(body: bytes) -> etree._Element:
+    return etree.fromstring(body)
+
+
+def assert_valid_atom(body: bytes) -> etree._Element:
+    """RFC 4287's RELAX NG grammar, plus the two rules it states as Schematron."""
+    doc = etree.fromstring(body)
+    assert ATOM_RNG.validate(doc), ATOM_RNG.error_log
+    entries = doc.findall("a:entry", NS)
+    assert doc.find("a:author", NS) is not None or all(e.find("a:author", NS) is not None for e in entries)
+    for e in entries:
+        alternate = [l for l in e.findall("a:link", NS) if l.get("rel", "alternate") == "alternate"]
+        assert e.find("a:content", NS) is not None or alternate
+    return doc
+
+
+def entry_ids(doc: etree._Element) -> list[str]:
+    return [e.findtext("a:id", namespaces=NS) for e in doc.findall("a:entry", NS)]
+
+
+def link(doc: etree._Element, rel: str) -> str | None:
+    for l in doc.findall("a:link", NS):
+        if l.get("rel") == rel:
+            return l.get("href")
+    return None

@@ -1,0 +1,207 @@
+"""The service end to end: real HTTP to our app and from it to the simulated ilos."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import pytest
+
+from aggregator.simulator import search_catalog
+from aggregator.videos import format_duration
+from aggregator.web import create_app
+from tests.conftest import KEYS, make_config
+from tests.helpers import NS, assert_valid_atom, entry_ids, link
+
+
+def expected_matches(sim, query: str, orgs=("engineering", "medicine", "hr")) -> dict[str, int]:
+    """randtag -> duration_ms of every video any org would return."""
+    found = {}
+    for org in orgs:
+        for v in search_catalog(sim.org(org).videos, query):
+            found[v.randtag] = v.duration_ms
+    return found
+
+
+async def test_merged_deduplicated_feed_with_durations(client, sim) -> None:
+    resp = await client.get("/search.atom", params={"q": "onboarding", "count": "100"})
+    assert resp.status == 200
+    assert resp.content_type == "application/atom+xml"
+    body = await resp.read()
+    doc = assert_valid_atom(body)
+    expected = expected_matches(sim, "onboarding")
+    assert len(expected) >= 8  # the demo catalogs share videos, so this tests the dedupe
+    ids = entry_ids(doc)
+    assert sorted(ids) == sorted(f"urn:ilos:video:{t}" for t in expected)
+    for entry in doc.findall("a:entry", NS):
+        tag = entry.findtext("a:id", namespaces=NS).rsplit(":", 1)[1]
+        media = entry.find("media:content", NS)
+        assert media.get("url") == f"https://app.ilosvideos.com/embed/{tag}"
+        assert (media.get("type"), media.get("medium")) == ("text/html", "video")
+        seconds = int(media.get("duration"))
+        assert abs(seconds - expected[tag] / 1000) <= 1, tag
+        assert f"Duration {format_duration(seconds * 1000)}" in entry.findtext("a:summary", namespaces=NS)
+        assert entry.find("media:thumbnail", NS).get("url") == f"http://videos.test/thumbnails/{tag}"
+        assert not entry.findtext("a:title", namespaces=NS).startswith(("ilos:", "VidGrid:"))
+    shared = [e for e in doc.findall("a:entry", NS) if len(e.findall("a:category", NS)) == 3]
+    assert len(shared) == 2  # "Welcome to campus" and "IT onboarding" are in every org
+    assert {c.get("term") for c in shared[0].findall("a:category", NS)} == set(KEYS)
+    assert doc.findtext("os:totalResults", namespaces=NS) == str(len(expected))
+
+
+async def test_no_org_key_anywhere(client, sim) -> None:
+    resp = await client.get("/search.atom", params={"q": "onboarding"})
+    text = (await resp.read()).decode() + str(resp.headers)
+    page = await client.get("/", params={"q": "onboarding"})
+    text += await page.text() + str(page.headers)
+    for key in KEYS.values():
+        assert key not in text
+
+
+async def test_feed_links_and_opensearch_elements(client, sim) -> None:
+    resp = await client.get("/search.atom", params={"q": "onboarding", "count": "3", "startIndex": "4"})
+    doc = assert_valid_atom(await resp.read())
+    total = len(expected_matches(sim, "onboarding"))
+    assert len(entry_ids(doc)) == 3
+    assert doc.findtext("os:startIndex", namespaces=NS) == "4"
+    assert doc.findtext("os:itemsPerPage", namespaces=NS) == "3"
+    query = doc.find("os:Query", NS)
+    assert (query.get("role"), query.get("searchTerms")) == ("request", "onboarding")
+    assert link(doc, "self") == "http://videos.test/search.atom?q=onboarding&count=3&startIndex=4"
+    assert link(doc, "search") == "http://videos.test/opensearch.xml"
+    assert link(doc, "first").endswith("startIndex=1")
+    assert link(doc, "previous").endswith("startIndex=1")
+    assert link(doc, "next").endswith("startIndex=7")
+    last = int(link(doc, "last").rsplit("=", 1)[1])
+    assert last <= total < last + 3
+
+
+async def test_paging_walks_every_result_once(client, sim) -> None:
+    seen: list[str] = []
+    url = "/search.atom?q=onboarding&count=4"
+    while url:
+        doc = assert_valid_atom(await (await client.get(url)).read())
+        seen += entry_ids(doc)
+        nxt = link(doc, "next")
+        url = nxt and nxt.replace("http://videos.test", "")
+    assert len(seen) == len(set(seen)) == len(expected_matches(sim, "onboarding"))
+
+
+async def test_same_results_give_the_same_bytes(client) -> None:
+    """Upstream re-signs thumbnails on every answer; our feed must not change for that."""
+    first = await (await client.get("/search.atom", params={"q": "onboarding"})).read()
+    second = await (await client.get("/search.atom", params={"q": "onboarding"})).read()
+    assert first == second
+    assert b"Signature" not in first
+
+
+async def test_one_failing_org_never_fails_the_answer(client, sim) -> None:
+    sim.org("medicine").fault = "500"
+    sim.org("hr").fault = "401"
+    resp = await client.get("/search.atom", params={"q": "onboarding"})
+    assert resp.status == 200
+    doc = assert_valid_atom(await resp.read())
+    assert sorted(entry_ids(doc)) == sorted(
+        f"urn:ilos:video:{t}" for t in expected_matches(sim, "onboarding", ["engineering"]))
+    timing = resp.headers["Server-Timing"]
+    assert 'org-engineering;dur=' in timing and 'desc="ok"' in timing
+    assert 'org-medicine;' in timing and 'desc="error"' in timing
+    assert 'desc="denied"' in timing
+
+
+async def test_timeouts_malformed_and_oversized_orgs(aiohttp_client, sim) -> None:
+    client = await aiohttp_client(create_app(make_config(sim, upstream={"timeout": 0.5})))
+    sim.org("engineering").fault = "timeout"
+    sim.org("medicine").fault = "malformed"
+    sim.org("hr").fault = "oversized"
+    resp = await client.get("/search.atom", params={"q": "onboarding"})
+    assert resp.status == 200
+    assert_valid_atom(await resp.read())
+    timing = resp.headers["Server-Timing"]
+    assert 'org-engineering;' in timing and 'desc="timeout"' in timing
+    assert timing.count('desc="error"') == 2
+
+
+async def test_rate_limited_org_is_skipped_until_retry_after(client, sim) -> None:
+    sim.org("hr").fault = "429"
+    first = await client.get("/search.atom", params={"q": "benefits"})
+    assert 'org-hr;' in first.headers["Server-Timing"]
+    before = len(sim.calls("hr", "search"))
+    second = await client.get("/search.atom", params={"q": "payroll"})
+    assert 'desc="skipped"' in second.headers["Server-Timing"]
+    assert len(sim.calls("hr", "search")) == before  # we honoured Retry-After
+
+
+async def test_videos_whose_duration_fails_are_still_listed(client, sim) -> None:
+    engineering = sim.org("engineering")  # RSS without duration children
+    broken = search_catalog(engineering.videos, "lecture")[0].randtag
+    engineering.broken_durations.add(broken)
+    resp = await client.get("/search.atom", params={"q": "lecture", "org": "engineering", "count": "100"})
+    doc = assert_valid_atom(await resp.read())
+    entry = next(e for e in doc.findall("a:entry", NS) if e.findtext("a:id", namespaces=NS).endswith(broken))
+    assert entry.find("media:content", NS).get("duration") is None
+    assert "Duration" not in entry.findtext("a:summary", namespaces=NS)
+    with_durations = [e for e in doc.findall("a:entry", NS) if e.find("media:content", NS).get("duration")]
+    assert len(with_durations) == len(doc.findall("a:entry", NS)) - 1
+
+
+@pytest.mark.parametrize("params, message", [
+    ({}, "q: is required"),
+    ({"q": "x" * 257}, "q: must be at most 256 characters"),
+    ({"q": "a", "count": "0"}, "count: must be a whole number from 1 to 100"),
+    ({"q": "a", "count": "101"}, "count: must be a whole number from 1 to 100"),
+    ({"q": "a", "count": "ten"}, "count: must be a whole number from 1 to 100"),
+    ({"q": "a", "startIndex": "0"}, "startIndex: must be a whole number from 1 to 100000"),
+    ({"q": "a", "startPage": "-1"}, "startPage: must be a whole number from 1 to 100000"),
+    ({"q": "a", "sort": "views"}, "sort: must be relevance or date"),
+    ({"q": "a", "org": "engineering,nope"}, "org: must be a comma-separated list of known organisation ids"),
+    ({"q": "a\x00b"}, "q: must not contain control characters"),
+])
+async def test_bad_parameters_are_400s_naming_the_rule(client, sim, params, message) -> None:
+    resp = await client.get("/search.atom", params=params)
+    assert resp.status == 400
+    assert message in await resp.text()
+    assert resp.headers["Cache-Control"] == "no-store"
+    assert sim.calls(endpoint="search") == []
+
+
+async def test_org_and_sort_parameters(client, sim) -> None:
+    resp = await client.get("/search.atom", params={"q": "onboarding", "org": "hr", "sort": "date"})
+    doc = assert_valid_atom(await resp.read())
+    assert {c.get("term") for c in doc.iter("{http://www.w3.org/2005/Atom}category")} <= set(KEYS)
+    assert sim.calls("engineering", "search") == [] and sim.calls("medicine", "search") == []
+    published = [e.findtext("a:published", namespaces=NS) for e in doc.findall("a:entry", NS)]
+    assert published == sorted(published, reverse=True)
+    assert "org=hr" in link(doc, "self") and "sort=date" in link(doc, "self")
+
+
+async def test_thumbnails_redirect_to_the_current_signed_image(client, sim) -> None:
+    await client.get("/search.atom", params={"q": "onboarding"})
+    tag = search_catalog(sim.org("hr").videos, "onboarding")[0].randtag
+    resp = await client.get(f"/thumbnails/{tag}", allow_redirects=False)
+    assert resp.status == 302
+    target = resp.headers["Location"]
+    assert urlsplit(target).path == f"/thumbs/{tag}.png"
+    image = await client.session.get(target)
+    assert image.status == 200 and image.content_type == "image/png"
+    assert (await client.get("/thumbnails/Unknown12345", allow_redirects=False)).status == 404
+    assert (await client.get("/thumbnails/..%2f..", allow_redirects=False)).status == 404
+
+
+async def test_description_health_and_page(client) -> None:
+    resp = await client.get("/opensearch.xml")
+    assert resp.content_type == "application/opensearchdescription+xml"
+    text = await resp.text()
+    assert 'template="http://videos.test/search.atom?q={searchTerms}&amp;count={count?}&amp;startIndex={startIndex?}"' in text
+    assert (await (await client.get("/healthz")).text()).strip() == "ok"
+    page = await client.get("/", params={"q": "onboarding"})
+    html = await page.text()
+    assert page.status == 200 and "Welcome to campus: onboarding for all staff" in html
+    assert '<link rel="search" type="application/opensearchdescription+xml"' in html
+
+
+async def test_process_pool_parsing(aiohttp_client, sim) -> None:
+    """The production setting: feedparser in worker processes, not on the loop."""
+    client = await aiohttp_client(create_app(make_config(sim, server={"parse_workers": 2})))
+    resp = await client.get("/search.atom", params={"q": "onboarding", "count": "100"})
+    doc = assert_valid_atom(await resp.read())
+    assert len(entry_ids(doc)) == len(expected_matches(sim, "onboarding"))
