@@ -1,20 +1,31 @@
 """The cache every process reads: bytes under namespaced keys, each with a TTL.
 
-`MemoryCache` is the in-process backend (bounded, least recently used goes
-first). Keys are built only by `key()`, so they are namespaced and versioned
-and never hold an org key or client token: callers pass ids, randtags and
-hashed queries, nothing else.
+Two backends behind one interface: `MemoryCache` (in-process, bounded, least
+recently used goes first) and `RedisCache` (shared by every replica). A
+service configured with Redis uses `ResilientCache`, which falls back to
+memory while Redis is unreachable and goes back to Redis when it answers
+again, without a restart.
+
+Keys are built only by `key()`: namespaced, versioned, and made of ids,
+randtags and digests of queries, never of an org key or a client token.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, Protocol, TypeVar
 
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
 NAMESPACE = "ilosagg:v1"
+T = TypeVar("T")
 
 
 def key(kind: str, *parts: str) -> str:
@@ -33,20 +44,25 @@ class Cache(Protocol):
     async def set_many(self, items: Iterable[tuple[str, bytes]], ttl: float) -> None: ...
     async def add(self, key: str, value: bytes, ttl: float) -> bool: ...
     async def delete(self, key: str) -> None: ...
+    def describe(self) -> str: ...
 
 
 class MemoryCache:
-    """An in-process cache bounded in entries; expired and least recently used entries go first."""
+    """In-process and bounded in entries; expired and least recently used entries go first.
 
-    def __init__(self, max_entries: int = 10_000, clock=time.monotonic) -> None:
+    Values are usually bytes, but any object can be kept (the rendered-page
+    cache keeps whole responses).
+    """
+
+    def __init__(self, max_entries: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
         self.max_entries = max_entries
         self._clock = clock
-        self._data: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._data: OrderedDict[str, tuple[float, Any]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._data)
 
-    def get_now(self, key: str) -> bytes | None:
+    def get_now(self, key: str) -> Any:
         """Synchronous read, for hot paths that must not yield to the loop."""
         item = self._data.get(key)
         if item is None:
@@ -58,26 +74,26 @@ class MemoryCache:
         self._data.move_to_end(key)
         return value
 
-    def set_now(self, key: str, value: bytes, ttl: float) -> None:
+    def set_now(self, key: str, value: Any, ttl: float) -> None:
         self._data[key] = (self._clock() + ttl, value)
         self._data.move_to_end(key)
         while len(self._data) > self.max_entries:
             self._data.popitem(last=False)
 
-    async def get(self, key: str) -> bytes | None:
+    async def get(self, key: str) -> Any:
         return self.get_now(key)
 
-    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+    async def get_many(self, keys: Sequence[str]) -> list[Any]:
         return [self.get_now(k) for k in keys]
 
-    async def set(self, key: str, value: bytes, ttl: float) -> None:
+    async def set(self, key: str, value: Any, ttl: float) -> None:
         self.set_now(key, value, ttl)
 
-    async def set_many(self, items: Iterable[tuple[str, bytes]], ttl: float) -> None:
+    async def set_many(self, items: Iterable[tuple[str, Any]], ttl: float) -> None:
         for k, v in items:
             self.set_now(k, v, ttl)
 
-    async def add(self, key: str, value: bytes, ttl: float) -> bool:
+    async def add(self, key: str, value: Any, ttl: float) -> bool:
         if self.get_now(key) is not None:
             return False
         self.set_now(key, value, ttl)
@@ -85,3 +101,98 @@ class MemoryCache:
 
     async def delete(self, key: str) -> None:
         self._data.pop(key, None)
+
+    def describe(self) -> str:
+        return "memory"
+
+
+class RedisCache:
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.client = client
+
+    async def get(self, key: str) -> bytes | None:
+        return await self.client.get(key)
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        return list(await self.client.mget(keys)) if keys else []
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        await self.client.set(key, value, px=max(1, int(ttl * 1000)))
+
+    async def set_many(self, items: Iterable[tuple[str, bytes]], ttl: float) -> None:
+        items = list(items)
+        if not items:
+            return
+        async with self.client.pipeline(transaction=False) as pipe:
+            for k, v in items:
+                pipe.set(k, v, px=max(1, int(ttl * 1000)))
+            await pipe.execute()
+
+    async def add(self, key: str, value: bytes, ttl: float) -> bool:
+        return bool(await self.client.set(key, value, px=max(1, int(ttl * 1000)), nx=True))
+
+    async def delete(self, key: str) -> None:
+        await self.client.delete(key)
+
+    def describe(self) -> str:
+        return "redis"
+
+
+class ResilientCache:
+    """Redis while it answers; the in-process cache while it does not.
+
+    After a failure Redis is left alone for `retry_seconds`, so an outage
+    costs one connect timeout per interval rather than one per request. Both
+    changes of state are logged once (never with the URL: it may hold a password).
+    """
+
+    def __init__(self, redis_cache: RedisCache, memory: MemoryCache, retry_seconds: float = 5.0) -> None:
+        self.redis = redis_cache
+        self.memory = memory
+        self.retry_seconds = retry_seconds
+        self.redis_up = True
+        self._retry_at = 0.0
+
+    async def _either(self, on_redis: Callable[[], Awaitable[T]], on_memory: Callable[[], Awaitable[T]]) -> T:
+        if not self.redis_up and time.monotonic() < self._retry_at:
+            return await on_memory()
+        try:
+            result = await on_redis()
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            if self.redis_up:
+                log.warning("Redis unreachable (%s): answering from the in-process cache", type(exc).__name__)
+            self.redis_up = False
+            self._retry_at = time.monotonic() + self.retry_seconds
+            return await on_memory()
+        if not self.redis_up:
+            log.warning("Redis answers again: using it")
+            self.redis_up = True
+        return result
+
+    async def get(self, key: str) -> bytes | None:
+        return await self._either(lambda: self.redis.get(key), lambda: self.memory.get(key))
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        return await self._either(lambda: self.redis.get_many(keys), lambda: self.memory.get_many(keys))
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        await self._either(lambda: self.redis.set(key, value, ttl), lambda: self.memory.set(key, value, ttl))
+
+    async def set_many(self, items: Iterable[tuple[str, bytes]], ttl: float) -> None:
+        items = list(items)
+        await self._either(lambda: self.redis.set_many(items, ttl), lambda: self.memory.set_many(items, ttl))
+
+    async def add(self, key: str, value: bytes, ttl: float) -> bool:
+        return await self._either(lambda: self.redis.add(key, value, ttl), lambda: self.memory.add(key, value, ttl))
+
+    async def delete(self, key: str) -> None:
+        await self._either(lambda: self.redis.delete(key), lambda: self.memory.delete(key))
+
+    def describe(self) -> str:
+        return "redis" if self.redis_up else "memory (Redis unreachable)"
+
+
+def redis_client(url: str) -> aioredis.Redis:
+    """Short timeouts: a cache that makes requests wait is worse than no cache."""
+    return aioredis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=1.0,
+                                   retry_on_timeout=False, health_check_interval=15)

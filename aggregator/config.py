@@ -50,6 +50,7 @@ class CacheConfig:
     stale_ttl: int = 86_400
     failed_duration_ttl: int = 600
     memory_max_entries: int = 10_000
+    redis_retry_seconds: float = 5.0  # after Redis fails, how long to use memory before trying again
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +146,9 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.enviro
         ),
         memory_max_entries=cache_t.integer(
             "memory_max_entries", _CACHE.memory_max_entries, 10, 10_000_000
+        ),
+        redis_retry_seconds=cache_t.number(
+            "redis_retry_seconds", _CACHE.redis_retry_seconds, 0.0, 3600.0, exclusive_min=True
         ),
     )
     cache_t.finish()

@@ -8,20 +8,25 @@ every parameter first (a 400 naming it, in the client's format), ask the
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import jinja2
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from aggregator import PRODUCT, __version__, cache as cache_keys
+from aggregator import PRODUCT, __version__
 from aggregator.atom import ATOM_TYPE, DESCRIPTION_TYPE, render_atom
-from aggregator.cache import Cache, MemoryCache
+from aggregator.answers import GOOD
+from aggregator.cache import Cache, MemoryCache, RedisCache, ResilientCache, redis_client
 from aggregator.config import Config
 from aggregator.description import render_description
+from aggregator.httpcache import CachedPage, build_page, respond
 from aggregator.icons import play_icon
 from aggregator.paging import page_of
 from aggregator.params import ParamError, SearchParams, parse_search_params
@@ -35,11 +40,14 @@ log = logging.getLogger(__name__)
 
 CONFIG = web.AppKey("config", Config)
 CACHE = web.AppKey("cache", Cache)
+PAGES = web.AppKey("pages", MemoryCache)
+RENDERING = web.AppKey("rendering", dict)
 SEARCHER = web.AppKey("searcher", Searcher)
 TEMPLATES = web.AppKey("templates", jinja2.Environment)
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
 NO_STORE = {"Cache-Control": "no-store"}
+HTML_TYPE = "text/html"
 
 
 def create_app(config: Config) -> web.Application:
@@ -49,6 +57,8 @@ def create_app(config: Config) -> web.Application:
         loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
         autoescape=True, trim_blocks=True, lstrip_blocks=True)
     app[TEMPLATES].filters["duration"] = format_duration
+    app[PAGES] = MemoryCache(max_entries=2_000)
+    app[RENDERING] = {}
     app.cleanup_ctx.append(_resources)
     app.router.add_get("/", search_page)
     app.router.add_get("/search.atom", atom_feed)
@@ -57,6 +67,7 @@ def create_app(config: Config) -> web.Application:
     app.router.add_get("/icon-{size:16|64}.png", icon)
     app.router.add_get("/favicon.ico", icon)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     return app
 
 
@@ -65,13 +76,18 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     session = new_session()
     executor = new_parse_executor(config.server.parse_workers)
     warm_up(executor, config.server.parse_workers)
-    cache = MemoryCache(config.cache.memory_max_entries)
+    memory = MemoryCache(config.cache.memory_max_entries)
+    client = redis_client(config.cache.redis_url) if config.cache.redis_url else None
+    cache: Cache = memory if client is None else ResilientCache(
+        RedisCache(client), memory, config.cache.redis_retry_seconds)
     app[CACHE] = cache
     app[SEARCHER] = Searcher(config, session, cache, executor)
     try:
         yield
     finally:
         await session.close()
+        if client is not None:
+            await client.aclose()
         executor.shutdown(wait=False, cancel_futures=True)
 
 
@@ -104,56 +120,86 @@ def bad_request(fmt: str, error: ParamError) -> web.Response:
 
 # -- search -----------------------------------------------------------------------
 
+Renderer = Callable[[web.Application, View, SearchAnswer], tuple[bytes, str]]
+
 
 def visible_orgs(request: web.Request) -> tuple[str, ...]:
     return tuple(o.id for o in request.app[CONFIG].orgs)
 
 
-async def run_search(request: web.Request, params: SearchParams) -> tuple[SearchAnswer, View]:
-    config = request.app[CONFIG]
-    answer = await request.app[SEARCHER].search(params.q, params.orgs, params.sort)
-    view = View(page=page_of(params, answer.results), base_url=config.server.public_url,
-                org_names={o.id: o.name for o in config.orgs}, all_orgs=visible_orgs(request))
-    return answer, view
-
-
-def server_timing(answer: SearchAnswer) -> str:
-    return ", ".join(f'org-{r.org_id};dur={r.elapsed_ms:.1f};desc="{r.status}"' for r in answer.reports)
-
-
-async def atom_feed(request: web.Request) -> web.Response:
+async def serve_search(request: web.Request, fmt: str, renderer: Renderer) -> web.Response:
+    """The path every search format shares: validate, page cache, render once, respond."""
     try:
         params = parse_search_params(request.query, visible_orgs(request))
     except ParamError as exc:
-        return bad_request("atom", exc)
-    answer, view = await run_search(request, params)
-    return web.Response(body=render_atom(view), content_type=ATOM_TYPE, charset="utf-8",
-                        headers={"Server-Timing": server_timing(answer)})
+        return bad_request(fmt, exc)
+    page_key = "\x1f".join((fmt, params.q, ",".join(params.orgs), params.sort,
+                            str(params.count), str(params.start_index)))
+    page = request.app[PAGES].get_now(page_key)
+    if page is not None:
+        return respond(request, page, private=False, hit=True)
+    rendering = request.app[RENDERING]
+    task = rendering.get(page_key)
+    if task is None:
+        task = asyncio.ensure_future(_render(request.app, page_key, params, renderer))
+        rendering[page_key] = task
+        task.add_done_callback(lambda _t: rendering.pop(page_key, None))
+    page = await asyncio.shield(task)
+    return respond(request, page, private=False, hit=False)
+
+
+async def _render(app: web.Application, page_key: str, params: SearchParams,
+                  renderer: Renderer) -> CachedPage:
+    config = app[CONFIG]
+    answer = await app[SEARCHER].search(params.normalised_query, params.orgs, params.sort)
+    view = View(page=page_of(params, answer.results), base_url=config.server.public_url,
+                org_names={o.id: o.name for o in config.orgs},
+                all_orgs=tuple(o.id for o in config.orgs))
+    body, content_type = renderer(app, view, answer)
+    page = build_page(body, content_type, view.updated, answer.fresh_until, answer.reports,
+                      answer.complete)
+    ttl = page.expires_at - time.time()
+    if ttl > 0:
+        app[PAGES].set_now(page_key, page, ttl)
+    return page
+
+
+def _atom(app: web.Application, view: View, answer: SearchAnswer) -> tuple[bytes, str]:
+    return render_atom(view), f"{ATOM_TYPE}; charset=utf-8"
+
+
+def _html(app: web.Application, view: View, answer: SearchAnswer) -> tuple[bytes, str]:
+    config = app[CONFIG]
+    troubled = [(config.org(r.org_id).name, r.status)  # type: ignore[union-attr]
+                for r in answer.reports if r.status not in GOOD]
+    html = app[TEMPLATES].get_template("search.html").render(
+        page_context(config, q=view.page.params.q, view=view, troubled=troubled))
+    return html.encode(), f"{HTML_TYPE}; charset=utf-8"
+
+
+def page_context(config: Config, **values: object) -> dict[str, object]:
+    context: dict[str, object] = {"q": "", "error": None, "view": None, "troubled": [],
+                                  "base_url": config.server.public_url, "version": __version__,
+                                  "product": PRODUCT}
+    context.update(values)
+    return context
+
+
+async def atom_feed(request: web.Request) -> web.Response:
+    return await serve_search(request, "atom", _atom)
 
 
 async def search_page(request: web.Request) -> web.Response:
-    config = request.app[CONFIG]
-    context: dict[str, object] = {"q": "", "error": None, "view": None, "answer": None,
-                                  "base_url": config.server.public_url, "version": __version__,
-                                  "product": PRODUCT}
-    headers: dict[str, str] = {}
-    status = 200
     if request.query.get("q", "").strip():
         try:
-            params = parse_search_params(request.query, visible_orgs(request))
+            parse_search_params(request.query, visible_orgs(request))
         except ParamError as exc:
-            context["error"] = str(exc)
-            context["q"] = request.query.get("q", "")[:256]
-            status = 400
-            headers.update(NO_STORE)
-        else:
-            answer, view = await run_search(request, params)
-            context.update(q=params.q, view=view, answer=answer,
-                           troubled=[config.org(r.org_id).name for r in answer.reports  # type: ignore[union-attr]
-                                     if r.status not in ("ok", "cached")])
-            headers["Server-Timing"] = server_timing(answer)
-    html = request.app[TEMPLATES].get_template("search.html").render(context)
-    return web.Response(text=html, content_type="text/html", status=status, headers=headers)
+            html = request.app[TEMPLATES].get_template("search.html").render(
+                page_context(request.app[CONFIG], q=request.query.get("q", "")[:256], error=str(exc)))
+            return web.Response(text=html, content_type=HTML_TYPE, status=400, headers=NO_STORE)
+        return await serve_search(request, "html", _html)
+    html = request.app[TEMPLATES].get_template("search.html").render(page_context(request.app[CONFIG]))
+    return web.Response(text=html, content_type=HTML_TYPE, headers={"Cache-Control": "public, max-age=300"})
 
 
 # -- everything else ----------------------------------------------------------------
@@ -166,14 +212,34 @@ async def description(request: web.Request) -> web.Response:
 
 
 async def thumbnail(request: web.Request) -> web.Response:
-    """A stable URL for a video's picture: redirects to upstream's current signed URL."""
+    """A stable URL for a video's picture: redirects to upstream's current signed URL.
+
+    Upstream's URLs expire; one that is about to is refreshed by asking the
+    org again for the query that last showed the video.
+    """
     randtag = request.match_info["randtag"]
     if not RANDTAG_RE.fullmatch(randtag):
         raise web.HTTPNotFound(text="No such video.\n")
-    url = await request.app[CACHE].get(cache_keys.key("thumb", randtag))
-    if url is None:
+    answers = request.app[SEARCHER].answers
+    record = await answers.thumbnail_record(randtag)
+    if record is None:
         raise web.HTTPNotFound(text="No thumbnail known for this video.\n")
-    raise web.HTTPFound(url.decode(), headers={"Cache-Control": "private, max-age=300"})
+    url = record.get("url")
+    if signed_url_expires(url) < time.time() + 60:
+        url = await answers.refresh_thumbnail(randtag)
+        if url is None or signed_url_expires(url) < time.time():
+            raise web.HTTPFound("/icon-64.png", headers={"Cache-Control": "no-store"})
+    raise web.HTTPFound(url, headers={"Cache-Control": "private, max-age=60"})
+
+
+def signed_url_expires(url: str | None) -> float:
+    """CloudFront-style `Expires=` (epoch seconds); URLs without one never expire."""
+    if not url:
+        return 0.0
+    values = parse_qs(urlsplit(url).query).get("Expires")
+    if not values or not values[0].isdigit():
+        return float("inf")
+    return float(values[0])
 
 
 async def icon(request: web.Request) -> web.Response:
@@ -184,6 +250,16 @@ async def icon(request: web.Request) -> web.Response:
 
 async def healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok\n", headers=NO_STORE)
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Can serve (always, while the process runs); says what is degraded."""
+    cache = request.app[CACHE]
+    orgs = {org_id: r.status for org_id, r in request.app[SEARCHER].last_reports.items()}
+    degraded = [f"cache: {cache.describe()}"] if "unreachable" in cache.describe() else []
+    degraded += [f"org {org_id}: {status}" for org_id, status in orgs.items() if status not in GOOD]
+    return web.json_response({"status": "degraded" if degraded else "ok", "cache": cache.describe(),
+                              "orgs": orgs, "degraded": degraded}, headers=NO_STORE)
 
 
 # -- logging --------------------------------------------------------------------------

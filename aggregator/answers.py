@@ -1,0 +1,185 @@
+"""One organisation's answer to one query: from the cache, from a shared fetch, or stale.
+
+An org's parsed answer (videos with durations) is cached under the normalised
+query for `search_ttl`, and kept for `stale_ttl` as the last good answer to
+fall back on when the org fails. Concurrent misses for the same org and query
+make one upstream request: in one process they share a task, across processes
+a short Redis lock (`SET NX PX`) elects one fetcher while the others wait for
+its answer to land, with a bounded wait and a fallback to fetching themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+
+import aiohttp
+
+from aggregator import cache as cache_keys
+from aggregator.cache import Cache
+from aggregator.config import Config, Org
+from aggregator.durations import DurationLookups
+from aggregator.parsing import parse_search_answer, prescan_randtags
+from aggregator.upstream import Outcome, fetch_search
+from aggregator.videos import Video
+
+log = logging.getLogger(__name__)
+
+# Server-Timing `desc` values, as the contract names them.
+OK, CACHED, STALE, TIMEOUT, ERROR, SKIPPED, DENIED = (
+    "ok", "cached", "stale", "timeout", "error", "skipped", "denied")
+GOOD = (OK, CACHED)
+_STATUS_OF = {Outcome.OK: OK, Outcome.TIMEOUT: TIMEOUT, Outcome.DENIED: DENIED}
+FAILURE_MEMORY = 5.0  # seconds other processes are told that a fetch just failed
+WAIT_POLL = 0.02
+
+
+@dataclass(frozen=True, slots=True)
+class OrgAnswer:
+    videos: tuple[Video, ...]
+    status: str  # one of the Server-Timing descs above
+    fresh_until: float = 0.0  # epoch seconds; 0 when nothing fresh was had
+    detail: str = ""  # safe to log and show: never a key or upstream text
+
+
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    fetched_at: float
+    videos: tuple[Video, ...]
+
+
+class AnswerSource:
+    def __init__(self, config: Config, session: aiohttp.ClientSession, cache: Cache,
+                 parse_executor: concurrent.futures.Executor) -> None:
+        self.config = config
+        self.session = session
+        self.cache = cache
+        self.parse_executor = parse_executor
+        self.durations = DurationLookups(config, session, cache)
+        self._inflight: dict[tuple[str, str], asyncio.Task[OrgAnswer]] = {}
+
+    async def answer(self, org: Org, query: str) -> OrgAnswer:
+        """`query` is already normalised (lower-cased, whitespace folded)."""
+        digest = cache_keys.query_digest(query)
+        stored = await self._read(org, digest)
+        ttl = self.config.cache.search_ttl
+        if stored is not None and time.time() < stored.fetched_at + ttl:
+            return OrgAnswer(stored.videos, CACHED, stored.fetched_at + ttl)
+        if await self.cache.get(cache_keys.key("cooldown", org.id)) is not None:
+            fresh = OrgAnswer((), SKIPPED, detail="rate limited: waiting for Retry-After")
+        else:
+            fresh = await self._shared_fetch(org, query, digest)
+        if fresh.status in GOOD or stored is None:
+            return fresh
+        return OrgAnswer(stored.videos, STALE, 0.0, fresh.detail or fresh.status)
+
+    async def _read(self, org: Org, digest: str) -> _Stored | None:
+        raw = await self.cache.get(cache_keys.key("answer", org.id, digest))
+        if raw is None:
+            return None
+        try:
+            doc = json.loads(raw)
+            return _Stored(float(doc["fetched_at"]), tuple(Video.from_json(v) for v in doc["videos"]))
+        except (ValueError, KeyError, TypeError):
+            log.warning("dropping an unreadable cached answer for org=%s", org.id)
+            return None
+
+    async def _shared_fetch(self, org: Org, query: str, digest: str) -> OrgAnswer:
+        """One fetch per org and query in this process, whoever else asks meanwhile."""
+        flight = (org.id, digest)
+        task = self._inflight.get(flight)
+        if task is None:
+            task = asyncio.ensure_future(self._locked_fetch(org, query, digest))
+            self._inflight[flight] = task
+            task.add_done_callback(lambda _t: self._inflight.pop(flight, None))
+        return await asyncio.shield(task)
+
+    async def _locked_fetch(self, org: Org, query: str, digest: str) -> OrgAnswer:
+        """One fetch per org and query across the processes that share the cache."""
+        lock = cache_keys.key("lock", org.id, digest)
+        token = secrets.token_hex(8).encode()
+        hold = self.config.upstream.timeout * 2 + 2
+        if await self.cache.add(lock, token, hold):
+            try:
+                return await self._fetch(org, query, digest)
+            finally:
+                if await self.cache.get(lock) == token:
+                    await self.cache.delete(lock)
+        waited = await self._wait_for_other(org, digest, lock, time.time(), hold)
+        return waited if waited is not None else await self._fetch(org, query, digest)
+
+    async def _wait_for_other(self, org: Org, digest: str, lock: str, since: float,
+                              hold: float) -> OrgAnswer | None:
+        deadline = time.monotonic() + hold
+        failed = cache_keys.key("failed", org.id, digest)
+        while time.monotonic() < deadline:
+            await asyncio.sleep(WAIT_POLL)
+            stored = await self._read(org, digest)
+            if stored is not None and stored.fetched_at >= since - 1.0:
+                return OrgAnswer(stored.videos, CACHED, stored.fetched_at + self.config.cache.search_ttl)
+            status = await self.cache.get(failed)
+            if status is not None:
+                return OrgAnswer((), status.decode(), detail="failed in another process")
+            if await self.cache.get(lock) is None:
+                return None  # the holder gave up without a word: ask ourselves
+        return None
+
+    async def _fetch(self, org: Org, query: str, digest: str) -> OrgAnswer:
+        fetched = await fetch_search(self.session, org, query, self.config.upstream)
+        if not fetched.ok:
+            if fetched.outcome is Outcome.RATE_LIMITED:
+                await self.cache.set(cache_keys.key("cooldown", org.id), b"1", fetched.retry_after or 60.0)
+            log.warning("search failed: org=%s outcome=%s %s", org.id, fetched.outcome.value, fetched.detail)
+            return await self._failed(org, digest, _STATUS_OF.get(fetched.outcome, ERROR), fetched.detail)
+        early = self.durations.start(org, prescan_randtags(fetched.body))
+        loop = asyncio.get_running_loop()
+        try:
+            parsed = await loop.run_in_executor(self.parse_executor, parse_search_answer, fetched.body)
+        except Exception as exc:  # UnparseableAnswer, or anything feedparser trips on
+            early.cancel()
+            log.warning("search failed: org=%s outcome=unparseable (%s)", org.id, type(exc).__name__)
+            return await self._failed(org, digest, ERROR, "answer is not RSS or Atom")
+        thumbs = [(cache_keys.key("thumb", v.randtag), _thumb_record(v, org, query))
+                  for v in parsed if v.thumbnail_url]
+        await self.cache.set_many(thumbs, self.config.cache.stale_ttl)
+        durations = await self.durations.resolve(org, [v.randtag for v in parsed if v.duration_ms is None])
+        await early
+        videos = tuple(v.with_duration(durations.get(v.randtag)) for v in parsed)
+        now = time.time()
+        doc = {"fetched_at": now, "videos": [v.to_json() for v in videos]}
+        await self.cache.set(cache_keys.key("answer", org.id, digest), json.dumps(doc).encode(),
+                             max(self.config.cache.stale_ttl, self.config.cache.search_ttl))
+        return OrgAnswer(videos, OK, now + self.config.cache.search_ttl)
+
+    async def _failed(self, org: Org, digest: str, status: str, detail: str) -> OrgAnswer:
+        await self.cache.set(cache_keys.key("failed", org.id, digest), status.encode(), FAILURE_MEMORY)
+        return OrgAnswer((), status, detail=detail)
+
+    async def refresh_thumbnail(self, randtag: str) -> str | None:
+        """Re-ask the org and query that last showed this video, for a newly signed URL."""
+        record = await self.thumbnail_record(randtag)
+        if record is None:
+            return None
+        org = self.config.org(record.get("org", ""))
+        if org is None:
+            return None
+        digest = cache_keys.query_digest(record.get("q", ""))
+        await self._shared_fetch(org, record.get("q", ""), digest)
+        record = await self.thumbnail_record(randtag)
+        return record.get("url") if record else None
+
+    async def thumbnail_record(self, randtag: str) -> dict | None:
+        raw = await self.cache.get(cache_keys.key("thumb", randtag))
+        try:
+            return json.loads(raw) if raw else None
+        except ValueError:
+            return None
+
+
+def _thumb_record(video: Video, org: Org, query: str) -> bytes:
+    return json.dumps({"url": video.thumbnail_url, "org": org.id, "q": query}).encode()

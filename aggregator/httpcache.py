@@ -1,0 +1,108 @@
+"""HTTP caching for rendered feeds: validators, 304s, compression, and the page cache.
+
+A page is rendered and compressed once, then kept in-process until the first
+of its org answers goes stale, so a feed reader's repeated poll costs a dict
+lookup. Validators follow RFC 9110: a strong ETag from the body's hash and
+`Last-Modified` from the newest entry; `If-None-Match` wins over
+`If-Modified-Since` (section 13.2.2); a 304 repeats the validators and
+`Cache-Control` (RFC 9110 15.4.5).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import format_datetime, parsedate_to_datetime
+
+from aiohttp import web
+
+from aggregator.answers import GOOD
+
+DEGRADED_MAX_AGE = 10  # seconds a page missing an org's answer may be reused
+MIN_GZIP = 512
+
+
+@dataclass(frozen=True, slots=True)
+class CachedPage:
+    body: bytes
+    gzipped: bytes | None
+    content_type: str
+    etag: str
+    last_modified: str
+    last_modified_ts: float
+    expires_at: float  # epoch seconds
+    server_timing: str  # for the request that rendered it
+    server_timing_hit: str  # for every later request it serves
+
+    def max_age(self, now: float | None = None) -> int:
+        return max(0, int(self.expires_at - (now or time.time())))
+
+
+def build_page(body: bytes, content_type: str, updated: datetime, fresh_until: float,
+               reports: Sequence, complete: bool) -> CachedPage:
+    now = time.time()
+    expires_at = fresh_until if complete else min(fresh_until or now, now + DEGRADED_MAX_AGE)
+    digest = hashlib.sha256(body).hexdigest()[:32]
+    timing = ", ".join(f'org-{r.org_id};dur={r.elapsed_ms:.1f};desc="{r.status}"' for r in reports)
+    timing_hit = ", ".join(
+        f'org-{r.org_id};dur=0;desc="{"cached" if r.status in GOOD else r.status}"' for r in reports)
+    return CachedPage(
+        body=body,
+        gzipped=gzip.compress(body, 6, mtime=0) if len(body) >= MIN_GZIP else None,
+        content_type=content_type,
+        etag=f'"{digest}"',
+        last_modified=format_datetime(updated, usegmt=True),
+        last_modified_ts=updated.timestamp(),
+        expires_at=max(now, expires_at),
+        server_timing=timing,
+        server_timing_hit=timing_hit,
+    )
+
+
+def respond(request: web.Request, page: CachedPage, *, private: bool, hit: bool) -> web.Response:
+    scope = "private" if private else "public"
+    headers = {
+        "ETag": page.etag,
+        "Last-Modified": page.last_modified,
+        "Cache-Control": f"{scope}, max-age={page.max_age()}",
+        "Vary": "Accept-Encoding, Authorization" if private else "Accept-Encoding",
+        "Server-Timing": page.server_timing_hit if hit else page.server_timing,
+    }
+    if not_modified(request, page):
+        return web.Response(status=304, headers=headers)
+    headers["Content-Type"] = page.content_type
+    if page.gzipped is not None and accepts_gzip(request.headers.get("Accept-Encoding", "")):
+        headers["Content-Encoding"] = "gzip"
+        return web.Response(body=page.gzipped, headers=headers)
+    return web.Response(body=page.body, headers=headers)
+
+
+def not_modified(request: web.Request, page: CachedPage) -> bool:
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match is not None:
+        if if_none_match.strip() == "*":
+            return True
+        # Weak comparison, as If-None-Match requires; our gzip and identity bodies share one tag.
+        tags = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
+        return page.etag in tags
+    since = request.headers.get("If-Modified-Since")
+    if since is None:
+        return False
+    try:
+        when = parsedate_to_datetime(since)
+    except (TypeError, ValueError):
+        return False
+    return when.tzinfo is not None and int(page.last_modified_ts) <= when.timestamp()
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    for part in accept_encoding.lower().split(","):
+        name, _, params = part.strip().partition(";")
+        if name.strip() in ("gzip", "*"):
+            q = params.strip()
+            return not (q.startswith("q=") and q[2:].strip() in ("0", "0.0", "0.00", "0.000"))
+    return False
