@@ -21,7 +21,9 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError, RedisError
 
 log = logging.getLogger(__name__)
 NAMESPACE = "ilosagg:v1"
@@ -137,6 +139,13 @@ class RedisCache:
     def describe(self) -> str:
         return "redis"
 
+    async def reset(self) -> None:
+        """Drop pooled connections: after an outage they are all dead."""
+        try:
+            await self.client.connection_pool.disconnect()
+        except (RedisError, OSError):
+            pass
+
 
 class ResilientCache:
     """Redis while it answers; the in-process cache while it does not.
@@ -163,6 +172,7 @@ class ResilientCache:
                 log.warning("Redis unreachable (%s): answering from the in-process cache", type(exc).__name__)
             self.redis_up = False
             self._retry_at = time.monotonic() + self.retry_seconds
+            await self.redis.reset()
             return await on_memory()
         if not self.redis_up:
             log.warning("Redis answers again: using it")
@@ -194,5 +204,8 @@ class ResilientCache:
 
 def redis_client(url: str) -> aioredis.Redis:
     """Short timeouts: a cache that makes requests wait is worse than no cache."""
+    # One immediate retry on a fresh connection covers a pooled connection that
+    # died with a Redis restart; anything longer is an outage for ResilientCache.
     return aioredis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=1.0,
-                                   retry_on_timeout=False, health_check_interval=15)
+                                   retry=Retry(NoBackoff(), 1),
+                                   retry_on_error=[RedisConnectionError], health_check_interval=15)

@@ -1,0 +1,264 @@
+"""Caching with a real Redis: repeat and concurrent requests are nearly free, faults are survived."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+import redis
+
+from aggregator.cache import MemoryCache
+from aggregator.simulator import search_catalog
+from aggregator.web import create_app
+from tests.conftest import KEYS, config_toml, free_port, make_config
+from tests.helpers import NS, assert_valid_atom, entry_ids
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def timing(resp) -> dict[str, str]:
+    """org id -> Server-Timing desc."""
+    out = {}
+    for metric in resp.headers["Server-Timing"].split(","):
+        name, *params = [p.strip() for p in metric.split(";")]
+        desc = next(p for p in params if p.startswith("desc=")).split("=", 1)[1].strip('"')
+        out[name.removeprefix("org-")] = desc
+    return out
+
+
+@pytest.fixture
+async def redis_client_app(aiohttp_client, sim, redis_clean):
+    async def make(**cache):
+        config = make_config(sim, cache={"redis_url": redis_clean, **cache})
+        return await aiohttp_client(create_app(config))
+    return make
+
+
+async def test_repeat_queries_make_no_upstream_call(redis_client_app, sim) -> None:
+    client = await redis_client_app()
+    first = await client.get("/search.atom", params={"q": "onboarding"})
+    assert set(timing(first).values()) == {"ok"}
+    calls = len(sim.log)
+    # Another page and another spelling of the same query: org answers come from Redis.
+    second = await client.get("/search.atom", params={"q": "  ONBOARDING ", "count": "5"})
+    assert second.status == 200 and set(timing(second).values()) == {"cached"}
+    assert len(sim.log) == calls
+
+
+async def test_durations_are_reused_across_queries(redis_client_app, sim) -> None:
+    client = await redis_client_app()
+    await client.get("/search.atom", params={"q": "onboarding", "org": "engineering"})
+    looked_up = {c.arg for c in sim.calls("engineering", "metadata")}
+    welcome = search_catalog(sim.org("engineering").videos, "welcome")[0].randtag
+    assert welcome in looked_up
+    sim.log.clear()
+    resp = await client.get("/search.atom", params={"q": "welcome", "org": "engineering"})
+    assert welcome not in {c.arg for c in sim.calls(endpoint="metadata")}
+    entry = assert_valid_atom(await resp.read()).find("a:entry", NS)
+    assert entry.find("media:content", NS).get("duration")
+
+
+async def test_concurrent_identical_misses_share_one_request_per_org(redis_client_app, sim) -> None:
+    client = await redis_client_app()
+    for org in sim.orgs:
+        org.latency = 0.2
+    responses = await asyncio.gather(*(client.get("/search.atom", params={"q": "onboarding"})
+                                       for _ in range(200)))
+    assert {r.status for r in responses} == {200}
+    bodies = {await r.read() for r in responses}
+    assert len(bodies) == 1
+    assert {o: len(sim.calls(o, "search")) for o in KEYS} == {o: 1 for o in KEYS}
+
+
+async def test_two_processes_on_one_redis_share_one_request_per_org(sim, redis_clean, tmp_path) -> None:
+    for org in sim.orgs:
+        org.latency = 0.3
+    ports = [free_port(), free_port()]
+    procs = []
+    for port in ports:
+        path = tmp_path / f"config-{port}.toml"
+        path.write_text(config_toml(sim, server={"port": port, "parse_workers": 0},
+                                    cache={"redis_url": redis_clean}))
+        procs.append(subprocess.Popen([sys.executable, "-m", "aggregator", "serve", "--config", str(path)],
+                                      cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+    try:
+        async with aiohttp.ClientSession() as session:
+            for port in ports:
+                await wait_until_up(session, f"http://127.0.0.1:{port}/healthz")
+            urls = [f"http://127.0.0.1:{p}/search.atom?q=induction+OR+onboarding" for p in ports]
+            responses = await asyncio.gather(*(session.get(urls[i % 2]) for i in range(200)))
+            assert {r.status for r in responses} == {200}
+            assert len({await r.read() for r in responses}) == 1
+        assert {o: len(sim.calls(o, "search")) for o in KEYS} == {o: 1 for o in KEYS}
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(10)
+            assert b"Traceback" not in p.stderr.read()
+
+
+async def wait_until_up(session: aiohttp.ClientSession, url: str) -> None:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            async with session.get(url) as resp:
+                if resp.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(url)
+        await asyncio.sleep(0.1)
+
+
+async def test_stale_answer_when_an_org_fails_after_expiry(redis_client_app, sim) -> None:
+    client = await redis_client_app(search_ttl=1)
+    first = await client.get("/search.atom", params={"q": "onboarding"})
+    before = entry_ids(assert_valid_atom(await first.read()))
+    await asyncio.sleep(1.1)
+    sim.org("medicine").fault = "503"
+    sim.org("hr").fault = "timeout"
+    resp = await client.get("/search.atom", params={"q": "onboarding"}, timeout=aiohttp.ClientTimeout(10))
+    assert timing(resp) == {"engineering": "ok", "medicine": "stale", "hr": "stale"}
+    assert entry_ids(assert_valid_atom(await resp.read())) == before
+    assert resp.headers["Cache-Control"].startswith("public, max-age=")
+    assert int(resp.headers["Cache-Control"].rsplit("=", 1)[1]) <= 10  # a degraded page is short-lived
+    page = await client.get("/", params={"q": "onboarding"})
+    assert "Medicine: showing earlier results" in await page.text()
+
+
+async def test_redis_outage_and_return(aiohttp_client, sim, redis_process) -> None:
+    config = make_config(sim, cache={"redis_url": redis_process.url, "redis_retry_seconds": 0.3})
+    client = await aiohttp_client(create_app(config))
+    assert (await client.get("/search.atom", params={"q": "onboarding"})).status == 200
+    assert (await (await client.get("/readyz")).json())["cache"] == "redis"
+    redis_process.stop()
+    down = await client.get("/search.atom", params={"q": "lecture"})
+    assert down.status == 200 and entry_ids(assert_valid_atom(await down.read()))
+    ready = await (await client.get("/readyz")).json()
+    assert ready["status"] == "degraded" and "Redis unreachable" in ready["cache"]
+    again = await client.get("/search.atom", params={"q": "lecture", "count": "3"})
+    assert set(timing(again).values()) == {"cached"}  # the in-process cache took over
+    redis_process.start()  # same port, empty
+    await asyncio.sleep(0.4)
+    back = await client.get("/search.atom", params={"q": "safety"})
+    assert back.status == 200
+    assert (await (await client.get("/readyz")).json())["cache"] == "redis"
+    keys = redis.Redis.from_url(redis_process.url).keys("ilosagg:v1:answer:*")
+    assert len(keys) == 3  # the answers to "safety", written to Redis again
+
+
+async def test_cache_holds_no_secrets_and_every_key_expires(redis_client_app, sim, redis_clean) -> None:
+    client = await redis_client_app()
+    await client.get("/search.atom", params={"q": "onboarding"})
+    r = redis.Redis.from_url(redis_clean)
+    keys = r.keys("*")
+    assert keys and all(k.startswith(b"ilosagg:v1:") for k in keys)
+    for k in keys:
+        assert r.pttl(k) > 0
+        blob = k + (r.get(k) or b"")
+        assert not any(key.encode() in blob for key in KEYS.values())
+        assert b"onboarding" not in k  # user text is digested, never a raw key
+
+
+def test_memory_backend_is_bounded_and_least_recently_used_goes_first() -> None:
+    now = [0.0]
+    cache = MemoryCache(max_entries=50, clock=lambda: now[0])
+    for i in range(200):
+        cache.set_now(f"k{i}", b"v", ttl=100)
+        if i >= 1:
+            cache.get_now("k0")  # keep k0 in use
+    assert len(cache) == 50
+    assert cache.get_now("k0") == b"v" and cache.get_now("k1") is None and cache.get_now("k199") == b"v"
+    now[0] = 101
+    assert cache.get_now("k199") is None
+
+
+async def test_etag_and_last_modified_give_304s(client) -> None:
+    resp = await client.get("/search.atom", params={"q": "onboarding"})
+    etag, modified = resp.headers["ETag"], resp.headers["Last-Modified"]
+    assert etag.startswith('"') and not etag.startswith('W/')
+    cache_control = resp.headers["Cache-Control"]
+    assert cache_control.startswith("public, max-age=") and int(cache_control.rsplit("=", 1)[1]) > 250
+    assert "Accept-Encoding" in resp.headers["Vary"]
+    for headers in ({"If-None-Match": etag}, {"If-None-Match": f'"other", W/{etag}'},
+                    {"If-Modified-Since": modified}, {"If-None-Match": "*"}):
+        again = await client.get("/search.atom", params={"q": "onboarding"}, headers=headers)
+        assert again.status == 304, headers
+        assert await again.read() == b""
+        assert again.headers["ETag"] == etag and again.headers["Last-Modified"] == modified
+        assert again.headers["Cache-Control"].startswith("public, max-age=")
+    # If-None-Match takes precedence over If-Modified-Since (RFC 9110 13.2.2).
+    changed = await client.get("/search.atom", params={"q": "onboarding"},
+                               headers={"If-None-Match": '"old"', "If-Modified-Since": modified})
+    assert changed.status == 200
+    older = await client.get("/search.atom", params={"q": "onboarding"},
+                             headers={"If-Modified-Since": "Mon, 01 Jan 2001 00:00:00 GMT"})
+    assert older.status == 200
+
+
+async def test_compression_and_errors_not_stored(client) -> None:
+    resp = await client.get("/search.atom", params={"q": "onboarding"},
+                            headers={"Accept-Encoding": "gzip"}, auto_decompress=False)
+    assert resp.headers["Content-Encoding"] == "gzip"
+    plain = await client.get("/search.atom", params={"q": "onboarding"}, headers={"Accept-Encoding": "identity"})
+    assert "Content-Encoding" not in plain.headers
+    import gzip
+    assert gzip.decompress(await resp.read()) == await plain.read()
+    assert resp.headers["ETag"] == plain.headers["ETag"]
+    bad = await client.get("/search.atom", params={"q": "a", "count": "0"})
+    assert bad.status == 400 and bad.headers["Cache-Control"] == "no-store"
+    missing = await client.get("/nowhere")
+    assert missing.status == 404 and missing.headers["Cache-Control"] == "no-store"
+
+
+async def test_feed_is_byte_identical_when_only_signatures_changed(redis_client_app, sim) -> None:
+    client = await redis_client_app(search_ttl=1)
+    first = await client.get("/search.atom", params={"q": "onboarding"})
+    body = await first.read()
+    await asyncio.sleep(1.1)
+    calls = len(sim.calls(endpoint="search"))
+    second = await client.get("/search.atom", params={"q": "onboarding"})
+    assert set(timing(second).values()) == {"ok"}  # fetched again: upstream re-signed every thumbnail
+    assert len(sim.calls(endpoint="search")) == calls + 3
+    assert await second.read() == body
+    assert second.headers["ETag"] == first.headers["ETag"]
+    stale_etag = await client.get("/search.atom", params={"q": "onboarding"},
+                                  headers={"If-None-Match": first.headers["ETag"]})
+    assert stale_etag.status == 304
+
+
+async def test_expired_thumbnails_are_re_signed(aiohttp_client, redis_clean) -> None:
+    from aggregator.simulator import Simulator, demo_orgs
+    sim = Simulator(demo_orgs(KEYS), thumbnail_ttl=30)  # expires within our 60 s margin
+    await sim.start()
+    try:
+        client = await aiohttp_client(create_app(make_config(sim, cache={"redis_url": redis_clean})))
+        await client.get("/search.atom", params={"q": "onboarding", "org": "hr"})
+        tag = search_catalog(sim.org("hr").videos, "onboarding")[0].randtag
+        before = len(sim.calls("hr", "search"))
+        resp = await client.get(f"/thumbnails/{tag}", allow_redirects=False)
+        assert resp.status == 302
+        assert len(sim.calls("hr", "search")) == before + 1  # asked again for a fresh signature
+        image = await client.session.get(resp.headers["Location"])
+        assert image.status == 200
+    finally:
+        await sim.stop()
+
+
+async def test_rate_limit_cooldown_is_shared_through_redis(redis_client_app, sim) -> None:
+    one = await redis_client_app()
+    sim.org("hr").fault = "429"
+    await one.get("/search.atom", params={"q": "benefits"})
+    two = await redis_client_app()
+    resp = await two.get("/search.atom", params={"q": "payroll"})
+    assert timing(resp)["hr"] == "skipped"
+    assert len(sim.calls("hr", "search")) == 1
