@@ -92,9 +92,11 @@ def _with_address(config: Config, host: str | None, port: int | None) -> Config:
 
 async def serve_forever(config: Config, *, reuse_port: bool = False, ready=None) -> None:
     """Run the service until SIGINT or SIGTERM."""
-    from aggregator.web import AccessLogger, create_app
+    from aggregator.accesslog import AccessLogger, flush
+    from aggregator.web import create_app
 
-    runner = web.AppRunner(create_app(config), access_log_class=AccessLogger, shutdown_timeout=5.0)
+    logging_kw = {"access_log_class": AccessLogger} if config.server.access_log else {"access_log": None}
+    runner = web.AppRunner(create_app(config), shutdown_timeout=5.0, **logging_kw)
     await runner.setup()
     site = web.TCPSite(runner, config.server.host, config.server.port, reuse_port=reuse_port or None)
     await site.start()
@@ -106,6 +108,7 @@ async def serve_forever(config: Config, *, reuse_port: bool = False, ready=None)
         await wait_for_signal()
     finally:
         await runner.cleanup()
+        flush()
 
 
 async def wait_for_signal() -> None:

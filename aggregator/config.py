@@ -39,6 +39,7 @@ class ServerConfig:
     public_url: str = "http://127.0.0.1:8080"
     # Processes that run feedparser beside the event loop; 0 runs it in a thread.
     parse_workers: int = 2
+    access_log: bool = True  # one line per request on stderr, client tokens redacted
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,11 +127,12 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.enviro
     port = server_t.integer("port", _SERVER.port, 0, 65535)
     public_url = server_t.url("public_url", None)
     parse_workers = server_t.integer("parse_workers", _SERVER.parse_workers, 0, 64)
+    access_log = server_t.boolean("access_log", _SERVER.access_log)
     server_t.finish()
     if public_url is None:
         bracketed = f"[{host}]" if ":" in host else host
         public_url = f"http://{bracketed}:{port}"
-    server = ServerConfig(host, port, public_url.rstrip("/"), parse_workers)
+    server = ServerConfig(host, port, public_url.rstrip("/"), parse_workers, access_log)
 
     cache_t = root.table("cache")
     redis_url = cache_t.secret("redis_url", environ, required=False)
@@ -271,6 +273,15 @@ class _Table:
             self._problem(key, "must be an array of strings")
             return None
         return list(value)
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self._get(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self._problem(key, "must be true or false")
+            return default
+        return value
 
     def integer(self, key: str, default: int, lo: int, hi: int) -> int:
         value = self._get(key)

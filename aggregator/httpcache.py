@@ -37,6 +37,7 @@ class CachedPage:
     expires_at: float  # epoch seconds
     server_timing: str  # for the request that rendered it
     server_timing_hit: str  # for every later request it serves
+    hit_headers: tuple[tuple[str, str], ...] = ()  # built once: what every hit repeats
 
     def max_age(self, now: float | None = None) -> int:
         return max(0, int(self.expires_at - (now or time.time())))
@@ -50,32 +51,43 @@ def build_page(body: bytes, content_type: str, updated: datetime, fresh_until: f
     timing = ", ".join(f'org-{r.org_id};dur={r.elapsed_ms:.1f};desc="{r.status}"' for r in reports)
     timing_hit = ", ".join(
         f'org-{r.org_id};dur=0;desc="{"cached" if r.status in GOOD else r.status}"' for r in reports)
+    etag = f'"{digest}"'
+    last_modified = format_datetime(updated, usegmt=True)
     return CachedPage(
         body=body,
         gzipped=gzip.compress(body, 6, mtime=0) if len(body) >= MIN_GZIP else None,
         content_type=content_type,
-        etag=f'"{digest}"',
-        last_modified=format_datetime(updated, usegmt=True),
+        etag=etag,
+        last_modified=last_modified,
         last_modified_ts=updated.timestamp(),
         expires_at=max(now, expires_at),
         server_timing=timing,
         server_timing_hit=timing_hit,
+        hit_headers=(("ETag", etag), ("Last-Modified", last_modified), ("Vary", "Accept-Encoding"),
+                     ("Server-Timing", timing_hit)),
     )
 
 
 def respond(request: web.Request, page: CachedPage, *, private: bool, hit: bool) -> web.Response:
-    scope = "private" if private else "public"
-    headers = {
-        "ETag": page.etag,
-        "Last-Modified": page.last_modified,
-        "Cache-Control": f"{scope}, max-age={page.max_age()}",
-        "Vary": "Accept-Encoding, Authorization" if private else "Accept-Encoding",
-        "Server-Timing": page.server_timing_hit if hit else page.server_timing,
-    }
-    if not_modified(request, page):
+    """The page, or a 304 repeating its validators and Cache-Control. Kept lean: it is the warm path."""
+    if hit and not private:
+        headers = dict(page.hit_headers)
+        headers["Cache-Control"] = f"public, max-age={page.max_age()}"
+    else:
+        headers = {
+            "ETag": page.etag,
+            "Last-Modified": page.last_modified,
+            "Cache-Control": f"{'private' if private else 'public'}, max-age={page.max_age()}",
+            "Vary": "Accept-Encoding, Authorization" if private else "Accept-Encoding",
+            "Server-Timing": page.server_timing_hit if hit else page.server_timing,
+        }
+    req_headers = request.headers
+    if ("If-None-Match" in req_headers or "If-Modified-Since" in req_headers) \
+            and (req_headers.get("If-None-Match") == page.etag or not_modified(request, page)):
         return web.Response(status=304, headers=headers)
     headers["Content-Type"] = page.content_type
-    if page.gzipped is not None and accepts_gzip(request.headers.get("Accept-Encoding", "")):
+    if page.gzipped is not None and "gzip" in request.headers.get("Accept-Encoding", "") \
+            and accepts_gzip(request.headers["Accept-Encoding"]):
         headers["Content-Encoding"] = "gzip"
         return web.Response(body=page.gzipped, headers=headers)
     return web.Response(body=page.body, headers=headers)

@@ -62,7 +62,7 @@ def new_session() -> aiohttp.ClientSession:
     """The app's one client session; per-request timeouts are passed on each call."""
     return aiohttp.ClientSession(
         headers={"User-Agent": USER_AGENT},
-        connector=aiohttp.TCPConnector(limit=256, limit_per_host=64, ttl_dns_cache=300),
+        connector=aiohttp.TCPConnector(limit=512, limit_per_host=256, ttl_dns_cache=300),
         # No cookies: nothing from one org's answers may ride along to another's.
         cookie_jar=aiohttp.DummyCookieJar(),
         raise_for_status=False,

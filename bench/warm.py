@@ -1,0 +1,68 @@
+"""Warm path: a cached Atom page from one service process against a bare aiohttp handler.
+
+    python -m bench.warm [--duration 5]
+
+Both are measured with the same wrk settings (-t1 -c32), one after the other.
+The service runs with its access log, as in production. Prints a table and
+the ratios the goal is stated in (>= 0.70 for 200s; 304s at least as fast).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import urllib.request
+
+from bench.processes import free_port, start_service, start_simulator, stop, wait_for
+
+
+def wrk(url: str, duration: int, headers: dict[str, str] | None = None) -> float:
+    cmd = ["wrk", "-t1", "-c32", f"-d{duration}s", "--latency"]
+    for k, v in (headers or {}).items():
+        cmd += ["-H", f"{k}: {v}"]
+    out = subprocess.run(cmd + [url], capture_output=True, text=True, check=True).stdout
+    if "Non-2xx or 3xx responses" in out and "304" not in str(headers):
+        print(out, file=sys.stderr)
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--count", type=int, default=20)
+    parser.add_argument("--access-log", choices=("on", "off"), default="on")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
+    args = parser.parse_args()
+    sim, sim_url, keys = start_simulator(3, 25, 0.05, 0.02)
+    service, base = start_service(sim_url, keys, access_log=args.access_log == "on")
+    url = f"{base}/search.atom?q=lecture&count={args.count}"
+    with urllib.request.urlopen(url) as resp:
+        body, etag = resp.read(), resp.headers["ETag"]
+    with tempfile.NamedTemporaryFile(suffix=".atom", delete=False) as f:
+        f.write(body)
+    bare_port = free_port()
+    bare = subprocess.Popen([sys.executable, "-m", "bench.bare", f.name, str(bare_port),
+                             "application/atom+xml; charset=utf-8"])
+    try:
+        wait_for(f"http://127.0.0.1:{bare_port}/search.atom")
+        runs: dict[str, list[float]] = {"bare": [], "ours": [], "304": []}
+        for _ in range(args.rounds):
+            runs["bare"].append(wrk(f"http://127.0.0.1:{bare_port}/search.atom", args.duration))
+            runs["ours"].append(wrk(url, args.duration))
+            runs["304"].append(wrk(url, args.duration, {"If-None-Match": etag}))
+        bare_rps, ours_rps, not_modified_rps = (statistics.median(runs[k]) for k in ("bare", "ours", "304"))
+    finally:
+        stop(bare, service, sim)
+    print(f"body: {len(body)} bytes ({args.count} entries), service access log {args.access_log}")
+    print("runs (req/s):", {k: [round(x) for x in v] for k, v in runs.items()})
+    print(f"{'bare aiohttp handler':28} {bare_rps:10.0f} req/s")
+    print(f"{'cached page (200)':28} {ours_rps:10.0f} req/s   {ours_rps / bare_rps:.2f}x bare")
+    print(f"{'conditional GET (304)':28} {not_modified_rps:10.0f} req/s   {not_modified_rps / ours_rps:.2f}x our 200s")
+
+
+if __name__ == "__main__":
+    main()
