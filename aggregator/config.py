@@ -65,6 +65,25 @@ class UpstreamConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class WebConfig:
+    # CSP frame-ancestors sources for the search page. The default lets any
+    # intranet embed it; list your intranet's origins to restrict it.
+    frame_ancestors: tuple[str, ...] = ("*",)
+
+
+@dataclass(frozen=True, slots=True)
+class DescriptionConfig:
+    """What the OpenSearch description says about the service."""
+
+    short_name: str = "ilos videos"  # at most 16 characters (OpenSearch 1.1)
+    long_name: str = "Videos from every ilos organisation"
+    description: str = "Search the videos of every ilos organisation at once."
+    tags: str = "video lectures recordings ilos vidgrid"
+    contact: str | None = None  # an e-mail address people can write to
+    example_query: str = "onboarding"
+
+
+@dataclass(frozen=True, slots=True)
 class Org:
     id: str
     name: str
@@ -86,12 +105,16 @@ class Config:
     upstream: UpstreamConfig
     orgs: tuple[Org, ...]
     clients: tuple[Client, ...] = ()
+    web: WebConfig = WebConfig()
+    description: DescriptionConfig = DescriptionConfig()
 
     def org(self, org_id: str) -> Org | None:
         return next((o for o in self.orgs if o.id == org_id), None)
 
 
 _SERVER, _CACHE, _UPSTREAM = ServerConfig(), CacheConfig(), UpstreamConfig()
+_WEB, _DESCRIPTION = WebConfig(), DescriptionConfig()
+_CSP_SOURCE_RE = re.compile(r"\*|'self'|'none'|(?:https?://)?(?:\*\.)?[A-Za-z0-9.-]+(?::\d+|:\*)?|https?:")
 
 
 def default_config_path(explicit: str | None, environ: Mapping[str, str] = os.environ) -> str:
@@ -168,6 +191,36 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.enviro
     )
     up_t.finish()
 
+    web_t = root.table("web")
+    ancestors = web_t.string_list("frame_ancestors")
+    if ancestors is not None:
+        if not ancestors or not all(_CSP_SOURCE_RE.fullmatch(a) for a in ancestors):
+            problems.append("web.frame_ancestors: must be CSP sources like \"'self'\", "
+                            "\"https://intranet.example.edu\" or \"*\"")
+            ancestors = None
+        elif "'none'" in ancestors and len(ancestors) > 1:
+            problems.append("web.frame_ancestors: 'none' must stand alone")
+            ancestors = None
+    web = WebConfig(tuple(ancestors) if ancestors else _WEB.frame_ancestors)
+    web_t.finish()
+
+    desc_t = root.table("description")
+    short_name = desc_t.string("short_name", _DESCRIPTION.short_name) or _DESCRIPTION.short_name
+    if len(short_name) > 16:
+        problems.append("description.short_name: must be at most 16 characters (OpenSearch 1.1)")
+    contact = desc_t.string("contact", None)
+    if contact is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+", contact):
+        problems.append("description.contact: must be an e-mail address")
+    description = DescriptionConfig(
+        short_name=short_name[:16],
+        long_name=(desc_t.string("long_name", _DESCRIPTION.long_name) or "")[:48],
+        description=(desc_t.string("description", _DESCRIPTION.description) or "")[:1024],
+        tags=(desc_t.string("tags", _DESCRIPTION.tags) or "")[:256],
+        contact=contact,
+        example_query=desc_t.string("example_query", _DESCRIPTION.example_query) or "onboarding",
+    )
+    desc_t.finish()
+
     orgs: list[Org] = []
     org_tables = root.array("orgs")
     if not org_tables and "orgs" not in root.problem_keys:
@@ -212,7 +265,7 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.enviro
     root.finish()
     if problems:
         raise ConfigError(problems)
-    return Config(server, cache, upstream, tuple(orgs), tuple(clients))
+    return Config(server, cache, upstream, tuple(orgs), tuple(clients), web, description)
 
 
 class _Table:

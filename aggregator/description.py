@@ -1,4 +1,4 @@
-"""The OpenSearch 1.1 description document at /opensearch.xml.
+"""The OpenSearch 1.1 description document (/opensearch.xml) and the Windows connector (.osdx).
 
 Every URL a client needs is a `Url` template, absolute from `public_url`, so a
 browser, SharePoint or Windows can be pointed at this one document.
@@ -9,42 +9,70 @@ from __future__ import annotations
 from lxml import etree
 
 from aggregator import PRODUCT
-from aggregator.atom import ATOM_TYPE, DESCRIPTION_TYPE
+from aggregator.config import Config
+from aggregator.feeds import ATOM_TYPE, DESCRIPTION_TYPE, RSS_TYPE
+from aggregator.jsonfeed import JSON_FEED_TYPE
+from aggregator.suggestions import SUGGESTIONS_TYPE
 
 OPENSEARCH_NS = "http://a9.com/-/spec/opensearch/1.1/"
 PAGING = "count={count?}&startIndex={startIndex?}"
 
-# (media type, path, rel) for each result format the service speaks.
-TEMPLATES: tuple[tuple[str, str, str | None], ...] = (
-    ("text/html", "/", "results"),
-    (ATOM_TYPE, "/search.atom", "results"),
+# (media type, path, with paging) for each format the service answers in.
+TEMPLATES: tuple[tuple[str, str, bool], ...] = (
+    ("text/html", "/", True),
+    (ATOM_TYPE, "/search.atom", True),
+    (RSS_TYPE, "/search.rss", True),
+    (JSON_FEED_TYPE, "/search.json", True),
+    (SUGGESTIONS_TYPE, "/suggest", False),
 )
 
 
-def render_description(base_url: str, *, short_name: str = "ilos videos",
-                       description: str = "Search the videos of every ilos organisation at once.",
-                       example: str = "onboarding") -> bytes:
+def render_description(config: Config) -> bytes:
+    base = config.server.public_url
+    d = config.description
     root = etree.Element(f"{{{OPENSEARCH_NS}}}OpenSearchDescription", nsmap={None: OPENSEARCH_NS})
 
-    def add(tag: str, text: str | None = None, **attrs: str) -> etree._Element:
-        el = etree.SubElement(root, f"{{{OPENSEARCH_NS}}}{tag}", {k: v for k, v in attrs.items()})
+    def add(tag: str, text: str | None = None, **attrs: str) -> None:
+        el = etree.SubElement(root, f"{{{OPENSEARCH_NS}}}{tag}", attrs)
         if text is not None:
             el.text = text
-        return el
 
-    add("ShortName", short_name[:16])
-    add("Description", description[:1024])
-    for media_type, path, rel in TEMPLATES:
-        attrs = {"type": media_type, "method": "get",
-                 "template": f"{base_url}{path}?q={{searchTerms}}&{PAGING}"}
-        if rel:
-            attrs["rel"] = rel
-        add("Url", **attrs)
-    add("Url", type=DESCRIPTION_TYPE, rel="self", template=f"{base_url}/opensearch.xml")
-    add("Query", role="example", searchTerms=example)
-    add("Image", f"{base_url}/icon-16.png", height="16", width="16", type="image/png")
-    add("Image", f"{base_url}/icon-64.png", height="64", width="64", type="image/png")
+    add("ShortName", d.short_name)
+    add("LongName", d.long_name)
+    add("Description", d.description)
+    add("Tags", d.tags)
+    if d.contact:
+        add("Contact", d.contact)
+    for media_type, path, paged in TEMPLATES:
+        template = f"{base}{path}?q={{searchTerms}}" + (f"&{PAGING}" if paged else "")
+        rel = "suggestions" if media_type == SUGGESTIONS_TYPE else "results"
+        add("Url", type=media_type, method="get", rel=rel, template=template)
+    add("Url", type=DESCRIPTION_TYPE, rel="self", template=f"{base}/opensearch.xml")
+    add("Image", f"{base}/icon-16.png", height="16", width="16", type="image/png")
+    add("Image", f"{base}/icon-64.png", height="64", width="64", type="image/png")
+    add("Query", role="example", searchTerms=d.example_query)
+    add("Developer", PRODUCT)
+    add("SyndicationRight", "limited")
+    add("AdultContent", "false")
+    add("Language", "*")
     add("InputEncoding", "UTF-8")
     add("OutputEncoding", "UTF-8")
-    add("Developer", PRODUCT)
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+
+def render_osdx(config: Config) -> bytes:
+    """A Windows federated search connector: an OpenSearch description Windows opens from a file.
+
+    Windows wants RSS (or Atom) results and a `text/html` template for "open
+    in browser"; it shows `media:thumbnail` beside each result.
+    """
+    base = config.server.public_url
+    d = config.description
+    root = etree.Element(f"{{{OPENSEARCH_NS}}}OpenSearchDescription", nsmap={None: OPENSEARCH_NS})
+    etree.SubElement(root, f"{{{OPENSEARCH_NS}}}ShortName").text = d.short_name
+    etree.SubElement(root, f"{{{OPENSEARCH_NS}}}Description").text = d.description
+    etree.SubElement(root, f"{{{OPENSEARCH_NS}}}Url", type=RSS_TYPE,
+                     template=f"{base}/search.rss?q={{searchTerms}}&{PAGING}")
+    etree.SubElement(root, f"{{{OPENSEARCH_NS}}}Url", type="text/html",
+                     template=f"{base}/?q={{searchTerms}}")
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)

@@ -68,7 +68,8 @@ def build_page(body: bytes, content_type: str, updated: datetime, fresh_until: f
     )
 
 
-def respond(request: web.Request, page: CachedPage, *, private: bool, hit: bool) -> web.Response:
+def respond(request: web.Request, page: CachedPage, *, private: bool, hit: bool,
+            extra: dict[str, str] | None = None) -> web.Response:
     """The page, or a 304 repeating its validators and Cache-Control. Kept lean: it is the warm path."""
     if hit and not private:
         headers = dict(page.hit_headers)
@@ -81,6 +82,8 @@ def respond(request: web.Request, page: CachedPage, *, private: bool, hit: bool)
             "Vary": "Accept-Encoding, Authorization" if private else "Accept-Encoding",
             "Server-Timing": page.server_timing_hit if hit else page.server_timing,
         }
+    if extra:
+        headers.update(extra)
     req_headers = request.headers
     if ("If-None-Match" in req_headers or "If-Modified-Since" in req_headers) \
             and (req_headers.get("If-None-Match") == page.etag or not_modified(request, page)):

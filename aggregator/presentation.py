@@ -53,6 +53,11 @@ class View:
         return f"Videos for “{self.page.params.q}”"
 
     @property
+    def subtitle(self) -> str:
+        names = [self.org_names.get(o, o) for o in self.page.params.orgs]
+        return f"ilos videos matching “{self.page.params.q}” in {', '.join(names)}"
+
+    @property
     def updated(self):
         """The newest entry's time, never "now": the same results give the same bytes."""
         times = [r.video.published for r in self.page.results if r.video.published]

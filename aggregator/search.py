@@ -22,6 +22,7 @@ from aggregator.cache import Cache
 from aggregator.config import Config, Org
 from aggregator.merge import merge
 from aggregator.parsing import parse_search_answer
+from aggregator.suggestions import SuggestionIndex
 from aggregator.videos import Result
 
 
@@ -65,6 +66,7 @@ class Searcher:
         self.config = config
         self.answers = AnswerSource(config, session, cache, parse_executor)
         self.last_reports: dict[str, OrgReport] = {}  # for /readyz
+        self.suggestions = SuggestionIndex()
 
     async def search(self, query: str, org_ids: Sequence[str], sort: str) -> SearchAnswer:
         """`query` is normalised (lower-cased, whitespace folded): it is what orgs are asked."""
@@ -74,6 +76,7 @@ class Searcher:
         reports = tuple(report for _, report in timed)
         for report in reports:
             self.last_reports[report.org_id] = report
+        self._learn(query, [(org.id, answer) for org, (answer, _) in zip(orgs, timed)])
         fresh = [answer.fresh_until for answer, _ in timed if answer.fresh_until]
         return SearchAnswer(tuple(merged), reports, min(fresh, default=0.0))
 
@@ -82,3 +85,12 @@ class Searcher:
         answer = await self.answers.answer(org, query)
         elapsed = (time.perf_counter() - started) * 1000
         return answer, OrgReport(org.id, answer.status, elapsed, answer.detail)
+
+    def _learn(self, query: str, answers: list[tuple[str, OrgAnswer]]) -> None:
+        """Feed the suggestions: titles, and the query itself where it found something."""
+        found_by = [org_id for org_id, answer in answers if answer.videos]
+        if found_by:
+            self.suggestions.add(query, found_by)
+        for org_id, answer in answers:
+            for video in answer.videos:
+                self.suggestions.add(video.title, (org_id,))

@@ -9,6 +9,8 @@ every parameter first (a 400 naming it, in the client's format), ask the
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import logging
 import re
 import time
@@ -20,15 +22,19 @@ import jinja2
 from aiohttp import web
 
 from aggregator import PRODUCT, __version__
-from aggregator.atom import ATOM_TYPE, DESCRIPTION_TYPE, render_atom
+from aggregator.atom import render_atom
+from aggregator.feeds import ATOM_TYPE, DESCRIPTION_TYPE, RSS_TYPE
+from aggregator.jsonfeed import JSON_FEED_TYPE, render_json_feed
+from aggregator.rss import render_rss
+from aggregator.suggestions import SUGGESTIONS_TYPE
 from aggregator.answers import GOOD
 from aggregator.cache import Cache, MemoryCache, RedisCache, ResilientCache, redis_client
 from aggregator.config import Config
-from aggregator.description import render_description
+from aggregator.description import render_description, render_osdx
 from aggregator.httpcache import CachedPage, build_page, respond
 from aggregator.icons import play_icon
 from aggregator.paging import page_of
-from aggregator.params import ParamError, SearchParams, parse_search_params
+from aggregator.params import MAX_QUERY, ParamError, SearchParams, parse_search_params
 from aggregator.parsing import RANDTAG_RE
 from aggregator.presentation import View
 from aggregator.search import SearchAnswer, Searcher, new_parse_executor, warm_up
@@ -45,6 +51,7 @@ SEARCHER = web.AppKey("searcher", Searcher)
 TEMPLATES = web.AppKey("templates", jinja2.Environment)
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
+STYLESHEET = (TEMPLATE_DIR / "search.css").read_bytes()
 NO_STORE = {"Cache-Control": "no-store"}
 HTML_TYPE = "text/html"
 
@@ -61,8 +68,14 @@ def create_app(config: Config) -> web.Application:
     app[RENDERING] = {}
     app.cleanup_ctx.append(_resources)
     app.router.add_get("/", search_page)
+    app.router.add_get("/embed", search_page)
     app.router.add_get("/search.atom", atom_feed)
+    app.router.add_get("/search.rss", rss_feed)
+    app.router.add_get("/search.json", json_feed)
+    app.router.add_get("/suggest", suggest)
     app.router.add_get("/opensearch.xml", description)
+    app.router.add_get("/search.osdx", windows_connector)
+    app.router.add_get("/static/search.css", stylesheet)
     app.router.add_get("/thumbnails/{randtag}", thumbnail)
     app.router.add_get("/icon-{size:16|64}.png", icon)
     app.router.add_get("/favicon.ico", icon)
@@ -122,35 +135,41 @@ def visible_orgs(request: web.Request) -> tuple[str, ...]:
     return tuple(o.id for o in request.app[CONFIG].orgs)
 
 
-async def serve_search(request: web.Request, fmt: str, renderer: Renderer) -> web.Response:
-    """The path every search format shares: validate, page cache, render once, respond."""
+async def serve_search(request: web.Request, fmt: str, renderer: Renderer, variant: str = "",
+                       headers: dict[str, str] | None = None) -> web.Response:
+    """The path every search format shares: validate, page cache, render once, respond.
+
+    `variant` tells apart pages of one format that differ for the same search
+    (the embedded search page); `headers` are added to every answer.
+    """
     pages = request.app[PAGES]
     # The exact query string names a page already validated and rendered: the warm
     # path is this one dict lookup.
-    raw_key = f"{fmt}?{request.query_string}"
+    raw_key = f"{fmt}{request.path}?{request.query_string}"
     page = pages.get_now(raw_key)
     if page is not None:
-        return respond(request, page, private=False, hit=True)
+        return respond(request, page, private=False, hit=True, extra=headers)
     try:
         params = parse_search_params(request.query, visible_orgs(request))
     except ParamError as exc:
         return bad_request(fmt, exc)
-    page_key = "\x1f".join((fmt, params.q, ",".join(params.orgs), params.sort,
+    page_key = "\x1f".join((fmt, variant, params.q, ",".join(params.orgs), params.sort,
                             str(params.count), str(params.start_index)))
     page = pages.get_now(page_key)
     if page is not None:
         pages.set_now(raw_key, page, page.expires_at - time.time())
-        return respond(request, page, private=False, hit=True)
+        return respond(request, page, private=False, hit=True, extra=headers)
     rendering = request.app[RENDERING]
     task = rendering.get(page_key)
     if task is None:
-        task = asyncio.ensure_future(_render(request.app, page_key, params, renderer))
+        task = asyncio.ensure_future(_render(request.app, page_key, params,
+                                             functools.partial(renderer, variant=variant)))
         rendering[page_key] = task
         task.add_done_callback(lambda _t: rendering.pop(page_key, None))
     page = await asyncio.shield(task)
     if page.expires_at > time.time():
         pages.set_now(raw_key, page, page.expires_at - time.time())
-    return respond(request, page, private=False, hit=False)
+    return respond(request, page, private=False, hit=False, extra=headers)
 
 
 async def _render(app: web.Application, page_key: str, params: SearchParams,
@@ -169,23 +188,33 @@ async def _render(app: web.Application, page_key: str, params: SearchParams,
     return page
 
 
-def _atom(app: web.Application, view: View, answer: SearchAnswer) -> tuple[bytes, str]:
+def _atom(app: web.Application, view: View, answer: SearchAnswer, variant: str) -> tuple[bytes, str]:
     return render_atom(view), f"{ATOM_TYPE}; charset=utf-8"
 
 
-def _html(app: web.Application, view: View, answer: SearchAnswer) -> tuple[bytes, str]:
+def _rss(app: web.Application, view: View, answer: SearchAnswer, variant: str) -> tuple[bytes, str]:
+    return render_rss(view), f"{RSS_TYPE}; charset=utf-8"
+
+
+def _json(app: web.Application, view: View, answer: SearchAnswer, variant: str) -> tuple[bytes, str]:
+    return render_json_feed(view), JSON_FEED_TYPE
+
+
+def _html(app: web.Application, view: View, answer: SearchAnswer, variant: str) -> tuple[bytes, str]:
     config = app[CONFIG]
     troubled = [(config.org(r.org_id).name, r.status)  # type: ignore[union-attr]
                 for r in answer.reports if r.status not in GOOD]
     html = app[TEMPLATES].get_template("search.html").render(
-        page_context(config, q=view.page.params.q, view=view, troubled=troubled))
+        page_context(config, q=view.page.params.q, view=view, troubled=troubled,
+                     embed=variant == "embed", sort=view.page.params.sort))
     return html.encode(), f"{HTML_TYPE}; charset=utf-8"
 
 
 def page_context(config: Config, **values: object) -> dict[str, object]:
     context: dict[str, object] = {"q": "", "error": None, "view": None, "troubled": [],
+                                  "embed": False, "sort": "relevance",
                                   "base_url": config.server.public_url, "version": __version__,
-                                  "product": PRODUCT}
+                                  "product": PRODUCT, "short_name": config.description.short_name}
     context.update(values)
     return context
 
@@ -194,26 +223,83 @@ async def atom_feed(request: web.Request) -> web.Response:
     return await serve_search(request, "atom", _atom)
 
 
+async def rss_feed(request: web.Request) -> web.Response:
+    return await serve_search(request, "rss", _rss)
+
+
+async def json_feed(request: web.Request) -> web.Response:
+    return await serve_search(request, "json", _json, headers=CORS)
+
+
 async def search_page(request: web.Request) -> web.Response:
+    """The page people use; `embed=1` (or /embed) is the compact layout for iframes."""
+    config = request.app[CONFIG]
+    embed = request.path == "/embed" or request.query.get("embed") in ("1", "true")
+    headers = page_security_headers(config)
     if request.query.get("q", "").strip():
         try:
             parse_search_params(request.query, visible_orgs(request))
         except ParamError as exc:
             html = request.app[TEMPLATES].get_template("search.html").render(
-                page_context(request.app[CONFIG], q=request.query.get("q", "")[:256], error=str(exc)))
-            return web.Response(text=html, content_type=HTML_TYPE, status=400, headers=NO_STORE)
-        return await serve_search(request, "html", _html)
-    html = request.app[TEMPLATES].get_template("search.html").render(page_context(request.app[CONFIG]))
-    return web.Response(text=html, content_type=HTML_TYPE, headers={"Cache-Control": "public, max-age=300"})
+                page_context(config, q=request.query.get("q", "")[:256], error=str(exc), embed=embed))
+            return web.Response(text=html, content_type=HTML_TYPE, status=400,
+                                headers={**headers, **NO_STORE})
+        return await serve_search(request, "html", _html, "embed" if embed else "", headers)
+    html = request.app[TEMPLATES].get_template("search.html").render(page_context(config, embed=embed))
+    return web.Response(text=html, content_type=HTML_TYPE,
+                        headers={**headers, "Cache-Control": "public, max-age=300"})
+
+
+CORS = {"Access-Control-Allow-Origin": "*"}
+
+
+def page_security_headers(config: Config) -> dict[str, str]:
+    """Nothing from upstream may run on the page: no script at all, styles from us only.
+
+    Thumbnails redirect to upstream's image hosts, which are not known in
+    advance, hence images from any http(s) origin.
+    """
+    base = urlsplit(config.server.public_url)
+    csp = ("default-src 'none'; img-src 'self' https: http: data:; style-src 'self'; "
+           f"form-action 'self' {base.scheme}://{base.netloc}; base-uri 'none'; "
+           f"frame-ancestors {' '.join(config.web.frame_ancestors)}")
+    return {"Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "strict-origin-when-cross-origin"}
+
+
+async def suggest(request: web.Request) -> web.Response:
+    """OpenSearch suggestions: `[prefix, [completions]]`, from memory, never from upstream."""
+    prefix = request.query.get("q", "")
+    if len(prefix) > MAX_QUERY or any(ord(c) < 32 for c in prefix):
+        return web.json_response({"error": f"q: must be at most {MAX_QUERY} printable characters",
+                                  "parameter": "q"}, status=400, headers={**NO_STORE, **CORS})
+    found = request.app[SEARCHER].suggestions.suggest(prefix, visible_orgs(request))
+    return web.Response(body=json.dumps([prefix, found], ensure_ascii=False).encode(),
+                        content_type=SUGGESTIONS_TYPE, charset="utf-8",
+                        headers={"Cache-Control": "public, max-age=60", **CORS})
 
 
 # -- everything else ----------------------------------------------------------------
 
 
 async def description(request: web.Request) -> web.Response:
-    body = render_description(request.app[CONFIG].server.public_url)
+    body = render_description(request.app[CONFIG])
     return web.Response(body=body, content_type=DESCRIPTION_TYPE, charset="utf-8",
-                        headers={"Cache-Control": "public, max-age=86400"})
+                        headers={"Cache-Control": "public, max-age=86400", **CORS})
+
+
+async def windows_connector(request: web.Request) -> web.Response:
+    """Opened in Windows Explorer, this adds the service as a federated search location."""
+    config = request.app[CONFIG]
+    filename = re.sub(r"[^A-Za-z0-9 ._-]", "", config.description.short_name) or "search"
+    return web.Response(body=render_osdx(config), content_type=DESCRIPTION_TYPE, charset="utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="{filename}.osdx"',
+                                 "Cache-Control": "public, max-age=86400"})
+
+
+async def stylesheet(request: web.Request) -> web.Response:
+    return web.Response(body=STYLESHEET, content_type="text/css", charset="utf-8",
+                        headers={"Cache-Control": "public, max-age=3600"})
 
 
 async def thumbnail(request: web.Request) -> web.Response:

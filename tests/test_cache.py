@@ -132,7 +132,7 @@ async def test_stale_answer_when_an_org_fails_after_expiry(redis_client_app, sim
     assert resp.headers["Cache-Control"].startswith("public, max-age=")
     assert int(resp.headers["Cache-Control"].rsplit("=", 1)[1]) <= 10  # a degraded page is short-lived
     page = await client.get("/", params={"q": "onboarding"})
-    assert "Medicine: showing earlier results" in await page.text()
+    assert "<strong>Medicine</strong>: showing earlier results" in await page.text()
 
 
 async def test_redis_outage_and_return(aiohttp_client, sim, redis_process) -> None:

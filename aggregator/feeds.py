@@ -1,0 +1,122 @@
+"""The feedgen document Atom and RSS are both written from.
+
+`new_feed` sets everything the two formats share: ids, links, entries with
+Media RSS durations and thumbnails, categories per org. feedgen writes neither
+OpenSearch response elements nor, in RSS, any `atom:link` but `self`;
+`OpenSearchExtension` adds both, in the OpenSearch 1.1 namespace
+http://a9.com/-/spec/opensearch/1.1/ exactly (SharePoint and Windows federated
+search match it literally).
+"""
+
+from __future__ import annotations
+
+from feedgen.ext.base import BaseExtension
+from feedgen.feed import FeedGenerator
+from feedgen.util import xml_elem
+
+from aggregator import PRODUCT, __version__
+from aggregator.presentation import View
+from aggregator.videos import EPOCH, duration_seconds
+
+ATOM_TYPE = "application/atom+xml"
+RSS_TYPE = "application/rss+xml"
+DESCRIPTION_TYPE = "application/opensearchdescription+xml"
+
+OPENSEARCH_NS = "http://a9.com/-/spec/opensearch/1.1/"
+ATOM_NS = "http://www.w3.org/2005/Atom"
+
+
+class OpenSearchExtension(BaseExtension):
+    def __init__(self) -> None:
+        self._response: dict[str, object] | None = None
+        self._rss_links: list[dict[str, str]] = []
+
+    def rss_links(self, links: list[dict[str, str]]) -> None:
+        """atom:links for the RSS channel beyond `self` (search and paging)."""
+        self._rss_links = links
+
+    def extend_ns(self) -> dict[str, str]:
+        return {"opensearch": OPENSEARCH_NS}
+
+    def response(self, *, total: int, start_index: int, items_per_page: int, search_terms: str,
+                 count: int) -> None:
+        self._response = dict(total=total, start_index=start_index, items_per_page=items_per_page,
+                              search_terms=search_terms, count=count)
+
+    def _write(self, parent) -> None:
+        r = self._response
+        if r is None:
+            return
+        for name, value in (("totalResults", r["total"]), ("startIndex", r["start_index"]),
+                            ("itemsPerPage", r["items_per_page"])):
+            xml_elem(f"{{{OPENSEARCH_NS}}}{name}", parent).text = str(value)
+        xml_elem(f"{{{OPENSEARCH_NS}}}Query", parent, role="request",
+                 searchTerms=str(r["search_terms"]), startIndex=str(r["start_index"]),
+                 count=str(r["count"]))
+
+    def extend_atom(self, feed):
+        self._write(feed)
+        return feed
+
+    def extend_rss(self, rss):
+        channel = rss[0]
+        for link in self._rss_links:
+            xml_elem(f"{{{ATOM_NS}}}link", channel, **link)
+        self._write(channel)
+        return rss
+
+
+class OpenSearchEntryExtension(BaseExtension):
+    """Entries carry nothing of OpenSearch; feedgen wants a class all the same."""
+
+
+def new_feed(view: View, fmt: str, media_type: str) -> FeedGenerator:
+    """The feed-level parts Atom and RSS share; `fmt` picks the self and paging URLs."""
+    page = view.page
+    fg = FeedGenerator()
+    fg.load_extension("media", atom=True, rss=True)
+    fg.load_extension("dc", atom=False, rss=True)
+    fg.register_extension("opensearch", OpenSearchExtension, OpenSearchEntryExtension)
+    fg.id(view.feed_id)
+    fg.title(view.title)
+    fg.description(view.subtitle)
+    fg.author({"name": PRODUCT})
+    fg.generator(PRODUCT, version=__version__)
+    fg.updated(view.updated)  # also RSS lastBuildDate, which would otherwise be "now"
+    fg.link(href=view.url(fmt), rel="self", type=media_type)
+    fg.link(href=view.url("html"), rel="alternate", type="text/html")
+    extra_links = [{"href": view.description_url, "rel": "search", "type": DESCRIPTION_TYPE,
+                    "title": PRODUCT}]
+    extra_links += [{"href": href, "rel": rel, "type": media_type}
+                    for rel, href in view.paging_links(fmt).items()]
+    if fmt == "atom":
+        for link in extra_links:
+            fg.link(**link)
+    else:
+        fg.opensearch.rss_links(extra_links)
+    fg.opensearch.response(total=page.total, start_index=page.params.start_index,
+                           items_per_page=page.params.count, search_terms=page.params.q,
+                           count=page.params.count)
+    for result in page.results:
+        v = result.video
+        fe = fg.add_entry(order="append")
+        fe.id(v.entry_id)  # also the RSS guid, isPermaLink="false"
+        fe.title(v.title)
+        fe.link(href=v.link, rel="alternate", type="text/html")
+        fe.updated(v.published or EPOCH)
+        if v.published:
+            fe.published(v.published)  # also the RSS pubDate
+        if v.author:
+            fe.author({"name": v.author})  # Atom only: RSS <author> must be an e-mail address
+            fe.dc.dc_creator(v.author)
+        fe.summary(view.summary(result))  # also the RSS description: plain text
+        for org_id in result.orgs:
+            fe.category(term=org_id, label=view.org_names.get(org_id, org_id))
+        media = {"url": v.embed_url, "type": "text/html", "medium": "video", "group": None}
+        if v.duration_ms is not None:
+            media["duration"] = str(duration_seconds(v.duration_ms))
+        fe.media.content(media)
+        thumb = view.thumbnail_url(result)
+        if thumb:
+            fe.media.thumbnail({"url": thumb, "group": None})
+    return fg

@@ -1,0 +1,62 @@
+"""JSON Feed 1.1 (https://jsonfeed.org/version/1.1/), with an `_ilos` extension per item.
+
+JSON Feed lets publishers add objects whose keys start with an underscore;
+`_ilos` carries what has no standard field (randtag, duration in
+milliseconds, orgs, embed URL) and the top-level `_opensearch` the paging
+figures the XML feeds carry as OpenSearch elements.
+"""
+
+from __future__ import annotations
+
+import json
+
+from aggregator.presentation import View
+
+JSON_FEED_TYPE = "application/feed+json"
+
+
+def render_json_feed(view: View) -> bytes:
+    page = view.page
+    feed: dict[str, object] = {
+        "version": "https://jsonfeed.org/version/1.1",
+        "title": view.title,
+        "description": view.subtitle,
+        "home_page_url": view.url("html"),
+        "feed_url": view.url("json"),
+        "icon": f"{view.base_url}/icon-64.png",
+        "favicon": f"{view.base_url}/icon-16.png",
+        "language": "en",
+    }
+    links = view.paging_links("json")
+    if "next" in links:
+        feed["next_url"] = links["next"]
+    feed["_opensearch"] = {
+        "about": "https://github.com/dewitt/opensearch",
+        "totalResults": page.total, "startIndex": page.params.start_index,
+        "itemsPerPage": page.params.count, "searchTerms": page.params.q,
+        "links": links, "description_url": view.description_url,
+    }
+    items = []
+    for result in page.results:
+        v = result.video
+        item: dict[str, object] = {
+            "id": v.entry_id,
+            "url": v.link,
+            "title": v.title,
+            "summary": view.summary(result),
+            "content_text": view.summary(result),  # 1.1 requires content_text or content_html
+        }
+        if v.published:
+            item["date_published"] = v.published.isoformat().replace("+00:00", "Z")
+        thumb = view.thumbnail_url(result)
+        if thumb:
+            item["image"] = thumb
+        if v.author:
+            item["authors"] = [{"name": v.author}]
+        item["tags"] = view.org_labels(result)
+        item["_ilos"] = {"about": f"{view.base_url}/opensearch.xml", "randtag": v.randtag,
+                         "duration_ms": v.duration_ms, "orgs": list(result.orgs),
+                         "embed_url": v.embed_url}
+        items.append(item)
+    feed["items"] = items
+    return json.dumps(feed, ensure_ascii=False, indent=1).encode()

@@ -1,0 +1,18 @@
+"""The RSS 2.0 feed, for SharePoint result sources and Windows federated search.
+
+Same entries as Atom: `guid isPermaLink="false"` is the Atom id, `description`
+is plain text with the duration (SharePoint shows no HTML), `media:thumbnail`
+is what Windows shows beside a result, and the channel carries the OpenSearch
+response elements and `atom:link`s for self, search and paging.
+"""
+
+from __future__ import annotations
+
+from aggregator.feeds import RSS_TYPE, new_feed
+from aggregator.presentation import View
+
+
+def render_rss(view: View) -> bytes:
+    fg = new_feed(view, "rss", RSS_TYPE)
+    fg.link(href=view.url("html"), rel="alternate", replace=False)
+    return fg.rss_str(pretty=True)
