@@ -1,0 +1,302 @@
+"""Every consumer's format over the same simulated results: same ids, same durations, same paging."""
+
+from __future__ import annotations
+
+import json
+import re
+from html.parser import HTMLParser
+
+import feedparser
+import pytest
+from lxml import etree
+
+from aggregator.simulator import search_catalog
+from aggregator.web import create_app
+from tests.conftest import make_config
+from tests.helpers import NS, assert_valid_atom
+
+OS = "http://a9.com/-/spec/opensearch/1.1/"
+ATOM = "http://www.w3.org/2005/Atom"
+MEDIA = "http://search.yahoo.com/mrss/"
+
+
+async def get(client, path: str, **params):
+    resp = await client.get(path, params=params)
+    assert resp.status == 200, await resp.text()
+    return resp, await resp.read()
+
+
+def atom_entries(body: bytes) -> dict[str, int | None]:
+    doc = assert_valid_atom(body)
+    out = {}
+    for e in doc.findall("a:entry", NS):
+        d = e.find("media:content", NS).get("duration")
+        out[e.findtext("a:id", namespaces=NS)] = int(d) if d else None
+    return out
+
+
+def rss_entries(body: bytes) -> dict[str, int | None]:
+    channel = etree.fromstring(body).find("channel")
+    out = {}
+    for item in channel.findall("item"):
+        d = item.find(f"{{{MEDIA}}}content").get("duration")
+        out[item.findtext("guid")] = int(d) if d else None
+    return out
+
+
+def json_entries(body: bytes) -> dict[str, int | None]:
+    out = {}
+    for item in json.loads(body)["items"]:
+        ms = item["_ilos"]["duration_ms"]
+        out[item["id"]] = (ms + 500) // 1000 if ms is not None else None
+    return out
+
+
+class Elements(HTMLParser):
+    """Every element and attribute name a browser would build from the page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: set[str] = set()
+        self.attributes: set[str] = set()
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.add(tag)
+        self.attributes.update(name for name, _ in attrs)
+
+
+class Cards(HTMLParser):
+    """The result cards of our page: (title link, duration badge) in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[str] = []
+        self.durations: list[str] = []
+        self.next_href: str | None = None
+        self._in = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "span" and a.get("class") == "duration":
+            self._in = "duration"
+        if tag == "a" and a.get("rel") == "next":
+            self.next_href = a["href"]
+        if tag == "h2":
+            self._in = "h2"
+        if tag == "a" and self._in == "h2":
+            self.links.append(a["href"])
+
+    def handle_endtag(self, tag):
+        if tag in ("span", "h2"):
+            self._in = None
+
+    def handle_data(self, data):
+        if self._in == "duration":
+            self.durations.append(data)
+
+
+async def test_every_format_carries_the_same_results(client, sim) -> None:
+    q = {"q": "onboarding", "count": "100"}
+    _, atom = await get(client, "/search.atom", **q)
+    _, rss = await get(client, "/search.rss", **q)
+    resp, js = await get(client, "/search.json", **q)
+    assert resp.content_type == "application/feed+json"
+    a, r, j = atom_entries(atom), rss_entries(rss), json_entries(js)
+    assert list(a) == list(r) == list(j)  # same ids, same order
+    assert a == r == j  # same whole-second durations
+    assert all(d is not None for d in a.values())
+    _, html = await get(client, "/", **q)
+    cards = Cards()
+    cards.feed(html.decode())
+    assert len(cards.links) == len(a)
+    assert len(cards.durations) == len(a)
+    assert all(re.fullmatch(r"(\d+:)?\d{1,2}:\d\d", d) for d in cards.durations)
+
+
+async def test_rss_is_clean_rss_2_with_opensearch_and_media(client, sim) -> None:
+    resp, body = await get(client, "/search.rss", q="onboarding", count="5")
+    assert resp.content_type == "application/rss+xml"
+    parsed = feedparser.parse(body)
+    assert parsed.bozo == 0 and parsed.version == "rss20"
+    channel = etree.fromstring(body).find("channel")
+    assert channel.findtext(f"{{{OS}}}totalResults") == str(len(sim_matches(sim, "onboarding")))
+    assert channel.findtext(f"{{{OS}}}startIndex") == "1"
+    assert channel.findtext(f"{{{OS}}}itemsPerPage") == "5"
+    assert channel.find(f"{{{OS}}}Query").get("role") == "request"
+    rels = {l.get("rel"): l.get("href") for l in channel.findall(f"{{{ATOM}}}link")}
+    assert rels["self"].startswith("http://videos.test/search.rss?q=onboarding")
+    assert rels["search"] == "http://videos.test/opensearch.xml"
+    assert rels["next"].endswith("startIndex=6")
+    item = channel.find("item")
+    assert item.find("guid").get("isPermaLink") == "false"
+    assert item.find("guid").text.startswith("urn:ilos:video:")
+    description = item.findtext("description")
+    assert "<" not in description and re.search(r"Duration (\d+:)?\d{1,2}:\d\d", description)
+    assert item.findtext("pubDate") and item.findtext("link").startswith("https://app.ilosvideos.com/view/")
+    assert item.find(f"{{{MEDIA}}}thumbnail").get("url").startswith("http://videos.test/thumbnails/")
+    assert [c.text for c in item.findall("category")]
+    assert item.findtext("{http://purl.org/dc/elements/1.1/}creator")
+
+
+def sim_matches(sim, q):
+    return {v.randtag for o in sim.orgs for v in search_catalog(o.videos, q)}
+
+
+@pytest.mark.parametrize("fmt", ["atom", "rss", "json", "html"])
+async def test_paging_walks_every_result_once_in_every_format(client, sim, fmt) -> None:
+    seen: list[str] = []
+    path = {"atom": "/search.atom", "rss": "/search.rss", "json": "/search.json", "html": "/"}[fmt]
+    url = f"{path}?q=onboarding&count=5"
+    pages = 0
+    while url:
+        resp = await client.get(url)
+        body = await resp.read()
+        pages += 1
+        if fmt == "atom":
+            doc = etree.fromstring(body)
+            seen += [e.findtext(f"{{{ATOM}}}id") for e in doc.findall(f"{{{ATOM}}}entry")]
+            nxt = next((l.get("href") for l in doc.findall(f"{{{ATOM}}}link") if l.get("rel") == "next"), None)
+        elif fmt == "rss":
+            channel = etree.fromstring(body).find("channel")
+            seen += [i.findtext("guid") for i in channel.findall("item")]
+            nxt = next((l.get("href") for l in channel.findall(f"{{{ATOM}}}link") if l.get("rel") == "next"), None)
+        elif fmt == "json":
+            doc = json.loads(body)
+            seen += [i["id"] for i in doc["items"]]
+            nxt = doc.get("next_url")
+        else:
+            cards = Cards()
+            cards.feed(body.decode())
+            seen += cards.links
+            nxt = cards.next_href and cards.next_href.replace("&amp;", "&")
+        url = nxt and nxt.replace("http://videos.test", "")
+    total = len(sim_matches(sim, "onboarding"))
+    assert len(seen) == len(set(seen)) == total
+    assert pages == -(-total // 5)
+
+
+async def test_start_page_and_start_index_agree(client) -> None:
+    _, by_page = await get(client, "/search.json", q="onboarding", count="4", startPage="2")
+    _, by_index = await get(client, "/search.json", q="onboarding", count="4", startIndex="5")
+    assert [i["id"] for i in json.loads(by_page)["items"]] == [i["id"] for i in json.loads(by_index)["items"]]
+    _, past = await get(client, "/search.json", q="onboarding", startIndex="999")
+    assert json.loads(past)["items"] == [] and "next_url" not in json.loads(past)
+
+
+async def test_json_feed_fields(client) -> None:
+    _, body = await get(client, "/search.json", q="onboarding", count="3")
+    feed = json.loads(body)
+    assert feed["version"] == "https://jsonfeed.org/version/1.1"
+    assert feed["feed_url"] == "http://videos.test/search.json?q=onboarding&count=3&startIndex=1"
+    assert feed["next_url"].endswith("startIndex=4")
+    item = feed["items"][0]
+    assert {"id", "url", "title", "summary", "content_text", "date_published", "image", "authors"} <= set(item)
+    assert set(item["_ilos"]) >= {"randtag", "duration_ms", "orgs", "embed_url"}
+    assert item["id"] == "urn:ilos:video:" + item["_ilos"]["randtag"]
+    assert item["date_published"].endswith("Z")
+
+
+async def test_bad_parameters_in_the_clients_format(client) -> None:
+    resp = await client.get("/search.json", params={"q": "x", "count": "1000"})
+    assert resp.status == 400
+    assert (await resp.json())["parameter"] == "count"
+    page = await client.get("/", params={"q": "x", "sort": "popular"})
+    assert page.status == 400 and "sort: must be relevance or date" in await page.text()
+    assert "<html" in await page.text()
+
+
+async def test_description_document(client) -> None:
+    resp, body = await get(client, "/opensearch.xml")
+    assert resp.content_type == "application/opensearchdescription+xml"
+    doc = etree.fromstring(body)
+    assert doc.tag == f"{{{OS}}}OpenSearchDescription"
+    short = doc.findtext(f"{{{OS}}}ShortName")
+    assert short and len(short) <= 16
+    for tag in ("LongName", "Description", "Tags"):
+        assert doc.findtext(f"{{{OS}}}{tag}")
+    assert doc.findtext(f"{{{OS}}}InputEncoding") == "UTF-8" and doc.findtext(f"{{{OS}}}OutputEncoding") == "UTF-8"
+    assert doc.find(f"{{{OS}}}Query").get("role") == "example"
+    templates = {u.get("type"): u.get("template") for u in doc.findall(f"{{{OS}}}Url")}
+    paged = "q={searchTerms}&count={count?}&startIndex={startIndex?}"
+    assert templates == {
+        "text/html": f"http://videos.test/?{paged}",
+        "application/atom+xml": f"http://videos.test/search.atom?{paged}",
+        "application/rss+xml": f"http://videos.test/search.rss?{paged}",
+        "application/feed+json": f"http://videos.test/search.json?{paged}",
+        "application/x-suggestions+json": "http://videos.test/suggest?q={searchTerms}",
+        "application/opensearchdescription+xml": "http://videos.test/opensearch.xml",
+    }
+    assert all(u.get("method", "get") == "get" for u in doc.findall(f"{{{OS}}}Url"))
+    images = {i.get("width"): i.text for i in doc.findall(f"{{{OS}}}Image")}
+    assert set(images) == {"16", "64"}
+    for size, url in images.items():
+        icon = await client.get(url.replace("http://videos.test", ""))
+        assert icon.content_type == "image/png" and (await icon.read())[:8] == b"\x89PNG\r\n\x1a\n"
+    osdx = await client.get("/search.osdx")
+    assert "attachment" in osdx.headers["Content-Disposition"]
+    connector = etree.fromstring(await osdx.read())
+    assert connector.find(f"{{{OS}}}Url").get("type") == "application/rss+xml"
+
+
+async def test_description_is_configurable(aiohttp_client, sim) -> None:
+    extra = ('[description]\nshort_name = "Uni videos"\ncontact = "video@example.edu"\n'
+             'example_query = "welcome"\n')
+    client = await aiohttp_client(create_app(make_config(sim, extra=extra)))
+    doc = etree.fromstring(await (await client.get("/opensearch.xml")).read())
+    assert doc.findtext(f"{{{OS}}}ShortName") == "Uni videos"
+    assert doc.findtext(f"{{{OS}}}Contact") == "video@example.edu"
+    assert doc.find(f"{{{OS}}}Query").get("searchTerms") == "welcome"
+
+
+async def test_suggestions_come_from_memory(client, sim) -> None:
+    empty = await (await client.get("/suggest", params={"q": "onb"})).json()
+    assert empty == ["onb", []]
+    await client.get("/search.atom", params={"q": "onboarding"})
+    calls = len(sim.log)
+    resp = await client.get("/suggest", params={"q": "Onb"})
+    assert resp.content_type == "application/x-suggestions+json"
+    prefix, completions = await resp.json()
+    assert prefix == "Onb"
+    assert "onboarding" in completions  # the query, which found videos
+    assert "Onboarding for managers: approving leave" in completions  # a title starting so
+    assert 0 < len(completions) <= 10
+    inside = (await (await client.get("/suggest", params={"q": "rotas"})).json())[1]
+    assert inside == ["Resident onboarding: rotas and on-call"]  # a later word may start it
+    assert (await (await client.get("/suggest", params={"q": "otas"})).json())[1] == []
+    word = (await (await client.get("/suggest", params={"q": "resident onb"})).json())[1]
+    assert word == ["Resident onboarding: rotas and on-call"]
+    assert len(sim.log) == calls  # never upstream
+    assert (await client.get("/suggest", params={"q": "x" * 300})).status == 400
+
+
+async def test_page_is_safe_to_embed_and_escapes_upstream_text(aiohttp_client, sim) -> None:
+    extra = '[web]\nframe_ancestors = ["\'self\'", "https://intranet.example.edu"]\n'
+    client = await aiohttp_client(create_app(make_config(sim, extra=extra)))
+    hostile = sim.org("hr").videos[0]
+    hostile.title = 'Onboarding <script>alert("x")</script><img src=x onerror=alert(1)>'
+    hostile.description = '<iframe src="https://evil.example"></iframe><b onclick="x()">bold</b>'
+    resp = await client.get("/embed", params={"q": "onboarding", "org": "hr"})
+    html = await resp.text()
+    csp = resp.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'self' https://intranet.example.edu" in csp
+    assert "default-src 'none'" in csp and "script-src" not in csp  # so no script runs at all
+    elements = Elements()
+    elements.feed(html)
+    assert not {"script", "iframe"} & elements.tags
+    assert not [a for a in elements.attributes if a.startswith("on")]
+    assert "Onboarding &lt;script&gt;" in html  # shown as text
+    assert '<base target="_top">' in html and 'target="_self"' in html
+    assert 'name="embed" value="1"' in html
+    full = await client.get("/", params={"q": "onboarding", "org": "hr"})
+    assert '<base target="_top">' not in await full.text()
+
+
+async def test_page_states(client, sim) -> None:
+    start = await client.get("/")
+    assert start.status == 200 and 'role="search"' in await start.text()
+    none = await (await client.get("/", params={"q": "zzzz-nothing"})).text()
+    assert "No videos match “zzzz-nothing”" in none
+    for org in sim.orgs:
+        org.fault = "500"
+    down = await (await client.get("/", params={"q": "failing"})).text()
+    assert "<strong>Engineering</strong>: failed, its results are missing" in down
