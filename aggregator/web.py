@@ -23,6 +23,7 @@ from aiohttp import web
 
 from aggregator import PRODUCT, __version__
 from aggregator.atom import render_atom
+from aggregator.auth import Caller, authenticate, unauthorized
 from aggregator.feeds import ATOM_TYPE, DESCRIPTION_TYPE, RSS_TYPE
 from aggregator.jsonfeed import JSON_FEED_TYPE, render_json_feed
 from aggregator.rss import render_rss
@@ -131,54 +132,56 @@ def bad_request(fmt: str, error: ParamError) -> web.Response:
 Renderer = Callable[[web.Application, View, SearchAnswer], tuple[bytes, str]]
 
 
-def visible_orgs(request: web.Request) -> tuple[str, ...]:
-    return tuple(o.id for o in request.app[CONFIG].orgs)
-
-
 async def serve_search(request: web.Request, fmt: str, renderer: Renderer, variant: str = "",
                        headers: dict[str, str] | None = None) -> web.Response:
-    """The path every search format shares: validate, page cache, render once, respond.
+    """The path every search format shares: authenticate, validate, page cache, render once.
 
     `variant` tells apart pages of one format that differ for the same search
     (the embedded search page); `headers` are added to every answer.
     """
+    config = request.app[CONFIG]
+    caller = authenticate(request, config)
+    if caller is None:
+        return unauthorized(fmt)
+    private = caller.authenticated
     pages = request.app[PAGES]
-    # The exact query string names a page already validated and rendered: the warm
-    # path is this one dict lookup.
-    raw_key = f"{fmt}{request.path}?{request.query_string}"
+    # The exact query string (and caller) names a page already validated and
+    # rendered: the warm path is this one dict lookup.
+    raw_key = f"{fmt}{request.path}?{request.query_string}#{caller.cache_scope}"
     page = pages.get_now(raw_key)
     if page is not None:
-        return respond(request, page, private=False, hit=True, extra=headers)
+        return respond(request, page, private=private, hit=True, extra=headers)
     try:
-        params = parse_search_params(request.query, visible_orgs(request))
+        params = parse_search_params(request.query, caller.visible_orgs)
     except ParamError as exc:
         return bad_request(fmt, exc)
-    page_key = "\x1f".join((fmt, variant, params.q, ",".join(params.orgs), params.sort,
-                            str(params.count), str(params.start_index)))
+    page_key = "\x1f".join((fmt, variant, caller.cache_scope, params.q, ",".join(params.orgs),
+                            params.sort, str(params.count), str(params.start_index)))
     page = pages.get_now(page_key)
     if page is not None:
         pages.set_now(raw_key, page, page.expires_at - time.time())
-        return respond(request, page, private=False, hit=True, extra=headers)
+        return respond(request, page, private=private, hit=True, extra=headers)
     rendering = request.app[RENDERING]
     task = rendering.get(page_key)
     if task is None:
-        task = asyncio.ensure_future(_render(request.app, page_key, params,
+        task = asyncio.ensure_future(_render(request.app, page_key, params, caller,
                                              functools.partial(renderer, variant=variant)))
         rendering[page_key] = task
         task.add_done_callback(lambda _t: rendering.pop(page_key, None))
     page = await asyncio.shield(task)
     if page.expires_at > time.time():
         pages.set_now(raw_key, page, page.expires_at - time.time())
-    return respond(request, page, private=False, hit=False, extra=headers)
+    return respond(request, page, private=private, hit=False, extra=headers)
 
 
-async def _render(app: web.Application, page_key: str, params: SearchParams,
+async def _render(app: web.Application, page_key: str, params: SearchParams, caller: Caller,
                   renderer: Renderer) -> CachedPage:
     config = app[CONFIG]
     answer = await app[SEARCHER].search(params.normalised_query, params.orgs, params.sort)
+    extra = (("key", caller.key_param),) if caller.key_param else ()
     view = View(page=page_of(params, answer.results), base_url=config.server.public_url,
-                org_names={o.id: o.name for o in config.orgs},
-                all_orgs=tuple(o.id for o in config.orgs))
+                org_names={o.id: o.name for o in config.orgs}, all_orgs=caller.visible_orgs,
+                extra=extra)
     body, content_type = renderer(app, view, answer)
     page = build_page(body, content_type, view.updated, answer.fresh_until, answer.reports,
                       answer.complete)
@@ -237,8 +240,11 @@ async def search_page(request: web.Request) -> web.Response:
     embed = request.path == "/embed" or request.query.get("embed") in ("1", "true")
     headers = page_security_headers(config)
     if request.query.get("q", "").strip():
+        caller = authenticate(request, config)
+        if caller is None:
+            return unauthorized("html")
         try:
-            parse_search_params(request.query, visible_orgs(request))
+            parse_search_params(request.query, caller.visible_orgs)
         except ParamError as exc:
             html = request.app[TEMPLATES].get_template("search.html").render(
                 page_context(config, q=request.query.get("q", "")[:256], error=str(exc), embed=embed))
@@ -269,14 +275,18 @@ def page_security_headers(config: Config) -> dict[str, str]:
 
 async def suggest(request: web.Request) -> web.Response:
     """OpenSearch suggestions: `[prefix, [completions]]`, from memory, never from upstream."""
+    caller = authenticate(request, request.app[CONFIG])
+    if caller is None:
+        return unauthorized("suggest")
     prefix = request.query.get("q", "")
     if len(prefix) > MAX_QUERY or any(ord(c) < 32 for c in prefix):
         return web.json_response({"error": f"q: must be at most {MAX_QUERY} printable characters",
                                   "parameter": "q"}, status=400, headers={**NO_STORE, **CORS})
-    found = request.app[SEARCHER].suggestions.suggest(prefix, visible_orgs(request))
+    found = request.app[SEARCHER].suggestions.suggest(prefix, caller.visible_orgs)
+    scope = "private" if caller.authenticated else "public"
     return web.Response(body=json.dumps([prefix, found], ensure_ascii=False).encode(),
                         content_type=SUGGESTIONS_TYPE, charset="utf-8",
-                        headers={"Cache-Control": "public, max-age=60", **CORS})
+                        headers={"Cache-Control": f"{scope}, max-age=60", "Vary": "Authorization", **CORS})
 
 
 # -- everything else ----------------------------------------------------------------

@@ -1,0 +1,99 @@
+"""Client tokens: Bearer, Basic (SharePoint) and key= (feed readers); each client sees only its orgs."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from aggregator.accesslog import redact
+from aggregator.web import create_app
+from tests.conftest import make_config
+from tests.helpers import NS, assert_valid_atom, link
+
+SP_TOKEN = "sharepoint-token-0123456789"
+HR_TOKEN = "hr-only-token-abcdefghijkl"
+CLIENTS = (f'[[clients]]\nname = "sharepoint"\ntoken = "{SP_TOKEN}"\n'
+           f'[[clients]]\nname = "hr-intranet"\ntoken = "env:HR_TOKEN"\norgs = ["hr"]\n')
+
+
+@pytest.fixture
+async def secured(aiohttp_client, sim):
+    from aggregator.config import parse_config_text
+    from tests.conftest import config_toml
+    config = parse_config_text(config_toml(sim, extra=CLIENTS), environ={"HR_TOKEN": HR_TOKEN})
+    return await aiohttp_client(create_app(config))
+
+
+def basic(token: str, user: str = "anyone") -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{token}".encode()).decode()}
+
+
+@pytest.mark.parametrize("path", ["/search.atom", "/search.rss", "/search.json", "/", "/suggest"])
+async def test_searches_need_a_token(secured, sim, path) -> None:
+    for headers in ({}, {"Authorization": "Bearer wrong-token-xxxxxxxxxx"}, basic("wrong"),
+                    {"Authorization": "Basic !!!"}):
+        resp = await secured.get(path, params={"q": "onboarding"}, headers=headers)
+        assert resp.status == 401
+        assert resp.headers.getall("WWW-Authenticate") == [
+            'Basic realm="ilos-aggregator", charset="UTF-8"', 'Bearer realm="ilos-aggregator"']
+        assert resp.headers["Cache-Control"] == "no-store"
+    assert sim.calls(endpoint="search") == []
+
+
+async def test_open_endpoints_stay_open(secured) -> None:
+    for path in ("/opensearch.xml", "/healthz", "/readyz", "/icon-16.png", "/static/search.css"):
+        assert (await secured.get(path)).status == 200, path
+
+
+@pytest.mark.parametrize("headers", [{"Authorization": f"Bearer {SP_TOKEN}"}, basic(SP_TOKEN),
+                                     basic(SP_TOKEN, user="")])
+async def test_bearer_and_basic(secured, headers) -> None:
+    resp = await secured.get("/search.rss", params={"q": "onboarding"}, headers=headers)
+    assert resp.status == 200
+    assert resp.headers["Cache-Control"].startswith("private, max-age=")
+    assert "Authorization" in resp.headers["Vary"]
+    body = await resp.read()
+    assert SP_TOKEN.encode() not in body  # header tokens are not copied into links
+
+
+async def test_key_param_is_kept_in_every_link(secured) -> None:
+    resp = await secured.get("/search.atom", params={"q": "onboarding", "count": "3", "key": SP_TOKEN})
+    assert resp.status == 200
+    doc = assert_valid_atom(await resp.read())
+    for rel in ("self", "next", "first", "last", "alternate"):
+        assert f"key={SP_TOKEN}" in link(doc, rel), rel
+    nxt = await secured.get(link(doc, "next").replace("http://videos.test", ""))
+    assert nxt.status == 200
+
+
+async def test_a_client_never_sees_other_orgs(secured, sim) -> None:
+    auth = {"Authorization": f"Bearer {HR_TOKEN}"}
+    resp = await secured.get("/search.json", params={"q": "onboarding", "count": "100"}, headers=auth)
+    feed = json.loads(await resp.read())
+    assert {o for item in feed["items"] for o in item["_ilos"]["orgs"]} == {"hr"}
+    assert resp.headers["Server-Timing"].count("org-") == 1 and "org-hr;" in resp.headers["Server-Timing"]
+    assert sim.calls("engineering", "search") == [] and sim.calls("medicine", "search") == []
+    hidden = await secured.get("/search.json", params={"q": "onboarding", "org": "medicine"}, headers=auth)
+    assert hidden.status == 400 and (await hidden.json())["parameter"] == "org"
+    # The full client's search fills the suggestions; the HR client is offered only HR's titles.
+    await secured.get("/search.atom", params={"q": "onboarding"}, headers={"Authorization": f"Bearer {SP_TOKEN}"})
+    everyone = (await (await secured.get("/suggest", params={"q": "resident"},
+                                         headers={"Authorization": f"Bearer {SP_TOKEN}"})).json())[1]
+    hr_only = (await (await secured.get("/suggest", params={"q": "resident"}, headers=auth)).json())[1]
+    assert everyone == ["Resident onboarding: rotas and on-call"] and hr_only == []
+
+
+async def test_one_page_cache_entry_per_client(secured) -> None:
+    full = await secured.get("/search.atom", params={"q": "onboarding"},
+                             headers={"Authorization": f"Bearer {SP_TOKEN}"})
+    hr = await secured.get("/search.atom", params={"q": "onboarding"},
+                           headers={"Authorization": f"Bearer {HR_TOKEN}"})
+    assert full.headers["ETag"] != hr.headers["ETag"]
+
+
+def test_tokens_are_redacted_from_the_access_log() -> None:
+    assert redact(f"/search.atom?q=x&key={SP_TOKEN}&count=3") == "/search.atom?q=x&key=REDACTED&count=3"
+    assert redact(f"/search.atom?KEY={SP_TOKEN}") == "/search.atom?KEY=REDACTED"
+    assert redact("/search.atom?q=monkey") == "/search.atom?q=monkey"
