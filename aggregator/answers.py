@@ -24,6 +24,7 @@ from aggregator import cache as cache_keys
 from aggregator.cache import Cache
 from aggregator.config import Config, Org
 from aggregator.durations import DurationLookups
+from aggregator.metrics import Metrics
 from aggregator.parsing import parse_search_answer, prescan_randtags
 from aggregator.upstream import Outcome, fetch_search
 from aggregator.videos import Video
@@ -55,12 +56,13 @@ class _Stored:
 
 class AnswerSource:
     def __init__(self, config: Config, session: aiohttp.ClientSession, cache: Cache,
-                 parse_executor: concurrent.futures.Executor) -> None:
+                 parse_executor: concurrent.futures.Executor, metrics: Metrics) -> None:
         self.config = config
         self.session = session
         self.cache = cache
         self.parse_executor = parse_executor
-        self.durations = DurationLookups(config, session, cache)
+        self.metrics = metrics
+        self.durations = DurationLookups(config, session, cache, metrics)
         self._inflight: dict[tuple[str, str], asyncio.Task[OrgAnswer]] = {}
 
     async def answer(self, org: Org, query: str) -> OrgAnswer:
@@ -131,6 +133,7 @@ class AnswerSource:
 
     async def _fetch(self, org: Org, query: str, digest: str) -> OrgAnswer:
         fetched = await fetch_search(self.session, org, query, self.config.upstream)
+        self.metrics.upstream.labels(org.id, "search", fetched.outcome.value).inc()
         if not fetched.ok:
             if fetched.outcome is Outcome.RATE_LIMITED:
                 await self.cache.set(cache_keys.key("cooldown", org.id), b"1", fetched.retry_after or 60.0)

@@ -19,6 +19,7 @@ import aiohttp
 from aggregator import cache as cache_keys
 from aggregator.cache import Cache
 from aggregator.config import Config, Org
+from aggregator.metrics import Metrics
 from aggregator.upstream import Outcome, fetch_duration
 
 log = logging.getLogger(__name__)
@@ -26,8 +27,10 @@ UNKNOWN = b"-"
 
 
 class DurationLookups:
-    def __init__(self, config: Config, session: aiohttp.ClientSession, cache: Cache) -> None:
+    def __init__(self, config: Config, session: aiohttp.ClientSession, cache: Cache,
+                 metrics: Metrics) -> None:
         self.config = config
+        self.metrics = metrics
         self.session = session
         self.cache = cache
         self._limits: dict[str, asyncio.Semaphore] = {}
@@ -64,6 +67,7 @@ class DurationLookups:
         limit = self._limits.setdefault(org.id, asyncio.Semaphore(self.config.upstream.metadata_concurrency))
         async with limit:
             answer = await fetch_duration(self.session, org, randtag, self.config.upstream)
+        self.metrics.upstream.labels(org.id, "metadata", answer.outcome.value).inc()
         cache_key = cache_keys.key("duration", randtag)
         if answer.duration_ms is not None:
             await self.cache.set(cache_key, str(answer.duration_ms).encode(), self.config.cache.duration_ttl)

@@ -21,6 +21,7 @@ from aggregator.answers import GOOD, AnswerSource, OrgAnswer
 from aggregator.cache import Cache
 from aggregator.config import Config, Org
 from aggregator.merge import merge
+from aggregator.metrics import Metrics
 from aggregator.parsing import parse_search_answer
 from aggregator.suggestions import SuggestionIndex
 from aggregator.videos import Result
@@ -62,9 +63,10 @@ def warm_up(executor: concurrent.futures.Executor, workers: int) -> list[concurr
 
 class Searcher:
     def __init__(self, config: Config, session: aiohttp.ClientSession, cache: Cache,
-                 parse_executor: concurrent.futures.Executor) -> None:
+                 parse_executor: concurrent.futures.Executor, metrics: Metrics | None = None) -> None:
         self.config = config
-        self.answers = AnswerSource(config, session, cache, parse_executor)
+        self.metrics = metrics or Metrics()
+        self.answers = AnswerSource(config, session, cache, parse_executor, self.metrics)
         self.last_reports: dict[str, OrgReport] = {}  # for /readyz
         self.suggestions = SuggestionIndex()
 
@@ -76,6 +78,8 @@ class Searcher:
         reports = tuple(report for _, report in timed)
         for report in reports:
             self.last_reports[report.org_id] = report
+            self.metrics.org_answers.labels(report.org_id, report.status).inc()
+            self.metrics.org_seconds.labels(report.org_id).observe(report.elapsed_ms / 1000)
         self._learn(query, [(org.id, answer) for org, (answer, _) in zip(orgs, timed)])
         fresh = [answer.fresh_until for answer, _ in timed if answer.fresh_until]
         return SearchAnswer(tuple(merged), reports, min(fresh, default=0.0))

@@ -26,6 +26,7 @@ from aggregator.atom import render_atom
 from aggregator.auth import Caller, authenticate, unauthorized
 from aggregator.feeds import ATOM_TYPE, DESCRIPTION_TYPE, RSS_TYPE
 from aggregator.jsonfeed import JSON_FEED_TYPE, render_json_feed
+from aggregator.metrics import METRICS_TYPE, Metrics
 from aggregator.rss import render_rss
 from aggregator.suggestions import SUGGESTIONS_TYPE
 from aggregator.answers import GOOD
@@ -49,6 +50,7 @@ CACHE = web.AppKey("cache", Cache)
 PAGES = web.AppKey("pages", MemoryCache)
 RENDERING = web.AppKey("rendering", dict)
 SEARCHER = web.AppKey("searcher", Searcher)
+METRICS = web.AppKey("metrics", Metrics)
 TEMPLATES = web.AppKey("templates", jinja2.Environment)
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
@@ -67,6 +69,7 @@ def create_app(config: Config) -> web.Application:
     app[TEMPLATES].filters["duration"] = format_duration
     app[PAGES] = MemoryCache(max_entries=2_000)
     app[RENDERING] = {}
+    app[METRICS] = Metrics()
     app.cleanup_ctx.append(_resources)
     app.router.add_get("/", search_page)
     app.router.add_get("/embed", search_page)
@@ -82,6 +85,7 @@ def create_app(config: Config) -> web.Application:
     app.router.add_get("/favicon.ico", icon)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
     return app
 
 
@@ -95,7 +99,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     cache: Cache = memory if client is None else ResilientCache(
         RedisCache(client), memory, config.cache.redis_retry_seconds)
     app[CACHE] = cache
-    app[SEARCHER] = Searcher(config, session, cache, executor)
+    app[SEARCHER] = Searcher(config, session, cache, executor, app[METRICS])
     try:
         yield
     finally:
@@ -150,6 +154,7 @@ async def serve_search(request: web.Request, fmt: str, renderer: Renderer, varia
     raw_key = f"{fmt}{request.path}?{request.query_string}#{caller.cache_scope}"
     page = pages.get_now(raw_key)
     if page is not None:
+        request.app[METRICS].page(fmt, "reused")
         return respond(request, page, private=private, hit=True, extra=headers)
     try:
         params = parse_search_params(request.query, caller.visible_orgs)
@@ -159,6 +164,7 @@ async def serve_search(request: web.Request, fmt: str, renderer: Renderer, varia
                             params.sort, str(params.count), str(params.start_index)))
     page = pages.get_now(page_key)
     if page is not None:
+        request.app[METRICS].page(fmt, "reused")
         pages.set_now(raw_key, page, page.expires_at - time.time())
         return respond(request, page, private=private, hit=True, extra=headers)
     rendering = request.app[RENDERING]
@@ -169,6 +175,7 @@ async def serve_search(request: web.Request, fmt: str, renderer: Renderer, varia
         rendering[page_key] = task
         task.add_done_callback(lambda _t: rendering.pop(page_key, None))
     page = await asyncio.shield(task)
+    request.app[METRICS].page(fmt, "rendered")
     if page.expires_at > time.time():
         pages.set_now(raw_key, page, page.expires_at - time.time())
     return respond(request, page, private=private, hit=False, extra=headers)
@@ -351,6 +358,14 @@ async def icon(request: web.Request) -> web.Response:
 
 async def healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok\n", headers=NO_STORE)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    m = request.app[METRICS]
+    cache = request.app[CACHE]
+    if isinstance(cache, ResilientCache):
+        m.redis_up.set(1 if cache.redis_up else 0)
+    return web.Response(body=m.exposition(), headers={"Content-Type": METRICS_TYPE, **NO_STORE})
 
 
 async def readyz(request: web.Request) -> web.Response:

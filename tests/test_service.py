@@ -205,3 +205,20 @@ async def test_process_pool_parsing(aiohttp_client, sim) -> None:
     resp = await client.get("/search.atom", params={"q": "onboarding", "count": "100"})
     doc = assert_valid_atom(await resp.read())
     assert len(entry_ids(doc)) == len(expected_matches(sim, "onboarding"))
+
+
+async def test_metrics(client, sim) -> None:
+    sim.org("hr").fault = "500"
+    await client.get("/search.atom", params={"q": "onboarding"})
+    await client.get("/search.atom", params={"q": "onboarding"})
+    resp = await client.get("/metrics")
+    assert resp.status == 200 and resp.content_type == "text/plain"
+    text = await resp.text()
+    assert 'ilosagg_org_answers_total{org="engineering",status="ok"} 1.0' in text
+    assert 'ilosagg_org_answers_total{org="hr",status="error"} 1.0' in text
+    assert 'ilosagg_upstream_requests_total{endpoint="search",org="hr",outcome="http-error"} 1.0' in text
+    assert 'ilosagg_pages_total{format="atom",source="rendered"} 1.0' in text
+    assert 'ilosagg_pages_total{format="atom",source="reused"} 1.0' in text
+    assert 'ilosagg_org_answer_seconds_bucket{le="8.0",org="medicine"}' in text
+    for key in KEYS.values():
+        assert key not in text
