@@ -113,3 +113,88 @@ def test_plain_text_and_title_prefixes() -> None:
     assert strip_title_prefix("ilos: Intro") == "Intro"
     assert strip_title_prefix("VidGrid:Intro") == "Intro"
     assert strip_title_prefix("Intro to ilos: a tour") == "Intro to ilos: a tour"
+
+
+# -- the lxml fast path against feedparser ------------------------------------------
+
+import random  # noqa: E402
+
+from aggregator import parsing  # noqa: E402
+from aggregator.simulator import Simulator, demo_orgs, make_video  # noqa: E402
+
+
+def both_ways(body: bytes):
+    """(videos via the fast path or None if it declined, videos via feedparser)."""
+    fast = parsing._rss_entries(body)
+    slow = [parsing._video_from_entry(e) for e in parsing.feedparser_entries(body)]
+    slow = [v for v in slow if v is not None]
+    if fast is None:
+        return None, slow
+    return [v for v in (parsing._video_from_entry(e) for e in fast) if v is not None], slow
+
+
+def dedupe(videos):
+    seen, out = set(), []
+    for v in videos:
+        if v.randtag not in seen:
+            seen.add(v.randtag)
+            out.append(v)
+    return out
+
+
+def test_fast_path_reads_the_evidence_as_feedparser_does() -> None:
+    fast, slow = both_ways((GOLDEN / "ilos_evidence.rss").read_bytes())
+    assert fast is not None, "the evidenced shape must take the fast path"
+    assert dedupe(fast) == dedupe(slow)
+    character_reference = (b'<rss version="2.0"><channel><item><title>t &#169;</title>'
+                           b"<link>https://a/view/ABCDEFGH1234</link></item></channel></rss>")
+    fast, slow = both_ways(character_reference)
+    assert fast is not None and fast == slow
+
+
+HOSTILE_TEXT = ["Q&A", "a < b", "x > y", "Tom & Jerry's \"show\"", "<b>bold</b> move", "&amp;amp;",
+                "ünïcödé — “quotes” 😀", "<script>alert(1)</script>after", "line\nbreak\ttab",
+                "&lt;i&gt;escaped&lt;/i&gt;", "<img src=x onerror=alert(1)>", "50% off", "  padded  ",
+                "ilos: prefixed", "VidGrid: also", "<p>para</p><p>two</p>", "a&nbsp;b", "&#169; 2024", ""]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_fast_path_matches_feedparser_on_simulated_answers(seed: int) -> None:
+    rng = random.Random(seed)
+    keys = {"engineering": "k1", "medicine": "k2", "hr": "k3"}
+    sim = Simulator(demo_orgs(keys))
+    sim.base_url = "http://sim.test"
+    taken = 0
+    for org in sim.orgs:
+        org.feed_format = "rss"
+        org.duration_child = rng.choice([None, "clock", "seconds", "ms"])
+        videos = list(org.videos[:15])
+        for _ in range(6):
+            v = make_video(rng, rng.choice(HOSTILE_TEXT) + " " + rng.choice(HOSTILE_TEXT), "x")
+            v.description = rng.choice(HOSTILE_TEXT) + rng.choice(HOSTILE_TEXT)
+            v.author = rng.choice(["Ada Okafor", "O'Brien & Sons", "ada@example.edu (Ada)", "<b>X</b>", ""])
+            videos.insert(rng.randrange(len(videos) + 1), v)
+        body = sim._render(org, videos, "q", rng.choice(["", "ilos: "]))
+        fast, slow = both_ways(body)
+        if fast is not None:
+            taken += 1
+            assert dedupe(fast) == dedupe(slow)
+    # Hostile authors make some documents decline; plain ones must not.
+    plain = sim._render(sim.orgs[0], sim.orgs[0].videos, "q", "")
+    assert parsing._rss_entries(plain) is not None
+
+
+@pytest.mark.parametrize("body", [
+    b'<rss version="2.0"><channel><item><title>x</title><link>https://a/view/ABCDEFGH1234</link>'
+    b"<content:encoded xmlns:content='http://purl.org/rss/1.0/modules/content/'>x</content:encoded></item></channel></rss>",
+    b'<rss version="2.0"><channel><item><title>t &#169; &amp;amp; &lt;b&gt;</title><link>https://a/view/ABCDEFGH1234</link></item></channel></rss>',
+    b'<rss version="2.0"><channel><item><title>t</title><title>u</title><link>https://a/view/ABCDEFGH1234</link></item></channel></rss>',
+    b'<rss version="2.0"><channel><item><title>t</title><pubDate>yesterday</pubDate><link>https://a/view/ABCDEFGH1234</link></item></channel></rss>',
+    b'<?xml version="1.0"?><!DOCTYPE rss [<!ENTITY e "x">]><rss version="2.0"><channel><item><title>&e;</title></item></channel></rss>',
+    b'<rss version="0.91"><channel><item><title>t</title></item></channel></rss>',
+    b'<rss version="2.0"><channel><item><title>t</title><link>https://a/view/ABCDEFGH1234</link>&nbsp;</item></channel></rss>',
+])
+def test_fast_path_declines_what_feedparser_must_judge(body: bytes) -> None:
+    """Foreign elements, titles that may be HTML, repeats, odd dates, DTDs, other versions."""
+    assert parsing._rss_entries(body) is None
+    parse_search_answer(body)  # and feedparser copes, or says the answer is unparseable
