@@ -307,14 +307,14 @@ class _Table:
             return []
         return [_Table(item, f"{self._name(key)}[{i}]", self.problems) for i, item in enumerate(value)]
 
-    def string(self, key: str, default: str | None, required: bool = False) -> str | None:
+    def string(self, key: str, default: str | None, required: bool = False, hint: str = "") -> str | None:
         value = self._get(key)
         if value is None:
             if required:
                 self._problem(key, "is required")
             return default
         if not isinstance(value, str) or not value.strip():
-            self._problem(key, "must be a non-empty string")
+            self._problem(key, f"must be a non-empty string{hint}")
             return default
         return value.strip()
 
@@ -382,13 +382,8 @@ class _Table:
         return value
 
     def secret(self, key: str, environ: Mapping[str, str], required: bool) -> str | None:
-        value = self._get(key)
+        value = self.string(key, None, required, hint=" (or env:NAME)")
         if value is None:
-            if required:
-                self._problem(key, "is required")
-            return None
-        if not isinstance(value, str) or not value.strip():
-            self._problem(key, "must be a non-empty string (or env:NAME)")
             return None
         if value.startswith("env:"):
             var = value[4:]
@@ -403,7 +398,7 @@ class _Table:
                 self._problem(key, f"environment variable {var} is empty")
                 return None
             return resolved.strip()
-        return value.strip()
+        return value
 
     def finish(self) -> None:
         for key in sorted(set(self.data) - self.used):
