@@ -72,6 +72,10 @@ class AnswerSource:
         ttl = self.config.cache.search_ttl
         if stored is not None and time.time() < stored.fetched_at + ttl:
             return OrgAnswer(stored.videos, CACHED, stored.fetched_at + ttl)
+        if stored is not None and time.time() < stored.fetched_at + ttl + self.config.cache.stale_while_revalidate:
+            # Stale-while-revalidate: answer now, refresh behind the answer (one fetch, shared).
+            self._flight(org, query, digest)
+            return OrgAnswer(stored.videos, STALE, 0.0, "refreshing")
         if await self.cache.get(cache_keys.key("cooldown", org.id)) is not None:
             fresh = OrgAnswer((), SKIPPED, detail="rate limited: waiting for Retry-After")
         else:
@@ -93,13 +97,26 @@ class AnswerSource:
 
     async def _shared_fetch(self, org: Org, query: str, digest: str) -> OrgAnswer:
         """One fetch per org and query in this process, whoever else asks meanwhile."""
+        return await asyncio.shield(self._flight(org, query, digest))
+
+    def _flight(self, org: Org, query: str, digest: str) -> asyncio.Task[OrgAnswer]:
+        """The fetch under way for this org and query, started if there is none.
+
+        It runs as its own task: a caller that gives up does not cancel it for
+        the others, and a background refresh needs nobody to wait for it.
+        """
         flight = (org.id, digest)
         task = self._inflight.get(flight)
         if task is None:
             task = asyncio.ensure_future(self._locked_fetch(org, query, digest))
             self._inflight[flight] = task
-            task.add_done_callback(lambda _t: self._inflight.pop(flight, None))
-        return await asyncio.shield(task)
+            task.add_done_callback(lambda t: self._landed(flight, t))
+        return task
+
+    def _landed(self, flight: tuple[str, str], task: asyncio.Task[OrgAnswer]) -> None:
+        self._inflight.pop(flight, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("fetch for org=%s failed unexpectedly (%s)", flight[0], type(task.exception()).__name__)
 
     async def _locked_fetch(self, org: Org, query: str, digest: str) -> OrgAnswer:
         """One fetch per org and query across the processes that share the cache."""

@@ -52,6 +52,9 @@ class CacheConfig:
     failed_duration_ttl: int = 600
     memory_max_entries: int = 10_000
     redis_retry_seconds: float = 5.0  # after Redis fails, how long to use memory before trying again
+    # Seconds past search_ttl during which an expired answer is served at once
+    # (marked stale) while a fresh one is fetched in the background; 0 is off.
+    stale_while_revalidate: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +175,7 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.enviro
         memory_max_entries=cache_t.integer(
             "memory_max_entries", _CACHE.memory_max_entries, 10, 10_000_000
         ),
+        stale_while_revalidate=cache_t.integer("stale_while_revalidate", 0, 0, 86_400),
         redis_retry_seconds=cache_t.number(
             "redis_retry_seconds", _CACHE.redis_retry_seconds, 0.0, 3600.0, exclusive_min=True
         ),

@@ -262,3 +262,21 @@ async def test_rate_limit_cooldown_is_shared_through_redis(redis_client_app, sim
     resp = await two.get("/search.atom", params={"q": "payroll"})
     assert timing(resp)["hr"] == "skipped"
     assert len(sim.calls("hr", "search")) == 1
+
+
+async def test_stale_while_revalidate_answers_at_once_and_refreshes_behind(redis_client_app, sim) -> None:
+    client = await redis_client_app(search_ttl=1, stale_while_revalidate=60)
+    first = await client.get("/search.atom", params={"q": "onboarding"})
+    body = await first.read()
+    await asyncio.sleep(1.1)
+    for org in sim.orgs:
+        org.latency = 0.5
+    started = time.monotonic()
+    second = await client.get("/search.atom", params={"q": "onboarding", "count": "20"})
+    assert time.monotonic() - started < 0.4  # did not wait for the slow orgs
+    assert set(timing(second).values()) == {"stale"}
+    assert await second.read() == body
+    await asyncio.sleep(0.8)  # the background refresh lands
+    assert len(sim.calls(endpoint="search")) == 6
+    third = await client.get("/search.atom", params={"q": "onboarding", "count": "19"})
+    assert set(timing(third).values()) == {"cached"}
