@@ -106,7 +106,11 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         await session.close()
         if client is not None:
             await client.aclose()
-        executor.shutdown(wait=False, cancel_futures=True)
+        # Wait for the workers while the interpreter is whole: shutting down
+        # without waiting leaves their stop sentinel in a queue whose feeder
+        # thread dies at exit, and the process then hangs joining them.
+        await asyncio.get_running_loop().run_in_executor(
+            None, functools.partial(executor.shutdown, wait=True, cancel_futures=True))
 
 
 # -- errors -----------------------------------------------------------------------
