@@ -14,7 +14,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -22,24 +22,24 @@ import jinja2
 from aiohttp import web
 
 from aggregator import PRODUCT, __version__
+from aggregator.answers import GOOD
 from aggregator.atom import render_atom
 from aggregator.auth import Caller, authenticate, unauthorized
-from aggregator.feeds import ATOM_TYPE, DESCRIPTION_TYPE, RSS_TYPE
-from aggregator.jsonfeed import JSON_FEED_TYPE, render_json_feed
-from aggregator.metrics import METRICS_TYPE, Metrics
-from aggregator.rss import render_rss
-from aggregator.suggestions import SUGGESTIONS_TYPE
-from aggregator.answers import GOOD
 from aggregator.cache import Cache, MemoryCache, RedisCache, ResilientCache, redis_client
 from aggregator.config import Config
 from aggregator.description import render_description, render_osdx
+from aggregator.feeds import ATOM_TYPE, DESCRIPTION_TYPE, RSS_TYPE
 from aggregator.httpcache import CachedPage, build_page, respond
 from aggregator.icons import play_icon
+from aggregator.jsonfeed import JSON_FEED_TYPE, render_json_feed
+from aggregator.metrics import METRICS_TYPE, Metrics
 from aggregator.paging import page_of
 from aggregator.params import MAX_QUERY, ParamError, SearchParams, parse_search_params
 from aggregator.parsing import RANDTAG_RE
 from aggregator.presentation import View
+from aggregator.rss import render_rss
 from aggregator.search import SearchAnswer, Searcher, new_parse_executor, warm_up
+from aggregator.suggestions import SUGGESTIONS_TYPE
 from aggregator.upstream import new_session
 from aggregator.videos import format_duration
 
@@ -127,17 +127,25 @@ async def _no_store_errors(request: web.Request, response: web.StreamResponse) -
         response.headers["Cache-Control"] = "no-store"
 
 
-def bad_request(fmt: str, error: ParamError) -> web.Response:
+def bad_request(request: web.Request, fmt: str, error: ParamError, variant: str = "",
+                headers: dict[str, str] | None = None) -> web.Response:
     """A 400 that names the parameter and its rule, in the format the client asked for."""
     if fmt == "json":
         return web.json_response({"error": str(error), "parameter": error.param}, status=400,
                                  headers=NO_STORE)
+    if fmt == "html":
+        html = request.app[TEMPLATES].get_template("search.html").render(page_context(
+            request.app[CONFIG], q=request.query.get("q", "")[:256], error=str(error),
+            embed=variant == "embed"))
+        return web.Response(text=html, content_type=HTML_TYPE, status=400,
+                            headers={**(headers or {}), **NO_STORE})
     return web.Response(status=400, text=f"Bad request: {error}\n", headers=NO_STORE)
 
 
 # -- search -----------------------------------------------------------------------
 
-Renderer = Callable[[web.Application, View, SearchAnswer], tuple[bytes, str]]
+# (app, view, answer, variant=...) -> (body, content type)
+Renderer = Callable[..., tuple[bytes, str]]
 
 
 async def serve_search(request: web.Request, fmt: str, renderer: Renderer, variant: str = "",
@@ -163,7 +171,7 @@ async def serve_search(request: web.Request, fmt: str, renderer: Renderer, varia
     try:
         params = parse_search_params(request.query, caller.visible_orgs)
     except ParamError as exc:
-        return bad_request(fmt, exc)
+        return bad_request(request, fmt, exc, variant, headers)
     page_key = "\x1f".join((fmt, variant, caller.cache_scope, params.q, ",".join(params.orgs),
                             params.sort, str(params.count), str(params.start_index)))
     page = pages.get_now(page_key)
@@ -251,16 +259,6 @@ async def search_page(request: web.Request) -> web.Response:
     embed = request.path == "/embed" or request.query.get("embed") in ("1", "true")
     headers = page_security_headers(config)
     if request.query.get("q", "").strip():
-        caller = authenticate(request, config)
-        if caller is None:
-            return unauthorized("html")
-        try:
-            parse_search_params(request.query, caller.visible_orgs)
-        except ParamError as exc:
-            html = request.app[TEMPLATES].get_template("search.html").render(
-                page_context(config, q=request.query.get("q", "")[:256], error=str(exc), embed=embed))
-            return web.Response(text=html, content_type=HTML_TYPE, status=400,
-                                headers={**headers, **NO_STORE})
         return await serve_search(request, "html", _html, "embed" if embed else "", headers)
     html = request.app[TEMPLATES].get_template("search.html").render(page_context(config, embed=embed))
     return web.Response(text=html, content_type=HTML_TYPE,

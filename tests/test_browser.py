@@ -86,6 +86,9 @@ async def test_embedded_page_in_an_iframe(browser, site, artifacts, aiohttp_serv
     intranet.router.add_get("/", intranet_page)
     other = await aiohttp_server(intranet)
     page = await browser.new_page(viewport={"width": 900, "height": 700}, color_scheme="dark")
+    errors: list[str] = []  # ours only: the stand-in intranet has no favicon, for one
+    page.on("console", lambda m: errors.append(m.text)
+            if m.type == "error" and m.location.get("url", "").startswith(site) else None)
     await page.goto(str(other.make_url("/")))
     frame = page.frame_locator("iframe")
     await frame.locator("ol.results li").first.wait_for()
@@ -93,3 +96,4 @@ async def test_embedded_page_in_an_iframe(browser, site, artifacts, aiohttp_serv
     target = await frame.locator("ol.results h2 a").first.evaluate("a => a.target || document.querySelector('base').target")
     assert target == "_top"  # videos open in the whole window, not in the frame
     await page.screenshot(path=str(artifacts / "embedded-dark.png"))
+    assert errors == []  # framing allowed, nothing blocked by the page's CSP
