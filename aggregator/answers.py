@@ -11,7 +11,6 @@ its answer to land, with a bounded wait and a fallback to fetching themselves.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import json
 import logging
 import secrets
@@ -25,7 +24,8 @@ from aggregator.cache import Cache
 from aggregator.config import Config, Org
 from aggregator.durations import DurationLookups
 from aggregator.metrics import Metrics
-from aggregator.parsing import parse_search_answer, prescan_randtags
+from aggregator.parsepool import ParsePool
+from aggregator.parsing import prescan_randtags
 from aggregator.upstream import Outcome, fetch_search
 from aggregator.videos import Video
 
@@ -56,11 +56,11 @@ class _Stored:
 
 class AnswerSource:
     def __init__(self, config: Config, session: aiohttp.ClientSession, cache: Cache,
-                 parse_executor: concurrent.futures.Executor, metrics: Metrics) -> None:
+                 parse_pool: ParsePool, metrics: Metrics) -> None:
         self.config = config
         self.session = session
         self.cache = cache
-        self.parse_executor = parse_executor
+        self.parse_pool = parse_pool
         self.metrics = metrics
         self.durations = DurationLookups(config, session, cache, metrics)
         self._inflight: dict[tuple[str, str], asyncio.Task[OrgAnswer]] = {}
@@ -157,9 +157,8 @@ class AnswerSource:
             log.warning("search failed: org=%s outcome=%s %s", org.id, fetched.outcome.value, fetched.detail)
             return await self._failed(org, digest, _STATUS_OF.get(fetched.outcome, ERROR), fetched.detail)
         early = self.durations.start(org, prescan_randtags(fetched.body))
-        loop = asyncio.get_running_loop()
         try:
-            parsed = await loop.run_in_executor(self.parse_executor, parse_search_answer, fetched.body)
+            parsed = await self.parse_pool.parse(fetched.body)
         except Exception as exc:  # UnparseableAnswer, or anything feedparser trips on
             early.cancel()
             log.warning("search failed: org=%s outcome=unparseable (%s)", org.id, type(exc).__name__)

@@ -9,8 +9,6 @@ org's answer comes from (cache, a shared fetch, a stale copy) is `answers`'s job
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import multiprocessing
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +20,7 @@ from aggregator.cache import Cache
 from aggregator.config import Config, Org
 from aggregator.merge import merge
 from aggregator.metrics import Metrics
-from aggregator.parsing import parse_search_answer
+from aggregator.parsepool import ParsePool
 from aggregator.suggestions import SuggestionIndex
 from aggregator.videos import Result
 
@@ -46,27 +44,12 @@ class SearchAnswer:
         return all(r.status in GOOD for r in self.reports)
 
 
-def new_parse_executor(workers: int) -> concurrent.futures.Executor:
-    """Processes run feedparser on other cores; 0 workers means one thread (tests, tiny hosts)."""
-    if workers <= 0:
-        return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="parse")
-    # spawn, not fork: forking a process that runs an event loop and sockets is unsafe.
-    context = multiprocessing.get_context("spawn")
-    return concurrent.futures.ProcessPoolExecutor(workers, mp_context=context)
-
-
-def warm_up(executor: concurrent.futures.Executor, workers: int) -> list[concurrent.futures.Future]:
-    """Import feedparser in every worker now, not on the first user's search."""
-    return [executor.submit(parse_search_answer, b"<rss version='2.0'><channel/></rss>")
-            for _ in range(max(1, workers))]
-
-
 class Searcher:
     def __init__(self, config: Config, session: aiohttp.ClientSession, cache: Cache,
-                 parse_executor: concurrent.futures.Executor, metrics: Metrics | None = None) -> None:
+                 parse_pool: ParsePool, metrics: Metrics | None = None) -> None:
         self.config = config
         self.metrics = metrics or Metrics()
-        self.answers = AnswerSource(config, session, cache, parse_executor, self.metrics)
+        self.answers = AnswerSource(config, session, cache, parse_pool, self.metrics)
         self.last_reports: dict[str, OrgReport] = {}  # for /readyz
         self.suggestions = SuggestionIndex()
 

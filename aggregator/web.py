@@ -38,7 +38,8 @@ from aggregator.params import MAX_QUERY, ParamError, SearchParams, parse_search_
 from aggregator.parsing import RANDTAG_RE
 from aggregator.presentation import View
 from aggregator.rss import render_rss
-from aggregator.search import SearchAnswer, Searcher, new_parse_executor, warm_up
+from aggregator.parsepool import ParsePool
+from aggregator.search import SearchAnswer, Searcher
 from aggregator.suggestions import SUGGESTIONS_TYPE
 from aggregator.upstream import new_session
 from aggregator.videos import format_duration
@@ -92,14 +93,13 @@ def create_app(config: Config) -> web.Application:
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     session = new_session()
-    executor = new_parse_executor(config.server.parse_workers)
-    warm_up(executor, config.server.parse_workers)
+    parse_pool = ParsePool(config.server.parse_workers)
     memory = MemoryCache(config.cache.memory_max_entries)
     client = redis_client(config.cache.redis_url) if config.cache.redis_url else None
     cache: Cache = memory if client is None else ResilientCache(
         RedisCache(client), memory, config.cache.redis_retry_seconds)
     app[CACHE] = cache
-    app[SEARCHER] = Searcher(config, session, cache, executor, app[METRICS])
+    app[SEARCHER] = Searcher(config, session, cache, parse_pool, app[METRICS])
     try:
         yield
     finally:
@@ -109,8 +109,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         # Wait for the workers while the interpreter is whole: shutting down
         # without waiting leaves their stop sentinel in a queue whose feeder
         # thread dies at exit, and the process then hangs joining them.
-        await asyncio.get_running_loop().run_in_executor(
-            None, functools.partial(executor.shutdown, wait=True, cancel_futures=True))
+        await asyncio.get_running_loop().run_in_executor(None, parse_pool.shutdown)
 
 
 # -- errors -----------------------------------------------------------------------

@@ -222,3 +222,19 @@ async def test_metrics(client, sim) -> None:
     assert 'ilosagg_org_answer_seconds_bucket{le="8.0",org="medicine"}' in text
     for key in KEYS.values():
         assert key not in text
+
+
+async def test_a_dead_parse_worker_is_replaced(aiohttp_client, sim) -> None:
+    """A worker killed (for memory, say) must not break every later search."""
+    import os
+    import signal as signals
+    from aggregator.web import SEARCHER
+    app = create_app(make_config(sim, server={"parse_workers": 1}))
+    client = await aiohttp_client(app)
+    assert (await client.get("/search.atom", params={"q": "onboarding"})).status == 200
+    pool = app[SEARCHER].answers.parse_pool
+    for pid in list(pool._executor._processes):
+        os.kill(pid, signals.SIGKILL)
+    resp = await client.get("/search.atom", params={"q": "lecture", "count": "100"})
+    assert 'desc="error"' not in resp.headers["Server-Timing"]
+    assert len(entry_ids(assert_valid_atom(await resp.read()))) == len(expected_matches(sim, "lecture"))
