@@ -238,3 +238,21 @@ async def test_a_dead_parse_worker_is_replaced(aiohttp_client, sim) -> None:
     resp = await client.get("/search.atom", params={"q": "lecture", "count": "100"})
     assert 'desc="error"' not in resp.headers["Server-Timing"]
     assert len(entry_ids(assert_valid_atom(await resp.read()))) == len(expected_matches(sim, "lecture"))
+
+
+async def test_hostile_query_strings_never_cause_a_5xx(client, sim) -> None:
+    import random
+    rng = random.Random(7)
+    pieces = ["q=onboarding", "q=", "q=%ff%fe", "q=%00", "q=%E2%80%AE", "q=" + "a" * 300, "q=a&q=b",
+              "count=0", "count=-1", "count=%EF%BC%91", "count=1e3", "count=99999999999999999999",
+              "startIndex=+5", "startIndex=1.5", "startPage=0", "startPage=9999999", "sort=", "sort=DATE",
+              "org=", "org=,,,", "org=engineering,engineering", "org=../../etc", "key=", "embed=1",
+              "%zz=1", "&&&", "q=%3Cscript%3E", "q=" + "%F0%9F%98%80" * 40, "count=20&count=30"]
+    paths = ["/", "/embed", "/search.atom", "/search.rss", "/search.json", "/suggest"]
+    for _ in range(150):
+        query = "&".join(rng.sample(pieces, rng.randint(1, 4)))
+        path = rng.choice(paths)
+        resp = await client.get(f"{path}?{query}")
+        assert resp.status < 500, (path, query, resp.status)
+        if resp.status >= 400:
+            assert resp.headers["Cache-Control"] == "no-store"
