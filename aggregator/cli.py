@@ -11,15 +11,15 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from aiohttp import web
 
 from aggregator import PRODUCT, __version__
 from aggregator.config import Config, ConfigError, default_config_path, load_config
+from aggregator.resources import resource_dir
 
 log = logging.getLogger(PRODUCT)
-DEMO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo.toml"
+DEMO_CONFIG = resource_dir("config") / "demo.toml"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

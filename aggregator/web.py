@@ -15,7 +15,6 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import jinja2
@@ -37,6 +36,7 @@ from aggregator.paging import page_of
 from aggregator.params import MAX_QUERY, ParamError, SearchParams, parse_search_params
 from aggregator.parsing import RANDTAG_RE
 from aggregator.presentation import View
+from aggregator.resources import resource_dir
 from aggregator.rss import render_rss
 from aggregator.parsepool import ParsePool
 from aggregator.search import SearchAnswer, Searcher
@@ -54,7 +54,7 @@ SEARCHER = web.AppKey("searcher", Searcher)
 METRICS = web.AppKey("metrics", Metrics)
 TEMPLATES = web.AppKey("templates", jinja2.Environment)
 
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATE_DIR = resource_dir("templates")
 STYLESHEET = (TEMPLATE_DIR / "search.css").read_bytes()
 NO_STORE = {"Cache-Control": "no-store"}
 HTML_TYPE = "text/html"
