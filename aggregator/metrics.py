@@ -8,7 +8,10 @@ run one worker per container.
 
 from __future__ import annotations
 
+from collections import Counter as Tally
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 METRICS_TYPE = CONTENT_TYPE_LATEST
@@ -25,18 +28,27 @@ class Metrics:
                                      buckets=(0.01, 0.05, 0.1, 0.2, 0.5, 1, 2, 4, 8))
         self.upstream = Counter("ilosagg_upstream_requests", "Requests sent to ilos, by outcome",
                                 ["org", "endpoint", "outcome"], registry=r)
-        self.pages = Counter("ilosagg_pages", "Search pages served, by format and whether the "
-                             "rendered page was reused", ["format", "source"], registry=r)
+        # Pages are counted on the warm path: a plain tally, read out at scrape time.
+        self._pages: Tally[tuple[str, str]] = Tally()
+        r.register(_PagesCollector(self._pages))
         self.redis_up = Gauge("ilosagg_redis_up", "1 while Redis answers, 0 while the in-process "
                               "cache stands in (absent without Redis)", registry=r)
-        self._page_children: dict[tuple[str, str], Counter] = {}
 
     def page(self, fmt: str, source: str) -> None:
-        """Counted on the warm path, so the labelled child is looked up once."""
-        child = self._page_children.get((fmt, source))
-        if child is None:
-            child = self._page_children[(fmt, source)] = self.pages.labels(fmt, source)
-        child.inc()
+        """`source`: "rendered", or "reused" from the page cache."""
+        self._pages[(fmt, source)] += 1
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _PagesCollector:
+    def __init__(self, tally: Tally[tuple[str, str]]) -> None:
+        self.tally = tally
+
+    def collect(self):
+        family = CounterMetricFamily("ilosagg_pages", "Search pages served, by format and whether "
+                                     "the rendered page was reused", labels=["format", "source"])
+        for (fmt, source), n in sorted(self.tally.items()):
+            family.add_metric([fmt, source], n)
+        yield family

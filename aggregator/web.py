@@ -162,7 +162,7 @@ async def serve_search(request: web.Request, fmt: str, renderer: Renderer, varia
     pages = request.app[PAGES]
     # The exact query string (and caller) names a page already validated and
     # rendered: the warm path is this one dict lookup.
-    raw_key = f"{fmt}{request.path}?{request.query_string}#{caller.cache_scope}"
+    raw_key = f"{fmt}{request.raw_path}#{caller.cache_scope}"
     page = pages.get_now(raw_key)
     if page is not None:
         request.app[METRICS].page(fmt, "reused")
