@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import hmac
 from dataclasses import dataclass
 
@@ -40,25 +39,26 @@ class Caller:
         return f"{self.client.name}|{'key' if self.key_param else 'header'}"
 
 
-def authenticate(request: web.Request, config: Config) -> Caller | None:
-    """The caller, or None when a token is required and none valid was given."""
-    if not config.clients:
-        return _anyone(config)
-    all_orgs = tuple(o.id for o in config.orgs)
-    token, from_query = presented_token(request)
-    if token is None:
-        return None
-    client = match_client(token, config.clients)
-    if client is None:
-        return None
-    visible = all_orgs if client.orgs is None else tuple(o for o in all_orgs if o in client.orgs)
-    return Caller(client, visible, token if from_query else None)
+class Authenticator:
+    """Decides who is calling. Built once per app: `caller` is on every request's path."""
 
+    def __init__(self, config: Config) -> None:
+        self.clients = config.clients
+        self.all_orgs = tuple(o.id for o in config.orgs)
+        self.anyone = Caller(None, self.all_orgs)  # the one caller of an open service
 
-@functools.lru_cache(maxsize=8)
-def _anyone(config: Config) -> Caller:
-    """The one caller of an open service, built once: this is on the warm path."""
-    return Caller(None, tuple(o.id for o in config.orgs))
+    def caller(self, request: web.Request) -> Caller | None:
+        """The caller, or None when a token is required and none valid was given."""
+        if not self.clients:
+            return self.anyone
+        token, from_query = presented_token(request)
+        if token is None:
+            return None
+        client = match_client(token, self.clients)
+        if client is None:
+            return None
+        visible = self.all_orgs if client.orgs is None else tuple(o for o in self.all_orgs if o in client.orgs)
+        return Caller(client, visible, token if from_query else None)
 
 
 def presented_token(request: web.Request) -> tuple[str | None, bool]:

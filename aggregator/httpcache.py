@@ -14,7 +14,7 @@ import gzip
 import hashlib
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import format_datetime, parsedate_to_datetime
 
@@ -37,7 +37,7 @@ class CachedPage:
     expires_at: float  # epoch seconds
     server_timing: str  # for the request that rendered it
     server_timing_hit: str  # for every later request it serves
-    hit_headers: tuple[tuple[str, str], ...] = ()  # built once: what every hit repeats
+    hit_headers: dict[str, str] = field(default_factory=dict)  # built once: what every hit repeats
 
     def max_age(self, now: float | None = None) -> int:
         return max(0, int(self.expires_at - (now or time.time())))
@@ -63,8 +63,8 @@ def build_page(body: bytes, content_type: str, updated: datetime, fresh_until: f
         expires_at=max(now, expires_at),
         server_timing=timing,
         server_timing_hit=timing_hit,
-        hit_headers=(("ETag", etag), ("Last-Modified", last_modified), ("Vary", "Accept-Encoding"),
-                     ("Server-Timing", timing_hit)),
+        hit_headers={"ETag": etag, "Last-Modified": last_modified, "Vary": "Accept-Encoding",
+                     "Server-Timing": timing_hit},
     )
 
 
@@ -72,7 +72,7 @@ def respond(request: web.Request, page: CachedPage, *, private: bool, hit: bool,
             extra: dict[str, str] | None = None) -> web.Response:
     """The page, or a 304 repeating its validators and Cache-Control. Kept lean: it is the warm path."""
     if hit and not private:
-        headers = dict(page.hit_headers)
+        headers = page.hit_headers.copy()
         headers["Cache-Control"] = f"public, max-age={page.max_age()}"
     else:
         headers = {
@@ -85,12 +85,13 @@ def respond(request: web.Request, page: CachedPage, *, private: bool, hit: bool,
     if extra:
         headers.update(extra)
     req_headers = request.headers
-    if ("If-None-Match" in req_headers or "If-Modified-Since" in req_headers) \
-            and (req_headers.get("If-None-Match") == page.etag or not_modified(request, page)):
+    if_none_match = req_headers.get("If-None-Match")
+    if (if_none_match == page.etag or (if_none_match is not None or "If-Modified-Since" in req_headers)
+            and not_modified(request, page)):
         return web.Response(status=304, headers=headers)
     headers["Content-Type"] = page.content_type
-    if page.gzipped is not None and "gzip" in request.headers.get("Accept-Encoding", "") \
-            and accepts_gzip(request.headers["Accept-Encoding"]):
+    accept_encoding = req_headers.get("Accept-Encoding")
+    if page.gzipped is not None and accept_encoding and accepts_gzip(accept_encoding):
         headers["Content-Encoding"] = "gzip"
         return web.Response(body=page.gzipped, headers=headers)
     return web.Response(body=page.body, headers=headers)

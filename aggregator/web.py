@@ -23,7 +23,7 @@ from aiohttp import web
 from aggregator import PRODUCT, __version__
 from aggregator.answers import GOOD
 from aggregator.atom import render_atom
-from aggregator.auth import Caller, authenticate, unauthorized
+from aggregator.auth import Authenticator, Caller, unauthorized
 from aggregator.cache import Cache, MemoryCache, RedisCache, ResilientCache, redis_client
 from aggregator.config import Config
 from aggregator.description import render_description, render_osdx
@@ -52,6 +52,7 @@ PAGES = web.AppKey("pages", MemoryCache)
 RENDERING = web.AppKey("rendering", dict)
 SEARCHER = web.AppKey("searcher", Searcher)
 METRICS = web.AppKey("metrics", Metrics)
+AUTH = web.AppKey("auth", Authenticator)
 TEMPLATES = web.AppKey("templates", jinja2.Environment)
 
 TEMPLATE_DIR = resource_dir("templates")
@@ -71,6 +72,7 @@ def create_app(config: Config) -> web.Application:
     app[PAGES] = MemoryCache(max_entries=2_000)
     app[RENDERING] = {}
     app[METRICS] = Metrics()
+    app[AUTH] = Authenticator(config)
     app.cleanup_ctx.append(_resources)
     app.router.add_get("/", search_page)
     app.router.add_get("/embed", search_page)
@@ -154,18 +156,18 @@ async def serve_search(request: web.Request, fmt: str, renderer: Renderer, varia
     `variant` tells apart pages of one format that differ for the same search
     (the embedded search page); `headers` are added to every answer.
     """
-    config = request.app[CONFIG]
-    caller = authenticate(request, config)
+    app = request.app
+    caller = app[AUTH].caller(request)
     if caller is None:
         return unauthorized(fmt)
     private = caller.authenticated
-    pages = request.app[PAGES]
+    pages = app[PAGES]
     # The exact query string (and caller) names a page already validated and
     # rendered: the warm path is this one dict lookup.
     raw_key = f"{fmt}{request.raw_path}#{caller.cache_scope}"
     page = pages.get_now(raw_key)
     if page is not None:
-        request.app[METRICS].page(fmt, "reused")
+        app[METRICS].page(fmt, "reused")
         return respond(request, page, private=private, hit=True, extra=headers)
     try:
         params = parse_search_params(request.query, caller.visible_orgs)
@@ -283,7 +285,7 @@ def page_security_headers(config: Config) -> dict[str, str]:
 
 async def suggest(request: web.Request) -> web.Response:
     """OpenSearch suggestions: `[prefix, [completions]]`, from memory, never from upstream."""
-    caller = authenticate(request, request.app[CONFIG])
+    caller = request.app[AUTH].caller(request)
     if caller is None:
         return unauthorized("suggest")
     prefix = request.query.get("q", "")

@@ -1,8 +1,10 @@
-"""`python -m bench.bare FILE PORT CONTENT_TYPE`: the yardstick, a bare aiohttp handler
-returning FILE's bytes. No routing logic, no headers beyond the content type."""
+"""`python -m bench.bare FILE PORT CONTENT_TYPE [log]`: the yardstick, a bare aiohttp handler
+returning FILE's bytes. No routing logic, no headers beyond the content type.
+With `log`, aiohttp's own access log is written to stderr, as a logged service would."""
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -18,4 +20,8 @@ async def handler(request: web.Request) -> web.Response:
 
 app = web.Application()
 app.router.add_get("/search.atom", handler)
-web.run_app(app, host="127.0.0.1", port=int(sys.argv[2]), access_log=None, print=None)
+if sys.argv[4:] == ["log"]:
+    logging.basicConfig(level=logging.INFO)
+    web.run_app(app, host="127.0.0.1", port=int(sys.argv[2]), print=None)
+else:
+    web.run_app(app, host="127.0.0.1", port=int(sys.argv[2]), access_log=None, print=None)

@@ -10,6 +10,7 @@ the ratios the goal is stated in (>= 0.70 for 200s; 304s at least as fast).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import statistics
 import subprocess
@@ -20,14 +21,24 @@ import urllib.request
 from bench.processes import free_port, start_service, start_simulator, stop, wait_for
 
 
-def wrk(url: str, duration: int, headers: dict[str, str] | None = None) -> float:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU the process has used (proc(5): fields 14 and 15)."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(url: str, duration: int, pid: int, headers: dict[str, str] | None = None) -> tuple[float, float]:
+    """(requests/s, server CPU microseconds per request): the second is steadier on a busy machine."""
     cmd = ["wrk", "-t1", "-c32", f"-d{duration}s", "--latency"]
     for k, v in (headers or {}).items():
         cmd += ["-H", f"{k}: {v}"]
+    before = cpu_seconds(pid)
     out = subprocess.run(cmd + [url], capture_output=True, text=True, check=True).stdout
+    used = cpu_seconds(pid) - before
     if "Non-2xx or 3xx responses" in out and "304" not in str(headers):
         print(out, file=sys.stderr)
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), used / requests * 1e6
 
 
 def main() -> None:
@@ -36,6 +47,8 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=20)
     parser.add_argument("--access-log", choices=("on", "off"), default="on")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
+    parser.add_argument("--bare-access-log", action="store_true",
+                        help="the bare handler writes aiohttp's access log too")
     args = parser.parse_args()
     sim, sim_url, keys = start_simulator(3, 25, 0.05, 0.02)
     service, base = start_service(sim_url, keys, access_log=args.access_log == "on")
@@ -46,22 +59,32 @@ def main() -> None:
         f.write(body)
     bare_port = free_port()
     bare = subprocess.Popen([sys.executable, "-m", "bench.bare", f.name, str(bare_port),
-                             "application/atom+xml; charset=utf-8"])
+                             "application/atom+xml; charset=utf-8"]
+                            + (["log"] if args.bare_access_log else []), stderr=subprocess.DEVNULL)
     try:
         wait_for(f"http://127.0.0.1:{bare_port}/search.atom")
         runs: dict[str, list[float]] = {"bare": [], "ours": [], "304": []}
+        cpu: dict[str, list[float]] = {"bare": [], "ours": [], "304": []}
         for _ in range(args.rounds):
-            runs["bare"].append(wrk(f"http://127.0.0.1:{bare_port}/search.atom", args.duration))
-            runs["ours"].append(wrk(url, args.duration))
-            runs["304"].append(wrk(url, args.duration, {"If-None-Match": etag}))
+            for name, target, pid, headers in (
+                    ("bare", f"http://127.0.0.1:{bare_port}/search.atom", bare.pid, None),
+                    ("ours", url, service.pid, None),
+                    ("304", url, service.pid, {"If-None-Match": etag})):
+                rps, us = wrk(target, args.duration, pid, headers)
+                runs[name].append(rps)
+                cpu[name].append(us)
         bare_rps, ours_rps, not_modified_rps = (statistics.median(runs[k]) for k in ("bare", "ours", "304"))
+        bare_us, ours_us, not_modified_us = (statistics.median(cpu[k]) for k in ("bare", "ours", "304"))
     finally:
         stop(bare, service, sim)
     print(f"body: {len(body)} bytes ({args.count} entries), service access log {args.access_log}")
     print("runs (req/s):", {k: [round(x) for x in v] for k, v in runs.items()})
-    print(f"{'bare aiohttp handler':28} {bare_rps:10.0f} req/s")
-    print(f"{'cached page (200)':28} {ours_rps:10.0f} req/s   {ours_rps / bare_rps:.2f}x bare")
-    print(f"{'conditional GET (304)':28} {not_modified_rps:10.0f} req/s   {not_modified_rps / ours_rps:.2f}x our 200s")
+    bare_name = "bare handler, access log" if args.bare_access_log else "bare aiohttp handler"
+    print(f"{bare_name:28} {bare_rps:10.0f} req/s   {bare_us:6.1f} us CPU/request")
+    print(f"{'cached page (200)':28} {ours_rps:10.0f} req/s   {ours_us:6.1f} us CPU/request   "
+          f"{ours_rps / bare_rps:.2f}x bare (by CPU: {bare_us / ours_us:.2f}x)")
+    print(f"{'conditional GET (304)':28} {not_modified_rps:10.0f} req/s   {not_modified_us:6.1f} us CPU/request   "
+          f"{not_modified_rps / ours_rps:.2f}x our 200s (by CPU: {ours_us / not_modified_us:.2f}x)")
 
 
 if __name__ == "__main__":
