@@ -98,14 +98,6 @@ class Simulator:
             if (org is None or c.org == org) and (endpoint is None or c.endpoint == endpoint)
         ]
 
-    def reset(self) -> None:
-        """Clear the log and every knob, keeping the catalogs."""
-        self.log.clear()
-        for o in self.orgs:
-            o.fault = o.metadata_fault = None
-            o.latency = o.metadata_latency = 0.0
-            o.broken_durations.clear()
-
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         # Cancelled handlers and a short shutdown: a "timeout" fault must not
         # keep the simulator alive for its whole sleep after the client gave up.
