@@ -138,13 +138,17 @@ class AnswerSource:
         failed = cache_keys.key("failed", org.id, digest)
         while time.monotonic() < deadline:
             await asyncio.sleep(WAIT_POLL)
+            released = await self.cache.get(lock) is None
+            # Read the answer after looking at the lock: the holder stores the
+            # answer, then releases the lock, so a released lock with no answer
+            # (and no failure) means the holder is gone.
             stored = await self._read(org, digest)
             if stored is not None and stored.fetched_at >= since - 1.0:
                 return OrgAnswer(stored.videos, CACHED, stored.fetched_at + self.config.cache.search_ttl)
             status = await self.cache.get(failed)
             if status is not None:
                 return OrgAnswer((), status.decode(), detail="failed in another process")
-            if await self.cache.get(lock) is None:
+            if released:
                 return None  # the holder gave up without a word: ask ourselves
         return None
 
