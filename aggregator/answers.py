@@ -170,9 +170,13 @@ class AnswerSource:
         thumbs = [(cache_keys.key("thumb", v.randtag), _thumb_record(v, org, query))
                   for v in parsed if v.thumbnail_url]
         await self.cache.set_many(thumbs, self.config.cache.stale_ttl)
-        durations = await self.durations.resolve(org, [v.randtag for v in parsed if v.duration_ms is None])
-        await early
-        videos = tuple(v.with_duration(durations.get(v.randtag)) for v in parsed)
+        # The pre-scan's lookups cover most videos; ask only about the ones it missed.
+        durations = await early
+        missed = [v.randtag for v in parsed if v.duration_ms is None and v.randtag not in durations]
+        durations.update(await self.durations.resolve(org, missed))
+        # A feed's own duration wins; the pre-scan may have asked about a video that had one.
+        videos = tuple(v if v.duration_ms is not None else v.with_duration(durations.get(v.randtag))
+                       for v in parsed)
         now = time.time()
         doc = {"fetched_at": now, "videos": [v.to_json() for v in videos]}
         await self.cache.set(cache_keys.key("answer", org.id, digest), json.dumps(doc).encode(),

@@ -64,7 +64,9 @@ class DurationLookups:
         return found
 
     async def _lookup(self, org: Org, randtag: str) -> int | None:
-        limit = self._limits.setdefault(org.id, asyncio.Semaphore(self.config.upstream.metadata_concurrency))
+        limit = self._limits.get(org.id)
+        if limit is None:
+            limit = self._limits[org.id] = asyncio.Semaphore(self.config.upstream.metadata_concurrency)
         async with limit:
             answer = await fetch_duration(self.session, org, randtag, self.config.upstream)
         self.metrics.upstream.labels(org.id, "metadata", answer.outcome.value).inc()

@@ -36,8 +36,8 @@ class CachedPage:
     last_modified_ts: float
     expires_at: float  # epoch seconds
     server_timing: str  # for the request that rendered it
-    server_timing_hit: str  # for every later request it serves
-    hit_headers: dict[str, str] = field(default_factory=dict)  # built once: what every hit repeats
+    # Built once: what every later request it serves repeats (its Server-Timing says "cached").
+    hit_headers: dict[str, str] = field(default_factory=dict)
 
     def max_age(self, now: float | None = None) -> int:
         return max(0, int(self.expires_at - (now or time.time())))
@@ -62,7 +62,6 @@ def build_page(body: bytes, content_type: str, updated: datetime, fresh_until: f
         last_modified_ts=updated.timestamp(),
         expires_at=max(now, expires_at),
         server_timing=timing,
-        server_timing_hit=timing_hit,
         hit_headers={"ETag": etag, "Last-Modified": last_modified, "Vary": "Accept-Encoding",
                      "Server-Timing": timing_hit},
     )
@@ -80,7 +79,7 @@ def respond(request: web.Request, page: CachedPage, *, private: bool, hit: bool,
             "Last-Modified": page.last_modified,
             "Cache-Control": f"{'private' if private else 'public'}, max-age={page.max_age()}",
             "Vary": "Accept-Encoding, Authorization" if private else "Accept-Encoding",
-            "Server-Timing": page.server_timing_hit if hit else page.server_timing,
+            "Server-Timing": page.hit_headers["Server-Timing"] if hit else page.server_timing,
         }
     if extra:
         headers.update(extra)

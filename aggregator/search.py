@@ -57,14 +57,15 @@ class Searcher:
         """`query` is normalised (lower-cased, whitespace folded): it is what orgs are asked."""
         orgs = [o for o in self.config.orgs if o.id in org_ids]
         timed = await asyncio.gather(*(self._timed(org, query) for org in orgs))
-        merged = merge([(org.id, answer.videos) for org, (answer, _) in zip(orgs, timed)], sort)
+        answers = [(org.id, answer) for org, (answer, _) in zip(orgs, timed)]
+        merged = merge([(org_id, answer.videos) for org_id, answer in answers], sort)
         reports = tuple(report for _, report in timed)
         for report in reports:
             self.last_reports[report.org_id] = report
             self.metrics.org_answers.labels(report.org_id, report.status).inc()
             self.metrics.org_seconds.labels(report.org_id).observe(report.elapsed_ms / 1000)
-        self._learn(query, [(org.id, answer) for org, (answer, _) in zip(orgs, timed)])
-        fresh = [answer.fresh_until for answer, _ in timed if answer.fresh_until]
+        self._learn(query, answers)
+        fresh = [answer.fresh_until for _, answer in answers if answer.fresh_until]
         return SearchAnswer(tuple(merged), reports, min(fresh, default=0.0))
 
     async def _timed(self, org: Org, query: str) -> tuple[OrgAnswer, OrgReport]:

@@ -177,21 +177,27 @@ async def serve_search(request: web.Request, fmt: str, renderer: Renderer, varia
                             params.sort, str(params.count), str(params.start_index)))
     page = pages.get_now(page_key)
     if page is not None:
-        request.app[METRICS].page(fmt, "reused")
-        pages.set_now(raw_key, page, page.expires_at - time.time())
+        app[METRICS].page(fmt, "reused")
+        keep(pages, raw_key, page)
         return respond(request, page, private=private, hit=True, extra=headers)
-    rendering = request.app[RENDERING]
+    rendering = app[RENDERING]
     task = rendering.get(page_key)
     if task is None:
-        task = asyncio.ensure_future(_render(request.app, page_key, params, caller,
+        task = asyncio.ensure_future(_render(app, page_key, params, caller,
                                              functools.partial(renderer, variant=variant)))
         rendering[page_key] = task
         task.add_done_callback(lambda _t: rendering.pop(page_key, None))
     page = await asyncio.shield(task)
-    request.app[METRICS].page(fmt, "rendered")
-    if page.expires_at > time.time():
-        pages.set_now(raw_key, page, page.expires_at - time.time())
+    app[METRICS].page(fmt, "rendered")
+    keep(pages, raw_key, page)
     return respond(request, page, private=private, hit=False, extra=headers)
+
+
+def keep(pages: MemoryCache, key: str, page: CachedPage) -> None:
+    """Keep a rendered page under `key` until the first of its org answers goes stale."""
+    ttl = page.expires_at - time.time()
+    if ttl > 0:
+        pages.set_now(key, page, ttl)
 
 
 async def _render(app: web.Application, page_key: str, params: SearchParams, caller: Caller,
@@ -205,9 +211,7 @@ async def _render(app: web.Application, page_key: str, params: SearchParams, cal
     body, content_type = renderer(app, view, answer)
     page = build_page(body, content_type, view.updated, answer.fresh_until, answer.reports,
                       answer.complete)
-    ttl = page.expires_at - time.time()
-    if ttl > 0:
-        app[PAGES].set_now(page_key, page, ttl)
+    keep(app[PAGES], page_key, page)
     return page
 
 
@@ -363,11 +367,16 @@ async def healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok\n", headers=NO_STORE)
 
 
+def redis_down(cache: Cache) -> bool:
+    """Redis is configured but not answering: the in-process cache stands in."""
+    return isinstance(cache, ResilientCache) and not cache.redis_up
+
+
 async def metrics(request: web.Request) -> web.Response:
     m = request.app[METRICS]
     cache = request.app[CACHE]
     if isinstance(cache, ResilientCache):
-        m.redis_up.set(1 if cache.redis_up else 0)
+        m.redis_up.set(0 if redis_down(cache) else 1)
     return web.Response(body=m.exposition(), headers={"Content-Type": METRICS_TYPE, **NO_STORE})
 
 
@@ -375,7 +384,7 @@ async def readyz(request: web.Request) -> web.Response:
     """Can serve (always, while the process runs); says what is degraded."""
     cache = request.app[CACHE]
     orgs = {org_id: r.status for org_id, r in request.app[SEARCHER].last_reports.items()}
-    degraded = [f"cache: {cache.describe()}"] if "unreachable" in cache.describe() else []
+    degraded = [f"cache: {cache.describe()}"] if redis_down(cache) else []
     degraded += [f"org {org_id}: {status}" for org_id, status in orgs.items() if status not in GOOD]
     return web.json_response({"status": "degraded" if degraded else "ok", "cache": cache.describe(),
                               "orgs": orgs, "degraded": degraded}, headers=NO_STORE)
