@@ -119,7 +119,7 @@ class RedisCache:
         return list(await self.client.mget(keys)) if keys else []
 
     async def set(self, key: str, value: bytes, ttl: float) -> None:
-        await self.client.set(key, value, px=max(1, int(ttl * 1000)))
+        await self.client.set(key, value, px=_px(ttl))
 
     async def set_many(self, items: Iterable[tuple[str, bytes]], ttl: float) -> None:
         items = list(items)
@@ -127,11 +127,11 @@ class RedisCache:
             return
         async with self.client.pipeline(transaction=False) as pipe:
             for k, v in items:
-                pipe.set(k, v, px=max(1, int(ttl * 1000)))
+                pipe.set(k, v, px=_px(ttl))
             await pipe.execute()
 
     async def add(self, key: str, value: bytes, ttl: float) -> bool:
-        return bool(await self.client.set(key, value, px=max(1, int(ttl * 1000)), nx=True))
+        return bool(await self.client.set(key, value, px=_px(ttl), nx=True))
 
     async def delete(self, key: str) -> None:
         await self.client.delete(key)
@@ -145,6 +145,11 @@ class RedisCache:
             await self.client.connection_pool.disconnect()
         except (RedisError, OSError):
             pass
+
+
+def _px(ttl: float) -> int:
+    """A TTL in seconds as Redis PX milliseconds; never 0, which Redis refuses."""
+    return max(1, int(ttl * 1000))
 
 
 class ResilientCache:

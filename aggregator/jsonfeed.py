@@ -39,12 +39,13 @@ def render_json_feed(view: View) -> bytes:
     items = []
     for result in page.results:
         v = result.video
+        summary = view.summary(result)
         item: dict[str, object] = {
             "id": v.entry_id,
             "url": v.link,
             "title": v.title,
-            "summary": view.summary(result),
-            "content_text": view.summary(result),  # 1.1 requires content_text or content_html
+            "summary": summary,
+            "content_text": summary,  # 1.1 requires content_text or content_html
         }
         if v.published:
             item["date_published"] = v.published.isoformat().replace("+00:00", "Z")
