@@ -42,8 +42,10 @@ class AccessLogger(AbstractAccessLogger):
         if now != cls._stamp_second:
             cls._stamp_second = now
             cls._stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
-        cls._lines.append(f'{cls._stamp} access {request.remote} "{request.method} {redact(request.raw_path)}" '
-                          f"{response.status} {response.body_length} {time_taken * 1000:.1f}ms\n")
+        cls._lines.append(
+            f'{cls._stamp} access {request.remote} "{request.method} {redact(request.raw_path)}" '
+            f"{response.status} {response.body_length} {time_taken * 1000:.1f}ms\n"
+        )
         if not cls._flush_scheduled:
             cls._flush_scheduled = True
             try:

@@ -20,22 +20,18 @@ from dataclasses import dataclass
 import aiohttp
 
 from aggregator import cache as cache_keys
+from aggregator import thumbnails
 from aggregator.cache import Cache
 from aggregator.config import Config, Org
 from aggregator.durations import DurationLookups
 from aggregator.metrics import Metrics
+from aggregator.model import Clock, OrgStatus, Video
 from aggregator.parsepool import ParsePool
-from aggregator.parsing import prescan_randtags
 from aggregator.upstream import Outcome, fetch_search
-from aggregator.videos import Video
 
 log = logging.getLogger(__name__)
 
-# Server-Timing `desc` values, as the contract names them.
-OK, CACHED, STALE, TIMEOUT, ERROR, SKIPPED, DENIED = (
-    "ok", "cached", "stale", "timeout", "error", "skipped", "denied")
-GOOD = (OK, CACHED)
-_STATUS_OF = {Outcome.OK: OK, Outcome.TIMEOUT: TIMEOUT, Outcome.DENIED: DENIED}
+_STATUS_OF = {Outcome.OK: OrgStatus.OK, Outcome.TIMEOUT: OrgStatus.TIMEOUT, Outcome.DENIED: OrgStatus.DENIED}
 FAILURE_MEMORY = 5.0  # seconds other processes are told that a fetch just failed
 WAIT_POLL = 0.02
 
@@ -43,7 +39,7 @@ WAIT_POLL = 0.02
 @dataclass(frozen=True, slots=True)
 class OrgAnswer:
     videos: tuple[Video, ...]
-    status: str  # one of the Server-Timing descs above
+    status: OrgStatus
     fresh_until: float = 0.0  # epoch seconds; 0 when nothing fresh was had
     detail: str = ""  # safe to log and show: never a key or upstream text
 
@@ -55,9 +51,17 @@ class _Stored:
 
 
 class AnswerSource:
-    def __init__(self, config: Config, session: aiohttp.ClientSession, cache: Cache,
-                 parse_pool: ParsePool, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        config: Config,
+        session: aiohttp.ClientSession,
+        cache: Cache,
+        parse_pool: ParsePool,
+        metrics: Metrics,
+        clock: Clock = time.time,
+    ) -> None:
         self.config = config
+        self.clock = clock
         self.session = session
         self.cache = cache
         self.parse_pool = parse_pool
@@ -70,19 +74,26 @@ class AnswerSource:
         digest = cache_keys.query_digest(query)
         stored = await self._read(org, digest)
         ttl = self.config.cache.search_ttl
-        if stored is not None and time.time() < stored.fetched_at + ttl:
-            return OrgAnswer(stored.videos, CACHED, stored.fetched_at + ttl)
-        if stored is not None and time.time() < stored.fetched_at + ttl + self.config.cache.stale_while_revalidate:
+        now = self.clock()
+        if stored is not None and now < stored.fetched_at + ttl:
+            return OrgAnswer(stored.videos, OrgStatus.CACHED, stored.fetched_at + ttl)
+        if stored is not None and now < stored.fetched_at + ttl + self.config.cache.stale_while_revalidate:
             # Stale-while-revalidate: answer now, refresh behind the answer (one fetch, shared).
             self._flight(org, query, digest)
-            return OrgAnswer(stored.videos, STALE, 0.0, "refreshing")
+            return OrgAnswer(stored.videos, OrgStatus.STALE, 0.0, "refreshing")
         if await self.cache.get(cache_keys.key("cooldown", org.id)) is not None:
-            fresh = OrgAnswer((), SKIPPED, detail="rate limited: waiting for Retry-After")
+            fresh = OrgAnswer((), OrgStatus.SKIPPED, detail="rate limited: waiting for Retry-After")
         else:
             fresh = await self._shared_fetch(org, query, digest)
-        if fresh.status in GOOD or stored is None:
+        if fresh.status.good or stored is None:
             return fresh
-        return OrgAnswer(stored.videos, STALE, 0.0, fresh.detail or fresh.status)
+        return OrgAnswer(stored.videos, OrgStatus.STALE, 0.0, fresh.detail or fresh.status)
+
+    async def refresh(self, org_id: str, query: str) -> None:
+        """Ask the org again now (sharing a fetch already under way); for thumbnails' new signatures."""
+        org = self.config.org(org_id)
+        if org is not None:
+            await self._shared_fetch(org, query, cache_keys.query_digest(query))
 
     async def _read(self, org: Org, digest: str) -> _Stored | None:
         raw = await self.cache.get(cache_keys.key("answer", org.id, digest))
@@ -129,11 +140,12 @@ class AnswerSource:
             finally:
                 if await self.cache.get(lock) == token:
                     await self.cache.delete(lock)
-        waited = await self._wait_for_other(org, digest, lock, time.time(), hold)
+        waited = await self._wait_for_other(org, digest, lock, self.clock(), hold)
         return waited if waited is not None else await self._fetch(org, query, digest)
 
-    async def _wait_for_other(self, org: Org, digest: str, lock: str, since: float,
-                              hold: float) -> OrgAnswer | None:
+    async def _wait_for_other(
+        self, org: Org, digest: str, lock: str, since: float, hold: float
+    ) -> OrgAnswer | None:
         deadline = time.monotonic() + hold
         failed = cache_keys.key("failed", org.id, digest)
         while time.monotonic() < deadline:
@@ -144,10 +156,12 @@ class AnswerSource:
             # (and no failure) means the holder is gone.
             stored = await self._read(org, digest)
             if stored is not None and stored.fetched_at >= since - 1.0:
-                return OrgAnswer(stored.videos, CACHED, stored.fetched_at + self.config.cache.search_ttl)
+                return OrgAnswer(
+                    stored.videos, OrgStatus.CACHED, stored.fetched_at + self.config.cache.search_ttl
+                )
             status = await self.cache.get(failed)
             if status is not None:
-                return OrgAnswer((), status.decode(), detail="failed in another process")
+                return OrgAnswer((), OrgStatus.parse(status), detail="failed in another process")
             if released:
                 return None  # the holder gave up without a word: ask ourselves
         return None
@@ -159,54 +173,25 @@ class AnswerSource:
             if fetched.outcome is Outcome.RATE_LIMITED:
                 await self.cache.set(cache_keys.key("cooldown", org.id), b"1", fetched.retry_after or 60.0)
             log.warning("search failed: org=%s outcome=%s %s", org.id, fetched.outcome.value, fetched.detail)
-            return await self._failed(org, digest, _STATUS_OF.get(fetched.outcome, ERROR), fetched.detail)
-        early = self.durations.start(org, prescan_randtags(fetched.body))
+            status = _STATUS_OF.get(fetched.outcome, OrgStatus.ERROR)
+            return await self._failed(org, digest, status, fetched.detail)
         try:
             parsed = await self.parse_pool.parse(fetched.body)
         except Exception as exc:  # UnparseableAnswer, or anything feedparser trips on
-            early.cancel()
             log.warning("search failed: org=%s outcome=unparseable (%s)", org.id, type(exc).__name__)
-            return await self._failed(org, digest, ERROR, "answer is not RSS or Atom")
-        thumbs = [(cache_keys.key("thumb", v.randtag), _thumb_record(v, org, query))
-                  for v in parsed if v.thumbnail_url]
-        await self.cache.set_many(thumbs, self.config.cache.stale_ttl)
-        # The pre-scan's lookups cover most videos; ask only about the ones it missed.
-        durations = await early
-        missed = [v.randtag for v in parsed if v.duration_ms is None and v.randtag not in durations]
-        durations.update(await self.durations.resolve(org, missed))
-        # A feed's own duration wins; the pre-scan may have asked about a video that had one.
-        videos = tuple(v if v.duration_ms is not None else v.with_duration(durations.get(v.randtag))
-                       for v in parsed)
-        now = time.time()
+            return await self._failed(org, digest, OrgStatus.ERROR, "answer is not RSS or Atom")
+        await self.cache.set_many(thumbnails.records(org.id, query, parsed), self.config.cache.stale_ttl)
+        durations = await self.durations.resolve(org, [v.randtag for v in parsed if v.duration_ms is None])
+        videos = tuple(v.with_duration(durations.get(v.randtag)) for v in parsed)
+        now = self.clock()
         doc = {"fetched_at": now, "videos": [v.to_json() for v in videos]}
-        await self.cache.set(cache_keys.key("answer", org.id, digest), json.dumps(doc).encode(),
-                             max(self.config.cache.stale_ttl, self.config.cache.search_ttl))
-        return OrgAnswer(videos, OK, now + self.config.cache.search_ttl)
+        await self.cache.set(
+            cache_keys.key("answer", org.id, digest),
+            json.dumps(doc).encode(),
+            max(self.config.cache.stale_ttl, self.config.cache.search_ttl),
+        )
+        return OrgAnswer(videos, OrgStatus.OK, now + self.config.cache.search_ttl)
 
-    async def _failed(self, org: Org, digest: str, status: str, detail: str) -> OrgAnswer:
+    async def _failed(self, org: Org, digest: str, status: OrgStatus, detail: str) -> OrgAnswer:
         await self.cache.set(cache_keys.key("failed", org.id, digest), status.encode(), FAILURE_MEMORY)
         return OrgAnswer((), status, detail=detail)
-
-    async def refresh_thumbnail(self, randtag: str) -> str | None:
-        """Re-ask the org and query that last showed this video, for a newly signed URL."""
-        record = await self.thumbnail_record(randtag)
-        if record is None:
-            return None
-        org = self.config.org(record.get("org", ""))
-        if org is None:
-            return None
-        digest = cache_keys.query_digest(record.get("q", ""))
-        await self._shared_fetch(org, record.get("q", ""), digest)
-        record = await self.thumbnail_record(randtag)
-        return record.get("url") if record else None
-
-    async def thumbnail_record(self, randtag: str) -> dict | None:
-        raw = await self.cache.get(cache_keys.key("thumb", randtag))
-        try:
-            return json.loads(raw) if raw else None
-        except ValueError:
-            return None
-
-
-def _thumb_record(video: Video, org: Org, query: str) -> bytes:
-    return json.dumps({"url": video.thumbnail_url, "org": org.id, "q": query}).encode()

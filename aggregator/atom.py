@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from aggregator.feeds import ATOM_TYPE, new_feed
+from aggregator.feeds import new_feed
 from aggregator.presentation import View
 
 
 def render_atom(view: View) -> bytes:
-    return new_feed(view, "atom", ATOM_TYPE).atom_str(pretty=True)
+    body: bytes = new_feed(view, "atom").atom_str(pretty=True)
+    return body

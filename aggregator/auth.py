@@ -57,7 +57,9 @@ class Authenticator:
         client = match_client(token, self.clients)
         if client is None:
             return None
-        visible = self.all_orgs if client.orgs is None else tuple(o for o in self.all_orgs if o in client.orgs)
+        visible = (
+            self.all_orgs if client.orgs is None else tuple(o for o in self.all_orgs if o in client.orgs)
+        )
         return Caller(client, visible, token if from_query else None)
 
 

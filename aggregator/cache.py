@@ -12,18 +12,21 @@ randtags and digests of queries, never of an org key or a client token.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, Protocol, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from aggregator.config import CacheConfig
 
 log = logging.getLogger(__name__)
 NAMESPACE = "ilosagg:v1"
@@ -160,23 +163,30 @@ class ResilientCache:
     changes of state are logged once (never with the URL: it may hold a password).
     """
 
-    def __init__(self, redis_cache: RedisCache, memory: MemoryCache, retry_seconds: float = 5.0) -> None:
+    def __init__(
+        self,
+        redis_cache: RedisCache,
+        memory: MemoryCache,
+        retry_seconds: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.redis = redis_cache
         self.memory = memory
         self.retry_seconds = retry_seconds
+        self._clock = clock
         self.redis_up = True
         self._retry_at = 0.0
 
     async def _either(self, on_redis: Callable[[], Awaitable[T]], on_memory: Callable[[], Awaitable[T]]) -> T:
-        if not self.redis_up and time.monotonic() < self._retry_at:
+        if not self.redis_up and self._clock() < self._retry_at:
             return await on_memory()
         try:
             result = await on_redis()
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, RedisError, OSError) as exc:
             if self.redis_up:
                 log.warning("Redis unreachable (%s): answering from the in-process cache", type(exc).__name__)
             self.redis_up = False
-            self._retry_at = time.monotonic() + self.retry_seconds
+            self._retry_at = self._clock() + self.retry_seconds
             await self.redis.reset()
             return await on_memory()
         if not self.redis_up:
@@ -198,7 +208,9 @@ class ResilientCache:
         await self._either(lambda: self.redis.set_many(items, ttl), lambda: self.memory.set_many(items, ttl))
 
     async def add(self, key: str, value: bytes, ttl: float) -> bool:
-        return await self._either(lambda: self.redis.add(key, value, ttl), lambda: self.memory.add(key, value, ttl))
+        return await self._either(
+            lambda: self.redis.add(key, value, ttl), lambda: self.memory.add(key, value, ttl)
+        )
 
     async def delete(self, key: str) -> None:
         await self._either(lambda: self.redis.delete(key), lambda: self.memory.delete(key))
@@ -207,10 +219,38 @@ class ResilientCache:
         return "redis" if self.redis_up else "memory (Redis unreachable)"
 
 
+@asynccontextmanager
+async def from_config(config: CacheConfig, clock: Callable[[], float] = time.time) -> AsyncIterator[Cache]:
+    """The cache a process uses: Redis with the in-process fallback, or memory alone.
+
+    `clock` decides the in-process entries' expiry and when Redis is tried
+    again after an outage.
+    """
+    memory = MemoryCache(config.memory_max_entries, clock)
+    if not config.redis_url:
+        yield memory
+        return
+    client = redis_client(config.redis_url)
+    try:
+        yield ResilientCache(RedisCache(client), memory, config.redis_retry_seconds, clock)
+    finally:
+        await client.aclose()
+
+
+def redis_unreachable(cache: Cache) -> bool:
+    """Redis is configured but not answering: the in-process cache stands in."""
+    return isinstance(cache, ResilientCache) and not cache.redis_up
+
+
 def redis_client(url: str) -> aioredis.Redis:
     """Short timeouts: a cache that makes requests wait is worse than no cache."""
     # One immediate retry on a fresh connection covers a pooled connection that
     # died with a Redis restart; anything longer is an outage for ResilientCache.
-    return aioredis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=1.0,
-                                   retry=Retry(NoBackoff(), 1),
-                                   retry_on_error=[RedisConnectionError], health_check_interval=15)
+    return aioredis.Redis.from_url(
+        url,
+        socket_connect_timeout=0.5,
+        socket_timeout=1.0,
+        retry=Retry(NoBackoff(), 1),
+        retry_on_error=[RedisConnectionError],
+        health_check_interval=15,
+    )

@@ -6,29 +6,29 @@ import argparse
 import asyncio
 import dataclasses
 import logging
-import multiprocessing
-import os
-import signal
 import sys
 from collections.abc import Sequence
 
-from aiohttp import web
-
 from aggregator import PRODUCT, __version__
 from aggregator.config import Config, ConfigError, default_config_path, load_config
-from aggregator.resources import resource_dir
+from aggregator.demo import run_demo
+from aggregator.resources import sample_config
+from aggregator.server import run_workers, serve_forever
 
-log = logging.getLogger(PRODUCT)
-DEMO_CONFIG = resource_dir("config") / "demo.toml"
+DEMO_CONFIG = sample_config("demo.toml")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=PRODUCT, description="One OpenSearch endpoint over many ilos organisations.")
+    parser = argparse.ArgumentParser(
+        prog=PRODUCT, description="One OpenSearch endpoint over many ilos organisations."
+    )
     parser.add_argument("--version", action="version", version=f"{PRODUCT} {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the service")
-    serve.add_argument("--config", help=f"config file (default $AGGREGATOR_CONFIG, then config/aggregator.toml)")
+    serve.add_argument(
+        "--config", help="config file (default $AGGREGATOR_CONFIG, then config/aggregator.toml)"
+    )
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--workers", type=int, default=1, help="processes sharing the port (default 1)")
@@ -49,8 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = _load_or_report(path)
         if config is None:
             return 2
-        print(f"{path}: OK ({len(config.orgs)} organisations, {len(config.clients)} clients, "
-              f"cache: {'redis' if config.cache.redis_url else 'in-process'})")
+        print(
+            f"{path}: OK ({len(config.orgs)} organisations, {len(config.clients)} clients, "
+            f"cache: {'redis' if config.cache.redis_url else 'in-process'})"
+        )
         return 0
 
     config = _load_or_report(default_config_path(args.config))
@@ -58,8 +60,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     config = _with_address(config, args.host, args.port)
     if args.command == "demo":
-        from aggregator.demo import run_demo
-
         return asyncio.run(run_demo(config))
     if args.workers < 1 or args.workers > 64:
         print("--workers: must be from 1 to 64", file=sys.stderr)
@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.workers == 1:
         asyncio.run(serve_forever(config))
         return 0
-    return _run_workers(config, args.workers)
+    return run_workers(config, args.workers)
 
 
 def _load_or_report(path: str) -> Config | None:
@@ -83,61 +83,7 @@ def _with_address(config: Config, host: str | None, port: int | None) -> Config:
     """Apply --host/--port; a public_url that was only the default follows them."""
     server = config.server
     derived = server.public_url == f"http://{server.host}:{server.port}"
-    server = dataclasses.replace(server, host=host or server.host,
-                                 port=server.port if port is None else port)
+    server = dataclasses.replace(server, host=host or server.host, port=server.port if port is None else port)
     if derived:
         server = dataclasses.replace(server, public_url=f"http://{server.host}:{server.port}")
     return dataclasses.replace(config, server=server)
-
-
-async def serve_forever(config: Config, *, reuse_port: bool = False, ready=None) -> None:
-    """Run the service until SIGINT or SIGTERM."""
-    from aggregator.accesslog import AccessLogger, flush
-    from aggregator.web import create_app
-
-    logging_kw = {"access_log_class": AccessLogger} if config.server.access_log else {"access_log": None}
-    runner = web.AppRunner(create_app(config), shutdown_timeout=5.0, **logging_kw)
-    await runner.setup()
-    site = web.TCPSite(runner, config.server.host, config.server.port, reuse_port=reuse_port or None)
-    await site.start()
-    log.info("serving on http://%s:%s (public URL %s), %d organisations", config.server.host,
-             config.server.port, config.server.public_url, len(config.orgs))
-    if ready is not None:
-        ready()
-    try:
-        await wait_for_signal()
-    finally:
-        await runner.cleanup()
-        flush()
-
-
-async def wait_for_signal() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-
-
-def _worker(config: Config) -> None:
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s [{os.getpid()}] %(name)s: %(message)s")
-    asyncio.run(serve_forever(config, reuse_port=True))
-
-
-def _run_workers(config: Config, workers: int) -> int:
-    """N processes on one port (SO_REUSEPORT); the kernel spreads connections between them."""
-    context = multiprocessing.get_context("spawn")
-    procs = [context.Process(target=_worker, args=(config,), name=f"worker-{i}") for i in range(workers)]
-    for p in procs:
-        p.start()
-
-    def stop(_sig, _frame):
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    for p in procs:
-        p.join()
-    return 0 if all(p.exitcode in (0, -signal.SIGTERM) for p in procs) else 1

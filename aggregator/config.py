@@ -169,12 +169,8 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.enviro
         search_ttl=cache_t.integer("search_ttl", _CACHE.search_ttl, 1, 86_400 * 7),
         duration_ttl=cache_t.integer("duration_ttl", _CACHE.duration_ttl, 1, 86_400 * 3650),
         stale_ttl=cache_t.integer("stale_ttl", _CACHE.stale_ttl, 1, 86_400 * 365),
-        failed_duration_ttl=cache_t.integer(
-            "failed_duration_ttl", _CACHE.failed_duration_ttl, 1, 86_400
-        ),
-        memory_max_entries=cache_t.integer(
-            "memory_max_entries", _CACHE.memory_max_entries, 10, 10_000_000
-        ),
+        failed_duration_ttl=cache_t.integer("failed_duration_ttl", _CACHE.failed_duration_ttl, 1, 86_400),
+        memory_max_entries=cache_t.integer("memory_max_entries", _CACHE.memory_max_entries, 10, 10_000_000),
         stale_while_revalidate=cache_t.integer("stale_while_revalidate", 0, 0, 86_400),
         redis_retry_seconds=cache_t.number(
             "redis_retry_seconds", _CACHE.redis_retry_seconds, 0.0, 3600.0, exclusive_min=True
@@ -189,9 +185,7 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.enviro
         metadata_path=up_t.url_path("metadata_path", _UPSTREAM.metadata_path),
         timeout=up_t.number("timeout", _UPSTREAM.timeout, 0.0, 120.0, exclusive_min=True),
         max_body_bytes=up_t.integer("max_body_bytes", _UPSTREAM.max_body_bytes, 1024, 1 << 30),
-        metadata_concurrency=up_t.integer(
-            "metadata_concurrency", _UPSTREAM.metadata_concurrency, 1, 100
-        ),
+        metadata_concurrency=up_t.integer("metadata_concurrency", _UPSTREAM.metadata_concurrency, 1, 100),
     )
     up_t.finish()
 
@@ -199,8 +193,10 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.enviro
     ancestors = web_t.string_list("frame_ancestors")
     if ancestors is not None:
         if not ancestors or not all(_CSP_SOURCE_RE.fullmatch(a) for a in ancestors):
-            problems.append("web.frame_ancestors: must be CSP sources like \"'self'\", "
-                            "\"https://intranet.example.edu\" or \"*\"")
+            problems.append(
+                "web.frame_ancestors: must be CSP sources like \"'self'\", "
+                '"https://intranet.example.edu" or "*"'
+            )
             ancestors = None
         elif "'none'" in ancestors and len(ancestors) > 1:
             problems.append("web.frame_ancestors: 'none' must stand alone")

@@ -11,9 +11,10 @@ import dataclasses
 import logging
 from urllib.parse import quote
 
-from aggregator.cli import serve_forever
 from aggregator.config import Config
-from aggregator.simulator import Simulator, demo_orgs
+from aggregator.server import serve_forever
+from aggregator.samples import demo_orgs
+from aggregator.simulator import Simulator
 
 log = logging.getLogger(__name__)
 
@@ -22,17 +23,21 @@ async def run_demo(config: Config) -> int:
     simulator = Simulator(demo_orgs({org.id: org.api_key for org in config.orgs}))
     sim_url = await simulator.start()
     orgs = tuple(dataclasses.replace(org, base_url=sim_url) for org in config.orgs)
-    config = dataclasses.replace(config, orgs=orgs,
-                                 upstream=dataclasses.replace(config.upstream, base_url=sim_url))
+    config = dataclasses.replace(
+        config, orgs=orgs, upstream=dataclasses.replace(config.upstream, base_url=sim_url)
+    )
     base = config.server.public_url
 
     def announce() -> None:
         q = quote("onboarding")
-        print(f"\n  Simulated ilos:  {sim_url} ({', '.join(o.name for o in orgs)})\n"
-              f"  Search page:     {base}/?q={q}\n"
-              f"  Atom feed:       {base}/search.atom?q={q}\n"
-              f"  Description:     {base}/opensearch.xml\n\n"
-              "  Press Ctrl-C to stop.\n", flush=True)
+        print(
+            f"\n  Simulated ilos:  {sim_url} ({', '.join(o.name for o in orgs)})\n"
+            f"  Search page:     {base}/?q={q}\n"
+            f"  Atom feed:       {base}/search.atom?q={q}\n"
+            f"  Description:     {base}/opensearch.xml\n\n"
+            "  Press Ctrl-C to stop.\n",
+            flush=True,
+        )
 
     try:
         await serve_forever(config, ready=announce)

@@ -10,21 +10,10 @@ from lxml import etree
 
 from aggregator import PRODUCT
 from aggregator.config import Config
-from aggregator.feeds import ATOM_TYPE, DESCRIPTION_TYPE, RSS_TYPE
-from aggregator.jsonfeed import JSON_FEED_TYPE
-from aggregator.suggestions import SUGGESTIONS_TYPE
+from aggregator.formats import FORMATS, HTML, RSS
 
 OPENSEARCH_NS = "http://a9.com/-/spec/opensearch/1.1/"
 PAGING = "count={count?}&startIndex={startIndex?}"
-
-# (media type, path, with paging) for each format the service answers in.
-TEMPLATES: tuple[tuple[str, str, bool], ...] = (
-    ("text/html", "/", True),
-    (ATOM_TYPE, "/search.atom", True),
-    (RSS_TYPE, "/search.rss", True),
-    (JSON_FEED_TYPE, "/search.json", True),
-    (SUGGESTIONS_TYPE, "/suggest", False),
-)
 
 
 def render_description(config: Config) -> bytes:
@@ -43,11 +32,12 @@ def render_description(config: Config) -> bytes:
     add("Tags", d.tags)
     if d.contact:
         add("Contact", d.contact)
-    for media_type, path, paged in TEMPLATES:
-        template = f"{base}{path}?q={{searchTerms}}" + (f"&{PAGING}" if paged else "")
-        rel = "suggestions" if media_type == SUGGESTIONS_TYPE else "results"
-        add("Url", type=media_type, method="get", rel=rel, template=template)
-    add("Url", type=DESCRIPTION_TYPE, rel="self", template=f"{base}/opensearch.xml")
+    for fmt in FORMATS:
+        if fmt.rel == "self":
+            add("Url", type=fmt.media_type, rel="self", template=f"{base}{fmt.path}")
+            continue
+        template = f"{base}{fmt.path}?q={{searchTerms}}" + (f"&{PAGING}" if fmt.paged else "")
+        add("Url", type=fmt.media_type, method="get", rel=fmt.rel, template=template)
     add("Image", f"{base}/icon-16.png", height="16", width="16", type="image/png")
     add("Image", f"{base}/icon-64.png", height="64", width="64", type="image/png")
     add("Query", role="example", searchTerms=d.example_query)
@@ -71,8 +61,13 @@ def render_osdx(config: Config) -> bytes:
     root = etree.Element(f"{{{OPENSEARCH_NS}}}OpenSearchDescription", nsmap={None: OPENSEARCH_NS})
     etree.SubElement(root, f"{{{OPENSEARCH_NS}}}ShortName").text = d.short_name
     etree.SubElement(root, f"{{{OPENSEARCH_NS}}}Description").text = d.description
-    etree.SubElement(root, f"{{{OPENSEARCH_NS}}}Url", type=RSS_TYPE,
-                     template=f"{base}/search.rss?q={{searchTerms}}&{PAGING}")
-    etree.SubElement(root, f"{{{OPENSEARCH_NS}}}Url", type="text/html",
-                     template=f"{base}/?q={{searchTerms}}")
+    etree.SubElement(
+        root,
+        f"{{{OPENSEARCH_NS}}}Url",
+        type=RSS.media_type,
+        template=f"{base}{RSS.path}?q={{searchTerms}}&{PAGING}",
+    )
+    etree.SubElement(
+        root, f"{{{OPENSEARCH_NS}}}Url", type=HTML.media_type, template=f"{base}{HTML.path}?q={{searchTerms}}"
+    )
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)

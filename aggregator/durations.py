@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
 
 import aiohttp
 
@@ -27,18 +26,15 @@ UNKNOWN = b"-"
 
 
 class DurationLookups:
-    def __init__(self, config: Config, session: aiohttp.ClientSession, cache: Cache,
-                 metrics: Metrics) -> None:
+    def __init__(
+        self, config: Config, session: aiohttp.ClientSession, cache: Cache, metrics: Metrics
+    ) -> None:
         self.config = config
         self.metrics = metrics
         self.session = session
         self.cache = cache
         self._limits: dict[str, asyncio.Semaphore] = {}
         self._inflight: dict[str, asyncio.Task[int | None]] = {}
-
-    def start(self, org: Org, randtags: Iterable[str]) -> asyncio.Task[dict[str, int | None]]:
-        """Begin resolving now; await the task (or call `resolve`) for the answers."""
-        return asyncio.ensure_future(self.resolve(org, list(dict.fromkeys(randtags))))
 
     async def resolve(self, org: Org, randtags: list[str]) -> dict[str, int | None]:
         if not randtags:
@@ -74,8 +70,13 @@ class DurationLookups:
         if answer.duration_ms is not None:
             await self.cache.set(cache_key, str(answer.duration_ms).encode(), self.config.cache.duration_ttl)
             return answer.duration_ms
-        log.warning("duration lookup failed: org=%s randtag=%s outcome=%s %s",
-                    org.id, randtag, answer.outcome.value, answer.detail)
+        log.warning(
+            "duration lookup failed: org=%s randtag=%s outcome=%s %s",
+            org.id,
+            randtag,
+            answer.outcome.value,
+            answer.detail,
+        )
         if answer.outcome in (Outcome.UNPARSEABLE, Outcome.HTTP_ERROR):
             # The video itself is the problem (level: error, 404): do not ask again soon.
             await self.cache.set(cache_key, UNKNOWN, self.config.cache.failed_duration_ttl)

@@ -10,23 +10,22 @@ search match it literally).
 
 from __future__ import annotations
 
+from typing import Any
+
 from feedgen.ext.base import BaseExtension
 from feedgen.feed import FeedGenerator
 from feedgen.util import xml_elem
+from lxml import etree
 
 from aggregator import PRODUCT, __version__
+from aggregator.model import EPOCH, duration_seconds
 from aggregator.presentation import View
-from aggregator.videos import EPOCH, duration_seconds
-
-ATOM_TYPE = "application/atom+xml"
-RSS_TYPE = "application/rss+xml"
-DESCRIPTION_TYPE = "application/opensearchdescription+xml"
 
 OPENSEARCH_NS = "http://a9.com/-/spec/opensearch/1.1/"
 ATOM_NS = "http://www.w3.org/2005/Atom"
 
 
-class OpenSearchExtension(BaseExtension):
+class OpenSearchExtension(BaseExtension):  # type: ignore[misc]  # feedgen is untyped
     def __init__(self) -> None:
         self._response: dict[str, object] | None = None
         self._rss_links: list[dict[str, str]] = []
@@ -38,27 +37,41 @@ class OpenSearchExtension(BaseExtension):
     def extend_ns(self) -> dict[str, str]:
         return {"opensearch": OPENSEARCH_NS}
 
-    def response(self, *, total: int, start_index: int, items_per_page: int, search_terms: str,
-                 count: int) -> None:
-        self._response = dict(total=total, start_index=start_index, items_per_page=items_per_page,
-                              search_terms=search_terms, count=count)
+    def response(
+        self, *, total: int, start_index: int, items_per_page: int, search_terms: str, count: int
+    ) -> None:
+        self._response = dict(
+            total=total,
+            start_index=start_index,
+            items_per_page=items_per_page,
+            search_terms=search_terms,
+            count=count,
+        )
 
-    def _write(self, parent) -> None:
+    def _write(self, parent: etree._Element) -> None:
         r = self._response
         if r is None:
             return
-        for name, value in (("totalResults", r["total"]), ("startIndex", r["start_index"]),
-                            ("itemsPerPage", r["items_per_page"])):
+        for name, value in (
+            ("totalResults", r["total"]),
+            ("startIndex", r["start_index"]),
+            ("itemsPerPage", r["items_per_page"]),
+        ):
             xml_elem(f"{{{OPENSEARCH_NS}}}{name}", parent).text = str(value)
-        xml_elem(f"{{{OPENSEARCH_NS}}}Query", parent, role="request",
-                 searchTerms=str(r["search_terms"]), startIndex=str(r["start_index"]),
-                 count=str(r["count"]))
+        xml_elem(
+            f"{{{OPENSEARCH_NS}}}Query",
+            parent,
+            role="request",
+            searchTerms=str(r["search_terms"]),
+            startIndex=str(r["start_index"]),
+            count=str(r["count"]),
+        )
 
-    def extend_atom(self, feed):
+    def extend_atom(self, feed: etree._Element) -> etree._Element:
         self._write(feed)
         return feed
 
-    def extend_rss(self, rss):
+    def extend_rss(self, rss: etree._Element) -> etree._Element:
         channel = rss[0]
         for link in self._rss_links:
             xml_elem(f"{{{ATOM_NS}}}link", channel, **link)
@@ -66,13 +79,17 @@ class OpenSearchExtension(BaseExtension):
         return rss
 
 
-class OpenSearchEntryExtension(BaseExtension):
+class OpenSearchEntryExtension(BaseExtension):  # type: ignore[misc]  # feedgen is untyped
     """Entries carry nothing of OpenSearch; feedgen wants a class all the same."""
 
 
-def new_feed(view: View, fmt: str, media_type: str) -> FeedGenerator:
-    """The feed-level parts Atom and RSS share; `fmt` picks the self and paging URLs."""
+def new_feed(view: View, fmt: str) -> Any:
+    """The feed-level parts Atom and RSS share (a feedgen `FeedGenerator`).
+
+    `fmt` names the format being written: its self and paging URLs and media type.
+    """
     page = view.page
+    media_type = view.formats[fmt].media_type
     fg = FeedGenerator()
     fg.load_extension("media", atom=True, rss=True)
     fg.load_extension("dc", atom=False, rss=True)
@@ -85,18 +102,29 @@ def new_feed(view: View, fmt: str, media_type: str) -> FeedGenerator:
     fg.updated(view.updated)  # also RSS lastBuildDate, which would otherwise be "now"
     fg.link(href=view.url(fmt), rel="self", type=media_type)
     fg.link(href=view.url("html"), rel="alternate", type="text/html")
-    extra_links = [{"href": view.description_url, "rel": "search", "type": DESCRIPTION_TYPE,
-                    "title": PRODUCT}]
-    extra_links += [{"href": href, "rel": rel, "type": media_type}
-                    for rel, href in view.paging_links(fmt).items()]
+    extra_links = [
+        {
+            "href": view.description_url,
+            "rel": "search",
+            "type": view.formats["description"].media_type,
+            "title": PRODUCT,
+        }
+    ]
+    extra_links += [
+        {"href": href, "rel": rel, "type": media_type} for rel, href in view.paging_links(fmt).items()
+    ]
     if fmt == "atom":
         for link in extra_links:
             fg.link(**link)
     else:
         fg.opensearch.rss_links(extra_links)
-    fg.opensearch.response(total=page.total, start_index=page.params.start_index,
-                           items_per_page=page.params.count, search_terms=page.params.q,
-                           count=page.params.count)
+    fg.opensearch.response(
+        total=page.total,
+        start_index=page.params.start_index,
+        items_per_page=page.params.count,
+        search_terms=page.params.q,
+        count=page.params.count,
+    )
     for result in page.results:
         v = result.video
         fe = fg.add_entry(order="append")
@@ -112,7 +140,12 @@ def new_feed(view: View, fmt: str, media_type: str) -> FeedGenerator:
         fe.summary(view.summary(result))  # also the RSS description: plain text
         for org_id in result.orgs:
             fe.category(term=org_id, label=view.org_names.get(org_id, org_id))
-        media = {"url": v.embed_url, "type": "text/html", "medium": "video", "group": None}
+        media: dict[str, str | None] = {
+            "url": v.embed_url,
+            "type": "text/html",
+            "medium": "video",
+            "group": None,
+        }
         if v.duration_ms is not None:
             media["duration"] = str(duration_seconds(v.duration_ms))
         fe.media.content(media)

@@ -1,4 +1,4 @@
-"""HTTP caching for rendered feeds: validators, 304s, compression, and the page cache.
+"""HTTP caching for rendered feeds: validators, 304s, compression, and the page cache's entries.
 
 A page is rendered and compressed once, then kept in-process until the first
 of its org answers goes stale, so a feed reader's repeated poll costs a dict
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,7 +19,7 @@ from email.utils import format_datetime, parsedate_to_datetime
 
 from aiohttp import web
 
-from aggregator.answers import GOOD
+from aggregator.model import OrgReport, OrgStatus
 
 DEGRADED_MAX_AGE = 10  # seconds a page missing an org's answer may be reused
 MIN_GZIP = 512
@@ -39,18 +38,25 @@ class CachedPage:
     # Built once: what every later request it serves repeats (its Server-Timing says "cached").
     hit_headers: dict[str, str] = field(default_factory=dict)
 
-    def max_age(self, now: float | None = None) -> int:
-        return max(0, int(self.expires_at - (now or time.time())))
+    def max_age(self, now: float) -> int:
+        return max(0, int(self.expires_at - now))
 
 
-def build_page(body: bytes, content_type: str, updated: datetime, fresh_until: float,
-               reports: Sequence, complete: bool) -> CachedPage:
-    now = time.time()
+def build_page(
+    body: bytes,
+    content_type: str,
+    updated: datetime,
+    fresh_until: float,
+    reports: Sequence[OrgReport],
+    complete: bool,
+    now: float,
+) -> CachedPage:
     expires_at = fresh_until if complete else min(fresh_until or now, now + DEGRADED_MAX_AGE)
     digest = hashlib.sha256(body).hexdigest()[:32]
     timing = ", ".join(f'org-{r.org_id};dur={r.elapsed_ms:.1f};desc="{r.status}"' for r in reports)
     timing_hit = ", ".join(
-        f'org-{r.org_id};dur=0;desc="{"cached" if r.status in GOOD else r.status}"' for r in reports)
+        f'org-{r.org_id};dur=0;desc="{OrgStatus.CACHED if r.status.good else r.status}"' for r in reports
+    )
     etag = f'"{digest}"'
     last_modified = format_datetime(updated, usegmt=True)
     return CachedPage(
@@ -62,22 +68,33 @@ def build_page(body: bytes, content_type: str, updated: datetime, fresh_until: f
         last_modified_ts=updated.timestamp(),
         expires_at=max(now, expires_at),
         server_timing=timing,
-        hit_headers={"ETag": etag, "Last-Modified": last_modified, "Vary": "Accept-Encoding",
-                     "Server-Timing": timing_hit},
+        hit_headers={
+            "ETag": etag,
+            "Last-Modified": last_modified,
+            "Vary": "Accept-Encoding",
+            "Server-Timing": timing_hit,
+        },
     )
 
 
-def respond(request: web.Request, page: CachedPage, *, private: bool, hit: bool,
-            extra: dict[str, str] | None = None) -> web.Response:
+def respond(
+    request: web.Request,
+    page: CachedPage,
+    *,
+    private: bool,
+    hit: bool,
+    now: float,
+    extra: dict[str, str] | None = None,
+) -> web.Response:
     """The page, or a 304 repeating its validators and Cache-Control. Kept lean: it is the warm path."""
     if hit and not private:
         headers = page.hit_headers.copy()
-        headers["Cache-Control"] = f"public, max-age={page.max_age()}"
+        headers["Cache-Control"] = f"public, max-age={page.max_age(now)}"
     else:
         headers = {
             "ETag": page.etag,
             "Last-Modified": page.last_modified,
-            "Cache-Control": f"{'private' if private else 'public'}, max-age={page.max_age()}",
+            "Cache-Control": f"{'private' if private else 'public'}, max-age={page.max_age(now)}",
             "Vary": "Accept-Encoding, Authorization" if private else "Accept-Encoding",
             "Server-Timing": page.hit_headers["Server-Timing"] if hit else page.server_timing,
         }
@@ -85,8 +102,9 @@ def respond(request: web.Request, page: CachedPage, *, private: bool, hit: bool,
         headers.update(extra)
     req_headers = request.headers
     if_none_match = req_headers.get("If-None-Match")
-    if (if_none_match == page.etag or (if_none_match is not None or "If-Modified-Since" in req_headers)
-            and not_modified(request, page)):
+    if if_none_match == page.etag or (
+        (if_none_match is not None or "If-Modified-Since" in req_headers) and not_modified(request, page)
+    ):
         return web.Response(status=304, headers=headers)
     headers["Content-Type"] = page.content_type
     accept_encoding = req_headers.get("Accept-Encoding")
@@ -115,9 +133,30 @@ def not_modified(request: web.Request, page: CachedPage) -> bool:
 
 
 def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether gzip is acceptable (RFC 9110 12.5.3): its own q-value, else that of `*`; q=0 means no.
+
+    `x-gzip` is gzip's old alias. A malformed q-value makes that coding unacceptable.
+    """
+    gzip_q: float | None = None
+    star_q: float | None = None
     for part in accept_encoding.lower().split(","):
-        name, _, params = part.strip().partition(";")
-        if name.strip() in ("gzip", "*"):
-            q = params.strip()
-            return not (q.startswith("q=") and q[2:].strip() in ("0", "0.0", "0.00", "0.000"))
-    return False
+        name, *params = (p.strip() for p in part.split(";"))
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip() == "q":
+                q = _qvalue(value.strip())
+        if name in ("gzip", "x-gzip"):
+            gzip_q = q if gzip_q is None else max(gzip_q, q)
+        elif name == "*":
+            star_q = q
+    effective = gzip_q if gzip_q is not None else star_q
+    return effective is not None and effective > 0
+
+
+def _qvalue(text: str) -> float:
+    """RFC 9110 12.4.2: 0 to 1 with at most three decimals; anything else counts as 0."""
+    if not text or len(text) > 5 or not all(c.isdigit() or c == "." for c in text) or text.count(".") > 1:
+        return 0.0
+    value = float(text)
+    return value if 0.0 <= value <= 1.0 else 0.0

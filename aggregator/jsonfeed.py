@@ -12,8 +12,6 @@ import json
 
 from aggregator.presentation import View
 
-JSON_FEED_TYPE = "application/feed+json"
-
 
 def render_json_feed(view: View) -> bytes:
     page = view.page
@@ -32,9 +30,12 @@ def render_json_feed(view: View) -> bytes:
         feed["next_url"] = links["next"]
     feed["_opensearch"] = {
         "about": "https://github.com/dewitt/opensearch",
-        "totalResults": page.total, "startIndex": page.params.start_index,
-        "itemsPerPage": page.params.count, "searchTerms": page.params.q,
-        "links": links, "description_url": view.description_url,
+        "totalResults": page.total,
+        "startIndex": page.params.start_index,
+        "itemsPerPage": page.params.count,
+        "searchTerms": page.params.q,
+        "links": links,
+        "description_url": view.description_url,
     }
     items = []
     for result in page.results:
@@ -55,9 +56,13 @@ def render_json_feed(view: View) -> bytes:
         if v.author:
             item["authors"] = [{"name": v.author}]
         item["tags"] = view.org_labels(result)
-        item["_ilos"] = {"about": f"{view.base_url}/opensearch.xml", "randtag": v.randtag,
-                         "duration_ms": v.duration_ms, "orgs": list(result.orgs),
-                         "embed_url": v.embed_url}
+        item["_ilos"] = {
+            "about": f"{view.base_url}/opensearch.xml",
+            "randtag": v.randtag,
+            "duration_ms": v.duration_ms,
+            "orgs": list(result.orgs),
+            "embed_url": v.embed_url,
+        }
         items.append(item)
     feed["items"] = items
     return json.dumps(feed, ensure_ascii=False, indent=1).encode()

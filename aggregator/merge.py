@@ -13,12 +13,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from aggregator.videos import EPOCH, Result, Video
-
-SORTS = ("relevance", "date")
+from aggregator.model import EPOCH, Result, Sort, Video
 
 
-def merge(answers: Sequence[tuple[str, Sequence[Video]]], sort: str = "relevance") -> list[Result]:
+def merge(answers: Sequence[tuple[str, Sequence[Video]]], sort: Sort = Sort.RELEVANCE) -> list[Result]:
     """`answers` are (org id, videos in that org's order), in configuration order."""
     videos: dict[str, Video] = {}
     orgs: dict[str, list[str]] = {}
@@ -34,7 +32,7 @@ def merge(answers: Sequence[tuple[str, Sequence[Video]]], sort: str = "relevance
             orgs.setdefault(tag, []).append(org_id)
             scores[tag] = scores.get(tag, 0.0) + 1.0 / position
     results = [Result(videos[t], tuple(orgs[t]), round(scores[t], 9)) for t in videos]
-    if sort == "date":
+    if sort is Sort.DATE:
         results.sort(key=lambda r: (-(r.video.published or EPOCH).timestamp(), r.video.randtag))
     else:
         results.sort(key=lambda r: (-r.score, r.video.randtag))

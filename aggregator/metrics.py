@@ -20,19 +20,33 @@ METRICS_TYPE = CONTENT_TYPE_LATEST
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
-        self.org_answers = Counter("ilosagg_org_answers", "Org answers used in searches, by status "
-                                   "(ok, cached, stale, timeout, error, skipped, denied)",
-                                   ["org", "status"], registry=r)
-        self.org_seconds = Histogram("ilosagg_org_answer_seconds", "Time to have an org's answer",
-                                     ["org"], registry=r,
-                                     buckets=(0.01, 0.05, 0.1, 0.2, 0.5, 1, 2, 4, 8))
-        self.upstream = Counter("ilosagg_upstream_requests", "Requests sent to ilos, by outcome",
-                                ["org", "endpoint", "outcome"], registry=r)
+        self.org_answers = Counter(
+            "ilosagg_org_answers",
+            "Org answers used in searches, by status (ok, cached, stale, timeout, error, skipped, denied)",
+            ["org", "status"],
+            registry=r,
+        )
+        self.org_seconds = Histogram(
+            "ilosagg_org_answer_seconds",
+            "Time to have an org's answer",
+            ["org"],
+            registry=r,
+            buckets=(0.01, 0.05, 0.1, 0.2, 0.5, 1, 2, 4, 8),
+        )
+        self.upstream = Counter(
+            "ilosagg_upstream_requests",
+            "Requests sent to ilos, by outcome",
+            ["org", "endpoint", "outcome"],
+            registry=r,
+        )
         # Pages are counted on the warm path: a plain tally, read out at scrape time.
         self._pages: Tally[tuple[str, str]] = Tally()
         r.register(_PagesCollector(self._pages))
-        self.redis_up = Gauge("ilosagg_redis_up", "1 while Redis answers, 0 while the in-process "
-                              "cache stands in (absent without Redis)", registry=r)
+        self.redis_up = Gauge(
+            "ilosagg_redis_up",
+            "1 while Redis answers, 0 while the in-process cache stands in (absent without Redis)",
+            registry=r,
+        )
 
     def page(self, fmt: str, source: str) -> None:
         """`source`: "rendered", or "reused" from the page cache."""
@@ -47,8 +61,11 @@ class _PagesCollector:
         self.tally = tally
 
     def collect(self):
-        family = CounterMetricFamily("ilosagg_pages", "Search pages served, by format and whether "
-                                     "the rendered page was reused", labels=["format", "source"])
+        family = CounterMetricFamily(
+            "ilosagg_pages",
+            "Search pages served, by format and whether the rendered page was reused",
+            labels=["format", "source"],
+        )
         for (fmt, source), n in sorted(self.tally.items()):
             family.add_metric([fmt, source], n)
         yield family

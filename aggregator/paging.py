@@ -10,15 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
+from aggregator.model import Result, Sort
 from aggregator.params import SearchParams
-from aggregator.videos import Result
-
-FEED_PATHS = {
-    "atom": "/search.atom",
-    "rss": "/search.rss",
-    "json": "/search.json",
-    "html": "/",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,11 +45,16 @@ class Page:
 
 def page_of(params: SearchParams, merged: tuple[Result, ...]) -> Page:
     begin = params.start_index - 1
-    return Page(params, merged[begin: begin + params.count], len(merged))
+    return Page(params, merged[begin : begin + params.count], len(merged))
 
 
-def search_query(params: SearchParams, *, start_index: int | None = None,
-                 all_orgs: tuple[str, ...] = (), extra: tuple[tuple[str, str], ...] = ()) -> str:
+def search_query(
+    params: SearchParams,
+    *,
+    start_index: int | None = None,
+    all_orgs: tuple[str, ...] = (),
+    extra: tuple[tuple[str, str], ...] = (),
+) -> str:
     """The query string for these params, in a fixed order so equal searches get equal URLs.
 
     `org` is left out when it names every org the client may see.
@@ -64,13 +62,9 @@ def search_query(params: SearchParams, *, start_index: int | None = None,
     pairs: list[tuple[str, str]] = [("q", params.q)]
     if params.orgs != all_orgs:
         pairs.append(("org", ",".join(params.orgs)))
-    if params.sort != "relevance":
+    if params.sort is not Sort.RELEVANCE:
         pairs.append(("sort", params.sort))
     pairs.append(("count", str(params.count)))
     pairs.append(("startIndex", str(start_index or params.start_index)))
     pairs.extend(extra)
     return urlencode(pairs)
-
-
-def search_url(base: str, fmt: str, params: SearchParams, **kw) -> str:
-    return f"{base}{FEED_PATHS[fmt]}?{search_query(params, **kw)}"

@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from aggregator.merge import SORTS
+from aggregator.model import Sort
 
 MAX_QUERY = 256
 MAX_COUNT = 100
@@ -32,7 +32,7 @@ class SearchParams:
     q: str  # as typed, whitespace-folded
     count: int
     start_index: int  # 1-based, over the merged list
-    sort: str
+    sort: Sort
     orgs: tuple[str, ...]  # the orgs to ask, in configuration order
 
     @property
@@ -61,9 +61,10 @@ def parse_search_params(query: Mapping[str, str], visible_orgs: Sequence[str]) -
         start_index = (page - 1) * count + 1
         if start_index > MAX_START:
             raise ParamError("startPage", f"must not reach past result {MAX_START}")
-    sort = _single(query, "sort") or "relevance"
-    if sort not in SORTS:
-        raise ParamError("sort", "must be relevance or date")
+    try:
+        sort = Sort(_single(query, "sort") or Sort.RELEVANCE)
+    except ValueError:
+        raise ParamError("sort", "must be relevance or date") from None
     orgs = tuple(visible_orgs)
     raw_orgs = _single(query, "org")
     if raw_orgs is not None and raw_orgs.strip():

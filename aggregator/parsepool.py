@@ -15,8 +15,8 @@ import logging
 import multiprocessing
 from concurrent.futures.process import BrokenProcessPool
 
+from aggregator.model import Video
 from aggregator.parsing import parse_search_answer
-from aggregator.videos import Video
 
 log = logging.getLogger(__name__)
 _EMPTY_FEED = b"<rss version='2.0'><channel/></rss>"

@@ -5,11 +5,9 @@ shared/reference/ilos-upstream.md for the evidence this follows. Answers may be
 RSS 2.0 (the observed shape, with non-namespaced `randtag`, `embedLink`,
 `duration`, `plays` and `author` children) or Atom; feedparser reads both.
 
-feedparser costs about half a millisecond per item, so `parse_search_answer`
-is meant to run in a worker process or thread, never on the event loop.
-`prescan_randtags` is the cheap counterpart that runs on the loop as soon as a
-body arrives: it finds the videos that will need a duration lookup, so those
-lookups overlap with the real parse instead of waiting for it.
+feedparser costs about half a millisecond per item, so `parse_search_answer`,
+the one entry point, runs in a worker process or thread (parsepool), never on
+the event loop; no other pass over upstream bytes exists.
 
 For the one shape ilos is known to send (RSS 2.0 with the children listed in
 `_RSS_CHILDREN`), `_rss_entries` reads the document with lxml some twenty
@@ -26,7 +24,7 @@ from __future__ import annotations
 import calendar
 import html
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -35,7 +33,7 @@ import feedparser
 import nh3
 from lxml import etree
 
-from aggregator.videos import Video
+from aggregator.model import Video
 
 RANDTAG_RE = re.compile(r"[A-Za-z0-9_-]{4,64}")
 _VIEW_RE = re.compile(r"/(?:view|embed)/([A-Za-z0-9_-]{4,64})(?:[/?#]|$)")
@@ -80,13 +78,26 @@ def feedparser_entries(body: bytes) -> list[Any]:
 
 MEDIA_NS = "http://search.yahoo.com/mrss/"
 # Item children read exactly as feedparser reads them (text, or media attributes).
-_RSS_TEXT_CHILDREN = {"title", "link", "description", "pubDate", "author", "guid", "randtag",
-                      "embedLink", "duration", "plays", "video_id", "pubDateDiffForHuman"}
+_RSS_TEXT_CHILDREN = {
+    "title",
+    "link",
+    "description",
+    "pubDate",
+    "author",
+    "guid",
+    "randtag",
+    "embedLink",
+    "duration",
+    "plays",
+    "video_id",
+    "pubDateDiffForHuman",
+}
 _RSS_MEDIA_CHILDREN = {f"{{{MEDIA_NS}}}thumbnail", f"{{{MEDIA_NS}}}content"}
 _RSS_CHILDREN = _RSS_TEXT_CHILDREN | _RSS_MEDIA_CHILDREN
 _LOOKS_LIKE_HTML_RE = re.compile(r"</\w+>|&#?\w+;")
-_XML_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False,
-                              remove_comments=True, remove_pis=True)
+_XML_PARSER = etree.XMLParser(
+    resolve_entities=False, no_network=True, huge_tree=False, remove_comments=True, remove_pis=True
+)
 
 
 def _rss_entries(body: bytes) -> list[dict[str, Any]] | None:
@@ -142,33 +153,6 @@ def _rss_entries(body: bytes) -> list[dict[str, Any]] | None:
                 entry[tag.lower()] = text
         entries.append(entry)
     return entries
-
-
-def prescan_randtags(body: bytes) -> list[str]:
-    """Randtags of the items that carry no parseable duration, found without parsing XML.
-
-    A best effort: whatever it misses is looked up after the real parse, and
-    whatever the real parse drops costs one wasted lookup at worst.
-    """
-    text = body.decode("utf-8", "replace")
-    found: list[str] = []
-    for chunk in re.split(r"<(?:item|entry)\b", text)[1:]:
-        tag = None
-        m = re.search(r"<randtag>\s*([A-Za-z0-9_-]{4,64})\s*<", chunk)
-        if m:
-            tag = m.group(1)
-        else:
-            link = re.search(r"<link\b[^>]*?(?:href=[\"']([^\"']*)|>([^<]*))", chunk)
-            if link:
-                m = _VIEW_RE.search(link.group(1) or link.group(2) or "")
-                tag = m.group(1) if m else None
-        if tag is None:
-            continue
-        d = re.search(r"<duration>([^<]*)<", chunk)
-        if d and parse_duration_text(html.unescape(d.group(1))) is not None:
-            continue
-        found.append(tag)
-    return found
 
 
 def parse_duration_text(text: str | None) -> int | None:
@@ -299,7 +283,7 @@ def _published(entry: Any) -> datetime | None:
     if not parsed:
         return None
     try:
-        return datetime.fromtimestamp(calendar.timegm(parsed), tz=timezone.utc)
+        return datetime.fromtimestamp(calendar.timegm(parsed), tz=UTC)
     except (OverflowError, OSError, ValueError):
         return None
 

@@ -1,30 +1,57 @@
 """What every format says about a page of results, written once.
 
-Atom, RSS, JSON Feed and the HTML page all take a `View` and these helpers, so
-an entry has the same id, summary text, thumbnail URL and paging links in
-every format (contract: "What every result carries").
+Atom, RSS, JSON Feed and the HTML page all render a `View`, so an entry has
+the same id, summary text, thumbnail URL and paging links in every format
+(contract: "What every result carries"). A View knows where each format is
+served through `formats`, the registry in `aggregator.formats`, seen here
+only as `FormatInfo` so that the renderers need not import the registry that
+lists them.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
 
-from aggregator.paging import Page, search_url
-from aggregator.videos import EPOCH, Result, format_duration
+from aggregator.model import EPOCH, OrgReport, Result, format_duration
+from aggregator.paging import Page, search_query
+
+
+class FormatInfo(Protocol):
+    """What a renderer may know about a format: where it is and what it is called."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def media_type(self) -> str: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def subscribable(self) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
 class View:
     page: Page
     base_url: str  # public_url, no trailing slash
-    org_names: dict[str, str]  # id -> name, for every configured org
+    org_names: Mapping[str, str]  # id -> name, for every configured org
     all_orgs: tuple[str, ...]  # the orgs this client may see (an `org` param naming all is dropped)
+    formats: Mapping[str, FormatInfo]  # by name: every format the service answers in
+    short_name: str = "ilos videos"  # the service's OpenSearch ShortName
+    reports: tuple[OrgReport, ...] = ()  # what each org did for this answer
+    variant: str = ""  # "embed": the compact page for iframes
     extra: tuple[tuple[str, str], ...] = ()  # carried into every link (a feed reader's key=)
 
     def url(self, fmt: str, start_index: int | None = None) -> str:
-        return search_url(self.base_url, fmt, self.page.params, start_index=start_index,
-                          all_orgs=self.all_orgs, extra=self.extra)
+        query = search_query(
+            self.page.params, start_index=start_index, all_orgs=self.all_orgs, extra=self.extra
+        )
+        return f"{self.base_url}{self.formats[fmt].path}?{query}"
 
     def paging_links(self, fmt: str) -> dict[str, str]:
         """RFC 5005 section 3: first, previous, next and last, where they apply."""
@@ -38,8 +65,13 @@ class View:
         return links
 
     @property
+    def feeds(self) -> list[FormatInfo]:
+        """The formats people subscribe to, in registry order."""
+        return [f for f in self.formats.values() if f.subscribable]
+
+    @property
     def description_url(self) -> str:
-        return f"{self.base_url}/opensearch.xml"
+        return f"{self.base_url}{self.formats['description'].path}"
 
     @property
     def feed_id(self) -> str:
@@ -58,10 +90,15 @@ class View:
         return f"ilos videos matching “{self.page.params.q}” in {', '.join(names)}"
 
     @property
-    def updated(self):
+    def updated(self) -> datetime:
         """The newest entry's time, never "now": the same results give the same bytes."""
         times = [r.video.published for r in self.page.results if r.video.published]
         return max(times, default=EPOCH)
+
+    @property
+    def troubled(self) -> list[tuple[str, str]]:
+        """(org name, status) of each org whose results are missing or not fresh."""
+        return [(self.org_names.get(r.org_id, r.org_id), r.status) for r in self.reports if not r.status.good]
 
     def thumbnail_url(self, result: Result) -> str | None:
         """Ours, not upstream's: upstream signs and expires its URLs on every answer."""
@@ -83,4 +120,3 @@ class View:
         parts.append(", ".join(self.org_labels(result)))
         head = " · ".join(parts)
         return f"{head}. {v.summary}" if v.summary else head
-

@@ -1,20 +1,24 @@
-"""Where the files beside the package are: templates/ and config/.
+"""The files that ship beside the code: the page's templates and the sample configs.
 
-In a checkout (and an editable install) they sit next to aggregator/; a wheel
-installs them under {sys.prefix}/share/ilos-aggregator/ (pyproject's
-data-files).
+They live top-level in the repository (templates/, config/) and are mapped
+into the package as `aggregator.templates` and `aggregator.configs`
+(pyproject's package-dir), so `importlib.resources` finds them the same way
+in a checkout installed with `pip install -e .` and in a wheel.
 """
 
 from __future__ import annotations
 
-import sys
+from importlib.resources import as_file, files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
-_CANDIDATES = (Path(__file__).resolve().parent.parent, Path(sys.prefix) / "share" / "ilos-aggregator")
+
+def template(name: str) -> Traversable:
+    return files("aggregator.templates").joinpath(name)
 
 
-def resource_dir(name: str) -> Path:
-    for base in _CANDIDATES:
-        if (base / name).is_dir():
-            return base / name
-    raise FileNotFoundError(f"{name}/ is neither beside the package nor in {_CANDIDATES[1]}")
+def sample_config(name: str) -> Path:
+    """A path, because the config loader and argparse defaults want one."""
+    resource = files("aggregator.configs").joinpath(name)
+    with as_file(resource) as path:  # a real file in every supported install
+        return Path(path)

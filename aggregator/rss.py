@@ -8,11 +8,12 @@ response elements and `atom:link`s for self, search and paging.
 
 from __future__ import annotations
 
-from aggregator.feeds import RSS_TYPE, new_feed
+from aggregator.feeds import new_feed
 from aggregator.presentation import View
 
 
 def render_rss(view: View) -> bytes:
-    fg = new_feed(view, "rss", RSS_TYPE)
+    fg = new_feed(view, "rss")
     fg.link(href=view.url("html"), rel="alternate", replace=False)
-    return fg.rss_str(pretty=True)
+    body: bytes = fg.rss_str(pretty=True)
+    return body

@@ -17,12 +17,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import random
 import secrets
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from xml.sax.saxutils import escape, quoteattr
 
 from aiohttp import web
@@ -60,7 +59,6 @@ class SimOrg:
     retry_after: int = 30
     max_results: int | None = None  # None: every match, as ilos may well do
     broken_durations: set[str] = field(default_factory=set)  # answer level: error
-    match_everything: bool = False  # every video matches every query (benchmarks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,20 +87,26 @@ class Simulator:
 
     # -- what tests use -------------------------------------------------------
 
+    def matches(self, org: SimOrg, query: str) -> list[SimVideo]:
+        """The org's videos that answer `query`, in its order (a subclass may match otherwise)."""
+        return search_catalog(org.videos, query)
+
     def org(self, name: str) -> SimOrg:
         return next(o for o in self.orgs if o.name == name)
 
     def calls(self, org: str | None = None, endpoint: str | None = None) -> list[Call]:
         return [
-            c for c in self.log
+            c
+            for c in self.log
             if (org is None or c.org == org) and (endpoint is None or c.endpoint == endpoint)
         ]
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         # Cancelled handlers and a short shutdown: a "timeout" fault must not
         # keep the simulator alive for its whole sleep after the client gave up.
-        self._runner = web.AppRunner(self.app, access_log=None, handler_cancellation=True,
-                                     shutdown_timeout=0.5)
+        self._runner = web.AppRunner(
+            self.app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
@@ -131,13 +135,14 @@ class Simulator:
         fault = await self._fault(org.fault, org.retry_after)
         if fault is not None:
             return fault
-        matches = list(org.videos) if org.match_everything else search_catalog(org.videos, query)
+        matches = self.matches(org, query)
         if org.max_results is not None:
             matches = matches[: org.max_results]
         prefix = "ilos: " if request.query.get("ptilos") in ("true", "1") else ""
         if org.fault == "malformed":
-            return web.Response(text="<html><body><h1>Whoops, looks like something went wrong.</h1>",
-                                content_type="text/html")
+            return web.Response(
+                text="<html><body><h1>Whoops, looks like something went wrong.</h1>", content_type="text/html"
+            )
         if org.fault == "oversized":
             return await self._stream_oversized(request)
         body = self._render(org, matches, query, prefix)
@@ -157,8 +162,7 @@ class Simulator:
         randtag = str(payload.get("randtag") or "")
         self.log.append(Call(org.name if org else "?", "metadata", randtag))
         if org is None:
-            return web.json_response({"message": "Invalid API key", "level": "error", "data": []},
-                                     status=401)
+            return web.json_response({"message": "Invalid API key", "level": "error", "data": []}, status=401)
         if org.metadata_latency:
             await asyncio.sleep(org.metadata_latency)
         if org.metadata_fault == "error":
@@ -173,12 +177,19 @@ class Simulator:
         hours, rest = divmod(total, 3_600_000)
         mins, rest = divmod(rest, 60_000)
         secs, ms = divmod(rest, 1000)
-        return web.json_response({
-            "message": "",
-            "level": "success",
-            "data": {"hours": f"{hours:02d}", "mins": f"{mins:02d}", "secs": f"{secs:02d}",
-                     "ms": f"{ms:03d}", "totalMs": total},
-        })
+        return web.json_response(
+            {
+                "message": "",
+                "level": "success",
+                "data": {
+                    "hours": f"{hours:02d}",
+                    "mins": f"{mins:02d}",
+                    "secs": f"{secs:02d}",
+                    "ms": f"{ms:03d}",
+                    "totalMs": total,
+                },
+            }
+        )
 
     async def _thumbnail(self, request: web.Request) -> web.Response:
         randtag = request.match_info["randtag"]
@@ -192,8 +203,9 @@ class Simulator:
             return web.Response(status=403, text="Invalid signature")
         if expires < time.time():
             return web.Response(status=403, text="Request has expired")
-        return web.Response(body=self._png(randtag), content_type="image/png",
-                            headers={"Cache-Control": "max-age=3600"})
+        return web.Response(
+            body=self._png(randtag), content_type="image/png", headers={"Cache-Control": "max-age=3600"}
+        )
 
     async def _fault(self, fault: str | None, retry_after: int) -> web.Response | None:
         if fault == "timeout":
@@ -203,9 +215,15 @@ class Simulator:
         if fault == "401":
             return web.Response(status=401, text="Unauthorized")
         if fault == "429":
-            return web.Response(status=429, text="Too Many Attempts.",
-                                headers={"Retry-After": str(retry_after),
-                                         "X-RateLimit-Limit": "60", "X-RateLimit-Remaining": "0"})
+            return web.Response(
+                status=429,
+                text="Too Many Attempts.",
+                headers={
+                    "Retry-After": str(retry_after),
+                    "X-RateLimit-Limit": "60",
+                    "X-RateLimit-Remaining": "0",
+                },
+            )
         return None
 
     async def _stream_oversized(self, request: web.Request) -> web.StreamResponse:
@@ -249,14 +267,14 @@ class Simulator:
                 f"  <title>{escape(prefix + v.title)}</title>\n"
                 f"  <link>{APP_HOST}/view/{v.randtag}</link>\n"
                 f"  <embedLink>{APP_HOST}/embed/{v.randtag}</embedLink>\n"
-                f"  <description><![CDATA[<img src=\"{thumb}\"><br>{v.description}]]></description>\n"
+                f'  <description><![CDATA[<img src="{thumb}"><br>{v.description}]]></description>\n'
                 f"  <pubDate>{v.published.strftime('%a, %d %b %Y %H:%M:%S')} Z</pubDate>\n"
                 f"  <author>{escape(v.author)}</author>\n"
                 f"  <plays>{v.plays}</plays>\n"
                 + (f"  <duration>{duration}</duration>\n" if duration else "")
                 + f"  <pubDateDiffForHuman>some time ago</pubDateDiffForHuman>\n"
-                f"  <media:thumbnail height=\"102\" width=\"180\" url={quoteattr(thumb)}/>\n"
-                f"  <media:content height=\"102\" width=\"180\" medium=\"image\" type=\"image/jpeg\" url={quoteattr(thumb)}/>\n"
+                f'  <media:thumbnail height="102" width="180" url={quoteattr(thumb)}/>\n'
+                f'  <media:content height="102" width="180" medium="image" type="image/jpeg" url={quoteattr(thumb)}/>\n'
                 "</item>"
             )
         return (
@@ -264,7 +282,8 @@ class Simulator:
             '<rss version="2.0" xmlns:media="http://search.yahoo.com/mrss/">\n<channel>\n'
             f"<title>ilos search: {escape(query)}</title>\n<link>{APP_HOST}</link>\n"
             f"<description>Search results for {escape(query)}</description>\n"
-            + "\n".join(items) + "\n</channel>\n</rss>\n"
+            + "\n".join(items)
+            + "\n</channel>\n</rss>\n"
         ).encode()
 
     def _render_atom(self, org: SimOrg, videos: list[SimVideo], query: str, prefix: str) -> bytes:
@@ -277,27 +296,27 @@ class Simulator:
                 "<entry>\n"
                 f"  <id>tag:ilosvideos.com,2017:video/{v.randtag}</id>\n"
                 f"  <title>{escape(prefix + v.title)}</title>\n"
-                f"  <link rel=\"alternate\" type=\"text/html\" href=\"{APP_HOST}/view/{v.randtag}?sr=atom\"/>\n"
+                f'  <link rel="alternate" type="text/html" href="{APP_HOST}/view/{v.randtag}?sr=atom"/>\n'
                 f"  <published>{stamp}</published>\n  <updated>{stamp}</updated>\n"
                 f"  <author><name>{escape(v.author)}</name></author>\n"
-                f"  <summary type=\"html\">{escape(v.description)}</summary>\n"
+                f'  <summary type="html">{escape(v.description)}</summary>\n'
                 + (f"  <duration>{duration}</duration>\n" if duration else "")
-                + f"  <media:thumbnail url={quoteattr(thumb)} width=\"180\" height=\"102\"/>\n"
+                + f'  <media:thumbnail url={quoteattr(thumb)} width="180" height="102"/>\n'
                 "</entry>"
             )
         return (
             '<?xml version="1.0" encoding="UTF-8"?>\n'
             '<feed xmlns="http://www.w3.org/2005/Atom" xmlns:media="http://search.yahoo.com/mrss/">\n'
             f"<id>tag:ilosvideos.com,2017:search</id>\n<title>ilos search: {escape(query)}</title>\n"
-            "<updated>2024-01-01T00:00:00Z</updated>\n"
-            + "\n".join(entries) + "\n</feed>\n"
+            "<updated>2024-01-01T00:00:00Z</updated>\n" + "\n".join(entries) + "\n</feed>\n"
         ).encode()
 
     def _png(self, randtag: str) -> bytes:
         if randtag not in self._png_cache:
             digest = hashlib.sha256(randtag.encode()).digest()
-            self._png_cache[randtag] = solid_png(160, 90, digest[0] // 2 + 40, digest[1] // 2 + 40,
-                                                 digest[2] // 2 + 60)
+            self._png_cache[randtag] = solid_png(
+                160, 90, digest[0] // 2 + 40, digest[1] // 2 + 40, digest[2] // 2 + 60
+            )
             while len(self._png_cache) > 2000:
                 self._png_cache.popitem(last=False)
         return self._png_cache[randtag]
@@ -312,10 +331,11 @@ def search_catalog(videos: list[SimVideo], query: str) -> list[SimVideo]:
     terms = query.lower().split()
     if query.strip() == "!":
         terms = []
-    matches = [v for v in videos
-               if all(t in f"{v.title} {v.description} {v.author}".lower() for t in terms)]
-    return sorted(matches, key=lambda v: (not all(t in v.title.lower() for t in terms),
-                                          -v.published.timestamp(), v.randtag))
+    matches = [v for v in videos if all(t in f"{v.title} {v.description} {v.author}".lower() for t in terms)]
+    return sorted(
+        matches,
+        key=lambda v: (not all(t in v.title.lower() for t in terms), -v.published.timestamp(), v.randtag),
+    )
 
 
 def _duration_child(duration_ms: int, style: str | None) -> str | None:
@@ -335,114 +355,3 @@ def _metadata_error(message: str) -> web.Response:
 
 def solid_png(width: int, height: int, r: int, g: int, b: int) -> bytes:
     return png(width, height, lambda _x, _y: (r, g, b, 255))
-
-
-# -- catalogs -------------------------------------------------------------------
-
-_ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-_FIRST = ["Ada", "Ben", "Chiara", "Dmitri", "Elif", "Femi", "Grace", "Hiro", "Ines", "Jonas",
-          "Kavya", "Luca", "Maya", "Noor", "Omar", "Priya", "Quentin", "Rosa", "Sven", "Tariq"]
-_LAST = ["Okafor", "Lindqvist", "Moreau", "Tanaka", "Novak", "Haddad", "Schmidt", "Costa",
-         "Ferreira", "Kowalski", "Nakamura", "O'Brien", "Rossi", "Yilmaz", "Dubois"]
-
-SAMPLE_TOPICS: dict[str, list[str]] = {
-    "engineering": [
-        "Statics lecture {n}: free-body diagrams", "Thermodynamics {n}: the second law",
-        "Lab safety induction for the machine shop", "Signals and systems {n}: Fourier series",
-        "Finite element analysis walkthrough, part {n}", "Capstone project kickoff {year}",
-        "Circuit analysis {n}: Thevenin equivalents", "Materials lab: tensile testing demo",
-        "Engineering onboarding: lab access and tools", "Fluid mechanics {n}: Bernoulli in practice",
-    ],
-    "medicine": [
-        "Clinical skills {n}: taking a history", "Anatomy {n}: the brachial plexus",
-        "Hand hygiene refresher {year}", "Pharmacology {n}: dosing in renal impairment",
-        "Simulation centre orientation", "Resident onboarding: rotas and on-call",
-        "Case conference: chest pain in the ED", "Suturing workshop, part {n}",
-        "Ethics seminar {n}: consent and capacity", "Radiology rounds {n}: reading a chest X-ray",
-    ],
-    "hr": [
-        "New starter onboarding: your first week", "Benefits enrolment walkthrough {year}",
-        "Manager essentials {n}: giving feedback", "Payroll portal: submitting expenses",
-        "Wellbeing webinar {n}: sleep and stress", "Recruitment training: fair interviews",
-        "Onboarding for managers: approving leave", "Data protection essentials {year}",
-        "Inclusive meetings {n}", "Performance reviews explained",
-    ],
-}
-SHARED_TITLES = [
-    "Welcome to campus: onboarding for all staff",
-    "IT onboarding: accounts, Wi-Fi and MFA",
-    "Fire safety and evacuation {year}",
-]
-
-
-def make_randtag(rng: random.Random) -> str:
-    return "".join(rng.choice(_ALNUM) for _ in range(12))
-
-
-def make_video(rng: random.Random, title: str, topic: str) -> SimVideo:
-    published = datetime(2017, 1, 1, tzinfo=timezone.utc) + timedelta(
-        seconds=rng.randrange(0, 8 * 365 * 86400))
-    duration_ms = rng.randrange(45_000, 5_400_000)
-    if rng.random() < 0.1:
-        duration_ms = rng.randrange(3_600_000, 10_800_000)  # some run past an hour
-    return SimVideo(
-        randtag=make_randtag(rng),
-        title=title,
-        author=f"{rng.choice(_FIRST)} {rng.choice(_LAST)}",
-        published=published,
-        duration_ms=duration_ms,
-        plays=rng.randrange(0, 5000),
-        description=f"Recorded for {topic}. " + rng.choice([
-            "Slides are linked in the course page.", "Captions available.",
-            "Part of the <b>core</b> series.", "Questions welcome in the forum & chat.",
-        ]),
-    )
-
-
-def sample_catalog(topic: str, count: int = 40, seed: int | str = 0) -> list[SimVideo]:
-    """A deterministic catalog: the same topic and seed always give the same videos."""
-    rng = random.Random(f"{topic}:{seed}")
-    patterns = SAMPLE_TOPICS.get(topic) or [f"{topic.title()} lecture {{n}}"]
-    videos = []
-    for i in range(count):
-        pattern = patterns[i % len(patterns)]
-        title = pattern.format(n=i // len(patterns) + 1, year=2018 + i % 7)
-        videos.append(make_video(rng, title, topic))
-    return videos
-
-
-def shared_videos(seed: int | str = 0) -> list[SimVideo]:
-    """Videos that several organisations share: the same randtag in more than one catalog."""
-    rng = random.Random(f"shared:{seed}")
-    return [make_video(rng, t.format(year=2024), "all staff") for t in SHARED_TITLES]
-
-
-def demo_orgs(keys: dict[str, str]) -> list[SimOrg]:
-    """The sample organisations of `ilos-aggregator demo`, one per configured key.
-
-    Between them they cover the evidence: RSS with a clock `duration` child,
-    RSS without one (durations come from the metadata endpoint), and Atom with
-    durations in milliseconds; a few videos appear in every organisation.
-    """
-    styles = [("rss", None), ("rss", "clock"), ("atom", "ms")]
-    shared = shared_videos()
-    orgs = []
-    for i, (org_id, key) in enumerate(keys.items()):
-        feed_format, duration_child = styles[i % len(styles)]
-        catalog = sample_catalog(org_id if org_id in SAMPLE_TOPICS else list(SAMPLE_TOPICS)[i % 3])
-        orgs.append(SimOrg(org_id, key, catalog + shared, feed_format=feed_format,
-                           duration_child=duration_child, latency=0.05, metadata_latency=0.03))
-    return orgs
-
-
-def uniform_orgs(count: int, videos_each: int, *, latency: float, metadata_latency: float,
-                 term: str = "lecture") -> list[SimOrg]:
-    """`count` organisations whose `videos_each` videos all match `term`: for benchmarks."""
-    orgs = []
-    for i in range(count):
-        rng = random.Random(f"bench:{i}")
-        videos = [make_video(rng, f"{term.title()} {n + 1}: topic {i}-{n}", f"org {i}")
-                  for n in range(videos_each)]
-        orgs.append(SimOrg(f"org{i}", f"bench-key-{i:02d}-{secrets.token_hex(4)}", videos,
-                           latency=latency, metadata_latency=metadata_latency))
-    return orgs

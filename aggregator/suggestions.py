@@ -12,7 +12,6 @@ import re
 from collections import OrderedDict
 from collections.abc import Iterable
 
-SUGGESTIONS_TYPE = "application/x-suggestions+json"
 MAX_PHRASES = 5_000  # a linear scan per keystroke stays around a millisecond
 MAX_SUGGESTIONS = 10
 _SPACE_RE = re.compile(r"\s+")

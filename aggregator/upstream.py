@@ -9,13 +9,12 @@ key to wherever it points), and no URL, exception text or body is ever put in
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import json
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from datetime import datetime, timezone
 
 import aiohttp
 
@@ -82,7 +81,11 @@ async def fetch_duration(
 ) -> DurationAnswer:
     url = org.base_url + upstream.metadata_path
     fetched = await _request(
-        session, "POST", url, upstream, METADATA_MAX_BYTES,
+        session,
+        "POST",
+        url,
+        upstream,
+        METADATA_MAX_BYTES,
         json_body={"api_key": org.api_key, "randtag": randtag},
     )
     if not fetched.ok:
@@ -139,7 +142,10 @@ async def _request(
 
     try:
         async with session.request(
-            method, url, params=params, json=json_body,
+            method,
+            url,
+            params=params,
+            json=json_body,
             timeout=aiohttp.ClientTimeout(total=upstream.timeout),
             allow_redirects=False,
         ) as resp:
@@ -161,7 +167,7 @@ async def _request(
                     return done(Outcome.TOO_LARGE, status=status, detail=f"body over {max_bytes} bytes")
                 chunks.append(chunk)
             return done(Outcome.OK, status=status, body=b"".join(chunks))
-    except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+    except (TimeoutError, aiohttp.ServerTimeoutError):
         return done(Outcome.TIMEOUT, detail=f"no answer within {upstream.timeout:g}s")
     except aiohttp.ClientError as exc:
         # The exception's text can contain the request URL, and so the key.
@@ -180,6 +186,6 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    delta = (when - (now or datetime.now(timezone.utc))).total_seconds()
+        when = when.replace(tzinfo=UTC)
+    delta = (when - (now or datetime.now(UTC))).total_seconds()
     return max(0.0, min(delta, 86_400.0))

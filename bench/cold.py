@@ -27,8 +27,7 @@ def main() -> None:
     parser.add_argument("--parse-workers", type=int, default=2)
     args = parser.parse_args()
     sim, sim_url, keys = start_simulator(8, 25, 0.100, 0.050)
-    extra = (f"metadata_concurrency = {args.metadata_concurrency}\n"
-             "[cache]\nduration_ttl = 1\nsearch_ttl = 1\n")
+    extra = f"metadata_concurrency = {args.metadata_concurrency}\n[cache]\nduration_ttl = 1\nsearch_ttl = 1\n"
     service, base = start_service(sim_url, keys, extra=extra, parse_workers=args.parse_workers)
     times = []
     try:
@@ -47,10 +46,14 @@ def main() -> None:
         stop(service, sim)
     times.sort()
     p50, p90 = statistics.median(times), times[int(len(times) * 0.9) - 1]
-    print(f"metadata_concurrency={args.metadata_concurrency} parse_workers={args.parse_workers} "
-          f"requests={len(times)}")
-    print(f"p50 {p50:.0f} ms ({p50 / FLOOR_MS:.2f}x floor)   p90 {p90:.0f} ms   "
-          f"min {times[0]:.0f} ms   max {times[-1]:.0f} ms")
+    print(
+        f"metadata_concurrency={args.metadata_concurrency} parse_workers={args.parse_workers} "
+        f"requests={len(times)}"
+    )
+    print(
+        f"p50 {p50:.0f} ms ({p50 / FLOOR_MS:.2f}x floor)   p90 {p90:.0f} ms   "
+        f"min {times[0]:.0f} ms   max {times[-1]:.0f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -39,32 +39,59 @@ def wait_for(url: str, timeout: float = 30.0) -> None:
             time.sleep(0.1)
 
 
-def start_simulator(orgs: int, videos: int, latency: float, metadata_latency: float,
-                    port: int | None = None) -> tuple[subprocess.Popen, str, list[str]]:
+def start_simulator(
+    orgs: int, videos: int, latency: float, metadata_latency: float, port: int | None = None
+) -> tuple[subprocess.Popen, str, list[str]]:
     """`orgs` uniform organisations whose every video matches any query."""
     port = port or free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "bench.simserver", str(orgs), str(videos),
-                             str(latency), str(metadata_latency), str(port)],
-                            cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench.simserver",
+            str(orgs),
+            str(videos),
+            str(latency),
+            str(metadata_latency),
+            str(port),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     keys = json.loads(proc.stdout.readline())
     return proc, f"http://127.0.0.1:{port}", keys
 
 
-def start_service(sim_url: str, keys: list[str], *, port: int | None = None, extra: str = "",
-                  parse_workers: int = 2, workers: int = 1, access_log: bool = True
-                  ) -> tuple[subprocess.Popen, str]:
+def start_service(
+    sim_url: str,
+    keys: list[str],
+    *,
+    port: int | None = None,
+    extra: str = "",
+    parse_workers: int = 2,
+    workers: int = 1,
+    access_log: bool = True,
+) -> tuple[subprocess.Popen, str]:
     port = port or free_port()
-    orgs = "".join(f'[[orgs]]\nid = "org{i}"\nname = "Org {i}"\napi_key = "{k}"\n\n'
-                   for i, k in enumerate(keys))
-    config = (f'[server]\nhost = "127.0.0.1"\nport = {port}\nparse_workers = {parse_workers}\n'
-              f'access_log = {"true" if access_log else "false"}\n'
-              f'[upstream]\nbase_url = "{sim_url}"\ntimeout = 4.0\n{extra}\n{orgs}')
+    orgs = "".join(
+        f'[[orgs]]\nid = "org{i}"\nname = "Org {i}"\napi_key = "{k}"\n\n' for i, k in enumerate(keys)
+    )
+    config = (
+        f'[server]\nhost = "127.0.0.1"\nport = {port}\nparse_workers = {parse_workers}\n'
+        f"access_log = {'true' if access_log else 'false'}\n"
+        f'[upstream]\nbase_url = "{sim_url}"\ntimeout = 4.0\n{extra}\n{orgs}'
+    )
     path = Path(tempfile.mkstemp(suffix=".toml", prefix="bench-")[1])
     path.write_text(config)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "aggregator", "serve", "--config", str(path),
-                             "--workers", str(workers)],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aggregator", "serve", "--config", str(path), "--workers", str(workers)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
     base = f"http://127.0.0.1:{port}"
     wait_for(base + "/healthz")
     return proc, base

@@ -47,8 +47,9 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=20)
     parser.add_argument("--access-log", choices=("on", "off"), default="on")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
-    parser.add_argument("--bare-access-log", action="store_true",
-                        help="the bare handler writes aiohttp's access log too")
+    parser.add_argument(
+        "--bare-access-log", action="store_true", help="the bare handler writes aiohttp's access log too"
+    )
     args = parser.parse_args()
     sim, sim_url, keys = start_simulator(3, 25, 0.05, 0.02)
     service, base = start_service(sim_url, keys, access_log=args.access_log == "on")
@@ -58,18 +59,21 @@ def main() -> None:
     with tempfile.NamedTemporaryFile(suffix=".atom", delete=False) as f:
         f.write(body)
     bare_port = free_port()
-    bare = subprocess.Popen([sys.executable, "-m", "bench.bare", f.name, str(bare_port),
-                             "application/atom+xml; charset=utf-8"]
-                            + (["log"] if args.bare_access_log else []), stderr=subprocess.DEVNULL)
+    bare = subprocess.Popen(
+        [sys.executable, "-m", "bench.bare", f.name, str(bare_port), "application/atom+xml; charset=utf-8"]
+        + (["log"] if args.bare_access_log else []),
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for(f"http://127.0.0.1:{bare_port}/search.atom")
         runs: dict[str, list[float]] = {"bare": [], "ours": [], "304": []}
         cpu: dict[str, list[float]] = {"bare": [], "ours": [], "304": []}
         for _ in range(args.rounds):
             for name, target, pid, headers in (
-                    ("bare", f"http://127.0.0.1:{bare_port}/search.atom", bare.pid, None),
-                    ("ours", url, service.pid, None),
-                    ("304", url, service.pid, {"If-None-Match": etag})):
+                ("bare", f"http://127.0.0.1:{bare_port}/search.atom", bare.pid, None),
+                ("ours", url, service.pid, None),
+                ("304", url, service.pid, {"If-None-Match": etag}),
+            ):
                 rps, us = wrk(target, args.duration, pid, headers)
                 runs[name].append(rps)
                 cpu[name].append(us)
@@ -81,10 +85,14 @@ def main() -> None:
     print("runs (req/s):", {k: [round(x) for x in v] for k, v in runs.items()})
     bare_name = "bare handler, access log" if args.bare_access_log else "bare aiohttp handler"
     print(f"{bare_name:28} {bare_rps:10.0f} req/s   {bare_us:6.1f} us CPU/request")
-    print(f"{'cached page (200)':28} {ours_rps:10.0f} req/s   {ours_us:6.1f} us CPU/request   "
-          f"{ours_rps / bare_rps:.2f}x bare (by CPU: {bare_us / ours_us:.2f}x)")
-    print(f"{'conditional GET (304)':28} {not_modified_rps:10.0f} req/s   {not_modified_us:6.1f} us CPU/request   "
-          f"{not_modified_rps / ours_rps:.2f}x our 200s (by CPU: {ours_us / not_modified_us:.2f}x)")
+    print(
+        f"{'cached page (200)':28} {ours_rps:10.0f} req/s   {ours_us:6.1f} us CPU/request   "
+        f"{ours_rps / bare_rps:.2f}x bare (by CPU: {bare_us / ours_us:.2f}x)"
+    )
+    print(
+        f"{'conditional GET (304)':28} {not_modified_rps:10.0f} req/s   {not_modified_us:6.1f} us CPU/request   "
+        f"{not_modified_rps / ours_rps:.2f}x our 200s (by CPU: {ours_us / not_modified_us:.2f}x)"
+    )
 
 
 if __name__ == "__main__":

@@ -1,13 +1,16 @@
-"""Shared fixtures: a real Redis, the simulated ilos over loopback, and our app.
+"""Shared fixtures: a real Redis, the simulated ilos over loopback, our app, and a clock.
 
-Redis: $AGGREGATOR_TEST_REDIS_URL if set; else the Redis on 127.0.0.1:6379 if
-one answers (database 15, flushed per test); else a private `redis-server`
-started for the session. Tests that stop and restart Redis start their own.
+Redis: always a private `redis-server` on a free port, started for the test
+session (and flushed per test that asks for it clean); the tests never touch
+a Redis they did not start, such as the one on 6379. Tests that stop and
+restart Redis start one of their own.
+
+Time: apps under test read a `FakeClock`, so a test moves time past a TTL or a
+cool-down instead of sleeping it out.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -20,11 +23,15 @@ import pytest
 import redis
 
 from aggregator.config import Config, parse_config_text
-from aggregator.simulator import Simulator, demo_orgs
+from aggregator.samples import demo_orgs
+from aggregator.simulator import Simulator
 from aggregator.web import create_app
 
-KEYS = {"engineering": "sim-key-engineering-0001", "medicine": "sim-key-medicine-0002",
-        "hr": "sim-key-hr-0003"}
+KEYS = {
+    "engineering": "sim-key-engineering-0001",
+    "medicine": "sim-key-medicine-0002",
+    "hr": "sim-key-hr-0003",
+}
 NAMES = {"engineering": "Engineering", "medicine": "Medicine", "hr": "Human Resources"}
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
@@ -57,9 +64,22 @@ class RedisProcess:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 10
         while not redis_answers(self.url):
             if time.monotonic() > deadline:
@@ -73,15 +93,26 @@ class RedisProcess:
             self.proc = None
 
 
+class FakeClock:
+    """Epoch seconds that move only when the test says so; starts at the real time."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    url = os.environ.get("AGGREGATOR_TEST_REDIS_URL")
-    if url:
-        yield url
-        return
-    if redis_answers("redis://127.0.0.1:6379/15"):
-        yield "redis://127.0.0.1:6379/15"
-        return
     server = RedisProcess()
     server.start()
     yield server.url
@@ -119,21 +150,34 @@ def _toml_table(name: str, values: dict[str, object]) -> str:
         if isinstance(v, (list, tuple)):
             return "[" + ", ".join(value(x) for x in v) + "]"
         return str(v)
+
     return f"[{name}]\n" + "".join(f"{k} = {value(v)}\n" for k, v in values.items())
 
 
-def config_toml(sim: Simulator, *, server: dict | None = None, cache: dict | None = None,
-                upstream: dict | None = None, extra: str = "", orgs: dict[str, str] | None = None) -> str:
+def config_toml(
+    sim: Simulator,
+    *,
+    server: dict | None = None,
+    cache: dict | None = None,
+    upstream: dict | None = None,
+    extra: str = "",
+    orgs: dict[str, str] | None = None,
+) -> str:
     """A config for the simulator's orgs; the dicts override the test defaults key by key."""
     orgs = KEYS if orgs is None else orgs
     org_tables = "".join(
         f'\n[[orgs]]\nid = "{oid}"\nname = "{NAMES.get(oid, oid)}"\napi_key = "{key}"\n'
-        for oid, key in orgs.items())
-    return "\n".join([
-        _toml_table("server", {"public_url": "http://videos.test", "parse_workers": 0, **(server or {})}),
-        _toml_table("cache", cache or {}),
-        _toml_table("upstream", {"base_url": sim.base_url, "timeout": 2.0, **(upstream or {})}),
-        extra, org_tables])
+        for oid, key in orgs.items()
+    )
+    return "\n".join(
+        [
+            _toml_table("server", {"public_url": "http://videos.test", "parse_workers": 0, **(server or {})}),
+            _toml_table("cache", cache or {}),
+            _toml_table("upstream", {"base_url": sim.base_url, "timeout": 2.0, **(upstream or {})}),
+            extra,
+            org_tables,
+        ]
+    )
 
 
 def make_config(sim: Simulator, **kw) -> Config:
@@ -141,8 +185,8 @@ def make_config(sim: Simulator, **kw) -> Config:
 
 
 @pytest.fixture
-async def client(aiohttp_client, sim):
-    return await aiohttp_client(create_app(make_config(sim)))
+async def client(aiohttp_client, sim, clock):
+    return await aiohttp_client(create_app(make_config(sim), clock=clock))
 
 
 @pytest.fixture(scope="session")

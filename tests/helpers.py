@@ -6,8 +6,11 @@ from pathlib import Path
 
 from lxml import etree
 
-NS = {"a": "http://www.w3.org/2005/Atom", "media": "http://search.yahoo.com/mrss/",
-      "os": "http://a9.com/-/spec/opensearch/1.1/"}
+NS = {
+    "a": "http://www.w3.org/2005/Atom",
+    "media": "http://search.yahoo.com/mrss/",
+    "os": "http://a9.com/-/spec/opensearch/1.1/",
+}
 ATOM_RNG = etree.RelaxNG(etree.parse(str(Path(__file__).parent / "schemas" / "atom.rng")))
 
 

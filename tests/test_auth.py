@@ -14,14 +14,17 @@ from tests.helpers import NS, assert_valid_atom, link
 
 SP_TOKEN = "sharepoint-token-0123456789"
 HR_TOKEN = "hr-only-token-abcdefghijkl"
-CLIENTS = (f'[[clients]]\nname = "sharepoint"\ntoken = "{SP_TOKEN}"\n'
-           f'[[clients]]\nname = "hr-intranet"\ntoken = "env:HR_TOKEN"\norgs = ["hr"]\n')
+CLIENTS = (
+    f'[[clients]]\nname = "sharepoint"\ntoken = "{SP_TOKEN}"\n'
+    f'[[clients]]\nname = "hr-intranet"\ntoken = "env:HR_TOKEN"\norgs = ["hr"]\n'
+)
 
 
 @pytest.fixture
 async def secured(aiohttp_client, sim):
     from aggregator.config import parse_config_text
     from tests.conftest import config_toml
+
     config = parse_config_text(config_toml(sim, extra=CLIENTS), environ={"HR_TOKEN": HR_TOKEN})
     return await aiohttp_client(create_app(config))
 
@@ -32,12 +35,18 @@ def basic(token: str, user: str = "anyone") -> dict[str, str]:
 
 @pytest.mark.parametrize("path", ["/search.atom", "/search.rss", "/search.json", "/", "/suggest"])
 async def test_searches_need_a_token(secured, sim, path) -> None:
-    for headers in ({}, {"Authorization": "Bearer wrong-token-xxxxxxxxxx"}, basic("wrong"),
-                    {"Authorization": "Basic !!!"}):
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong-token-xxxxxxxxxx"},
+        basic("wrong"),
+        {"Authorization": "Basic !!!"},
+    ):
         resp = await secured.get(path, params={"q": "onboarding"}, headers=headers)
         assert resp.status == 401
         assert resp.headers.getall("WWW-Authenticate") == [
-            'Basic realm="ilos-aggregator", charset="UTF-8"', 'Bearer realm="ilos-aggregator"']
+            'Basic realm="ilos-aggregator", charset="UTF-8"',
+            'Bearer realm="ilos-aggregator"',
+        ]
         assert resp.headers["Cache-Control"] == "no-store"
     assert sim.calls(endpoint="search") == []
 
@@ -47,8 +56,9 @@ async def test_open_endpoints_stay_open(secured) -> None:
         assert (await secured.get(path)).status == 200, path
 
 
-@pytest.mark.parametrize("headers", [{"Authorization": f"Bearer {SP_TOKEN}"}, basic(SP_TOKEN),
-                                     basic(SP_TOKEN, user="")])
+@pytest.mark.parametrize(
+    "headers", [{"Authorization": f"Bearer {SP_TOKEN}"}, basic(SP_TOKEN), basic(SP_TOKEN, user="")]
+)
 async def test_bearer_and_basic(secured, headers) -> None:
     resp = await secured.get("/search.rss", params={"q": "onboarding"}, headers=headers)
     assert resp.status == 200
@@ -78,18 +88,27 @@ async def test_a_client_never_sees_other_orgs(secured, sim) -> None:
     hidden = await secured.get("/search.json", params={"q": "onboarding", "org": "medicine"}, headers=auth)
     assert hidden.status == 400 and (await hidden.json())["parameter"] == "org"
     # The full client's search fills the suggestions; the HR client is offered only HR's titles.
-    await secured.get("/search.atom", params={"q": "onboarding"}, headers={"Authorization": f"Bearer {SP_TOKEN}"})
-    everyone = (await (await secured.get("/suggest", params={"q": "resident"},
-                                         headers={"Authorization": f"Bearer {SP_TOKEN}"})).json())[1]
+    await secured.get(
+        "/search.atom", params={"q": "onboarding"}, headers={"Authorization": f"Bearer {SP_TOKEN}"}
+    )
+    everyone = (
+        await (
+            await secured.get(
+                "/suggest", params={"q": "resident"}, headers={"Authorization": f"Bearer {SP_TOKEN}"}
+            )
+        ).json()
+    )[1]
     hr_only = (await (await secured.get("/suggest", params={"q": "resident"}, headers=auth)).json())[1]
     assert everyone == ["Resident onboarding: rotas and on-call"] and hr_only == []
 
 
 async def test_one_page_cache_entry_per_client(secured) -> None:
-    full = await secured.get("/search.atom", params={"q": "onboarding"},
-                             headers={"Authorization": f"Bearer {SP_TOKEN}"})
-    hr = await secured.get("/search.atom", params={"q": "onboarding"},
-                           headers={"Authorization": f"Bearer {HR_TOKEN}"})
+    full = await secured.get(
+        "/search.atom", params={"q": "onboarding"}, headers={"Authorization": f"Bearer {SP_TOKEN}"}
+    )
+    hr = await secured.get(
+        "/search.atom", params={"q": "onboarding"}, headers={"Authorization": f"Bearer {HR_TOKEN}"}
+    )
     assert full.headers["ETag"] != hr.headers["ETag"]
 
 

@@ -18,8 +18,15 @@ from aggregator.web import create_app
 from tests.conftest import free_port, make_config
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 if not os.path.exists(CHROMIUM) and os.environ.get("CI") != "true":
     pytest.skip("Chromium is not installed (Debian: apt-get install chromium)", allow_module_level=True)
@@ -59,7 +66,9 @@ async def test_search_cards_and_pager(browser, site, artifacts) -> None:
     # The first cards' thumbnails really load: our stable URL, redirected to the signed image.
     await page.wait_for_function(
         "Array.from(document.querySelectorAll('ol.results img')).slice(0, 3)"
-        ".every(i => i.complete && i.naturalWidth > 0)", timeout=10_000)
+        ".every(i => i.complete && i.naturalWidth > 0)",
+        timeout=10_000,
+    )
     first_title = await page.locator("ol.results h2 a").first.inner_text()
     summary = await page.locator("p.summary").inner_text()
     total = int(re.search(r"of (\d+)", summary).group(1))
@@ -77,23 +86,36 @@ async def test_search_cards_and_pager(browser, site, artifacts) -> None:
 
 async def test_embedded_page_in_an_iframe(browser, site, artifacts, aiohttp_server) -> None:
     """An intranet page on another origin frames the compact layout (CSP frame-ancestors *)."""
+
     async def intranet_page(request: web.Request) -> web.Response:
-        return web.Response(content_type="text/html", text=(
-            f'<!doctype html><h1>Intranet</h1><iframe title="videos" src="{site}/embed?q=onboarding"'
-            ' width="800" height="560"></iframe>'))
+        return web.Response(
+            content_type="text/html",
+            text=(
+                f'<!doctype html><h1>Intranet</h1><iframe title="videos" src="{site}/embed?q=onboarding"'
+                ' width="800" height="560"></iframe>'
+            ),
+        )
 
     intranet = web.Application()
     intranet.router.add_get("/", intranet_page)
     other = await aiohttp_server(intranet)
     page = await browser.new_page(viewport={"width": 900, "height": 700}, color_scheme="dark")
     errors: list[str] = []  # ours only: the stand-in intranet has no favicon, for one
-    page.on("console", lambda m: errors.append(m.text)
-            if m.type == "error" and m.location.get("url", "").startswith(site) else None)
+    page.on(
+        "console",
+        lambda m: (
+            errors.append(m.text)
+            if m.type == "error" and m.location.get("url", "").startswith(site)
+            else None
+        ),
+    )
     await page.goto(str(other.make_url("/")))
     frame = page.frame_locator("iframe")
     await frame.locator("ol.results li").first.wait_for()
     assert await frame.locator("ol.results .duration").count() > 0
-    target = await frame.locator("ol.results h2 a").first.evaluate("a => a.target || document.querySelector('base').target")
+    target = await frame.locator("ol.results h2 a").first.evaluate(
+        "a => a.target || document.querySelector('base').target"
+    )
     assert target == "_top"  # videos open in the whole window, not in the frame
     await page.screenshot(path=str(artifacts / "embedded-dark.png"))
     assert errors == []  # framing allowed, nothing blocked by the page's CSP

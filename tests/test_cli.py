@@ -50,8 +50,12 @@ def alive(pid: int) -> bool:
 
 def test_demo_answers_and_stops_on_ctrl_c() -> None:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "aggregator", "demo", "--port", str(port)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aggregator", "demo", "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         wait_until_up(f"http://127.0.0.1:{port}/healthz", proc)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/search.atom?q=onboarding") as resp:
@@ -69,13 +73,21 @@ def test_serve_with_workers_stops_every_process(tmp_path) -> None:
     port = free_port()
     config = tmp_path / "aggregator.toml"
     config.write_text(f'[server]\nport = {port}\nparse_workers = 1\n[[orgs]]\nid = "a"\napi_key = "k"\n')
-    proc = subprocess.Popen([sys.executable, "-m", "aggregator", "serve", "--config", str(config),
-                             "--workers", "2"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aggregator", "serve", "--config", str(config), "--workers", "2"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         wait_until_up(f"http://127.0.0.1:{port}/healthz", proc)
-        time.sleep(1.0)  # both workers and their parse processes are up
+        # Two workers, each with a parse process (and the resource tracker): poll until all are up.
+        deadline = time.monotonic() + 30
         children = descendants(proc.pid)
-        assert len(children) >= 4  # two workers, each with a parse process (and the resource tracker)
+        while len(children) < 4 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            children = descendants(proc.pid)
+        assert len(children) >= 4
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=30)

@@ -37,7 +37,9 @@ def test_defaults_and_overrides() -> None:
         '[server]\nhost = "0.0.0.0"\nport = 9000\npublic_url = "https://videos.example.edu/"\n'
         '[upstream]\nbase_url = "https://api.vidgrid.com"\nmetadata_path = "/v1/video/metadata"\n'
         '[[orgs]]\nid = "a"\napi_key = "k1"\n'
-        '[[orgs]]\nid = "b"\nname = "B"\napi_key = "k2"\nbase_url = "https://api.ilosvideos.com"\n', {})
+        '[[orgs]]\nid = "b"\nname = "B"\napi_key = "k2"\nbase_url = "https://api.ilosvideos.com"\n',
+        {},
+    )
     assert config.server.public_url == "https://videos.example.edu"
     assert [o.base_url for o in config.orgs] == ["https://api.vidgrid.com", "https://api.ilosvideos.com"]
     assert [o.name for o in config.orgs] == ["a", "B"]  # the name defaults to the id
@@ -50,7 +52,8 @@ def test_every_problem_is_reported_at_once_by_key_path() -> None:
         '[[orgs]]\nid = "Eng X"\napi_key = "k"\n'
         '[[orgs]]\nid = "b"\napi_key = "env:MISSING_KEY"\n'
         '[[orgs]]\nid = "b"\napi_key = "k3"\ncolour = "blue"\n'
-        '[[orgs]]\nid = "c"\nname = "C"\n')
+        '[[orgs]]\nid = "c"\nname = "C"\n'
+    )
     assert found == [
         "upstream.base_url: must be an absolute http:// or https:// URL",
         "upstream.timeout: must be a number greater than 0 and at most 120",
@@ -72,11 +75,15 @@ def test_empty_org_list_and_bad_types() -> None:
 
 
 def test_clients_need_long_unique_tokens_and_known_orgs() -> None:
-    found = problems('[[orgs]]\nid = "a"\napi_key = "k"\n'
-                     '[[clients]]\nname = "sp"\ntoken = "short"\n'
-                     '[[clients]]\nname = "x"\ntoken = "a-long-enough-token-1"\norgs = ["nope"]\n')
-    assert found == ["clients[0].token: must be at least 16 characters",
-                     "clients[1].orgs: names an organisation that is not configured"]
+    found = problems(
+        '[[orgs]]\nid = "a"\napi_key = "k"\n'
+        '[[clients]]\nname = "sp"\ntoken = "short"\n'
+        '[[clients]]\nname = "x"\ntoken = "a-long-enough-token-1"\norgs = ["nope"]\n'
+    )
+    assert found == [
+        "clients[0].token: must be at least 16 characters",
+        "clients[1].orgs: names an organisation that is not configured",
+    ]
 
 
 def test_values_are_never_echoed() -> None:
@@ -87,14 +94,22 @@ def test_values_are_never_echoed() -> None:
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "aggregator", *args], capture_output=True,
-                          text=True, env=env, cwd=ROOT, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "aggregator", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=60,
+    )
 
 
 def test_check_config_command(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
-    bad.write_text(f'[upstream]\ntimeout = -1\n[[orgs]]\nid = "UPPER"\napi_key = "{SECRET}"\n'
-                   '[[orgs]]\nid = "b"\napi_key = "env:NOT_SET_ANYWHERE"\n')
+    bad.write_text(
+        f'[upstream]\ntimeout = -1\n[[orgs]]\nid = "UPPER"\napi_key = "{SECRET}"\n'
+        '[[orgs]]\nid = "b"\napi_key = "env:NOT_SET_ANYWHERE"\n'
+    )
     result = run_cli("check-config", "--config", str(bad), env={"PATH": "/usr/bin:/bin"})
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
@@ -106,8 +121,9 @@ def test_check_config_command(tmp_path: Path) -> None:
 
     good = tmp_path / "good.toml"
     good.write_text('[[orgs]]\nid = "a"\napi_key = "env:K"\n')
-    result = run_cli("check-config", env={"PATH": "/usr/bin:/bin", "AGGREGATOR_CONFIG": str(good),
-                                          "K": SECRET})
+    result = run_cli(
+        "check-config", env={"PATH": "/usr/bin:/bin", "AGGREGATOR_CONFIG": str(good), "K": SECRET}
+    )
     assert result.returncode == 0, result.stderr
     assert "1 organisations" in result.stdout and SECRET not in result.stdout
 

@@ -155,11 +155,15 @@ async def test_paging_walks_every_result_once_in_every_format(client, sim, fmt) 
         if fmt == "atom":
             doc = etree.fromstring(body)
             seen += [e.findtext(f"{{{ATOM}}}id") for e in doc.findall(f"{{{ATOM}}}entry")]
-            nxt = next((l.get("href") for l in doc.findall(f"{{{ATOM}}}link") if l.get("rel") == "next"), None)
+            nxt = next(
+                (l.get("href") for l in doc.findall(f"{{{ATOM}}}link") if l.get("rel") == "next"), None
+            )
         elif fmt == "rss":
             channel = etree.fromstring(body).find("channel")
             seen += [i.findtext("guid") for i in channel.findall("item")]
-            nxt = next((l.get("href") for l in channel.findall(f"{{{ATOM}}}link") if l.get("rel") == "next"), None)
+            nxt = next(
+                (l.get("href") for l in channel.findall(f"{{{ATOM}}}link") if l.get("rel") == "next"), None
+            )
         elif fmt == "json":
             doc = json.loads(body)
             seen += [i["id"] for i in doc["items"]]
@@ -190,7 +194,9 @@ async def test_json_feed_fields(client) -> None:
     assert feed["feed_url"] == "http://videos.test/search.json?q=onboarding&count=3&startIndex=1"
     assert feed["next_url"].endswith("startIndex=4")
     item = feed["items"][0]
-    assert {"id", "url", "title", "summary", "content_text", "date_published", "image", "authors"} <= set(item)
+    assert {"id", "url", "title", "summary", "content_text", "date_published", "image", "authors"} <= set(
+        item
+    )
     assert set(item["_ilos"]) >= {"randtag", "duration_ms", "orgs", "embed_url"}
     assert item["id"] == "urn:ilos:video:" + item["_ilos"]["randtag"]
     assert item["date_published"].endswith("Z")
@@ -214,7 +220,10 @@ async def test_description_document(client) -> None:
     assert short and len(short) <= 16
     for tag in ("LongName", "Description", "Tags"):
         assert doc.findtext(f"{{{OS}}}{tag}")
-    assert doc.findtext(f"{{{OS}}}InputEncoding") == "UTF-8" and doc.findtext(f"{{{OS}}}OutputEncoding") == "UTF-8"
+    assert (
+        doc.findtext(f"{{{OS}}}InputEncoding") == "UTF-8"
+        and doc.findtext(f"{{{OS}}}OutputEncoding") == "UTF-8"
+    )
     assert doc.find(f"{{{OS}}}Query").get("role") == "example"
     templates = {u.get("type"): u.get("template") for u in doc.findall(f"{{{OS}}}Url")}
     paged = "q={searchTerms}&count={count?}&startIndex={startIndex?}"
@@ -239,8 +248,9 @@ async def test_description_document(client) -> None:
 
 
 async def test_description_is_configurable(aiohttp_client, sim) -> None:
-    extra = ('[description]\nshort_name = "Uni videos"\ncontact = "video@example.edu"\n'
-             'example_query = "welcome"\n')
+    extra = (
+        '[description]\nshort_name = "Uni videos"\ncontact = "video@example.edu"\nexample_query = "welcome"\n'
+    )
     client = await aiohttp_client(create_app(make_config(sim, extra=extra)))
     doc = etree.fromstring(await (await client.get("/opensearch.xml")).read())
     assert doc.findtext(f"{{{OS}}}ShortName") == "Uni videos"

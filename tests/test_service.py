@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from aggregator.simulator import search_catalog
-from aggregator.videos import format_duration
+from aggregator.model import format_duration
 from aggregator.web import create_app
 from tests.conftest import KEYS, make_config
 from tests.helpers import NS, assert_valid_atom, entry_ids, link
@@ -101,10 +101,11 @@ async def test_one_failing_org_never_fails_the_answer(client, sim) -> None:
     assert resp.status == 200
     doc = assert_valid_atom(await resp.read())
     assert sorted(entry_ids(doc)) == sorted(
-        f"urn:ilos:video:{t}" for t in expected_matches(sim, "onboarding", ["engineering"]))
+        f"urn:ilos:video:{t}" for t in expected_matches(sim, "onboarding", ["engineering"])
+    )
     timing = resp.headers["Server-Timing"]
-    assert 'org-engineering;dur=' in timing and 'desc="ok"' in timing
-    assert 'org-medicine;' in timing and 'desc="error"' in timing
+    assert "org-engineering;dur=" in timing and 'desc="ok"' in timing
+    assert "org-medicine;" in timing and 'desc="error"' in timing
     assert 'desc="denied"' in timing
 
 
@@ -117,14 +118,14 @@ async def test_timeouts_malformed_and_oversized_orgs(aiohttp_client, sim) -> Non
     assert resp.status == 200
     assert_valid_atom(await resp.read())
     timing = resp.headers["Server-Timing"]
-    assert 'org-engineering;' in timing and 'desc="timeout"' in timing
+    assert "org-engineering;" in timing and 'desc="timeout"' in timing
     assert timing.count('desc="error"') == 2
 
 
 async def test_rate_limited_org_is_skipped_until_retry_after(client, sim) -> None:
     sim.org("hr").fault = "429"
     first = await client.get("/search.atom", params={"q": "benefits"})
-    assert 'org-hr;' in first.headers["Server-Timing"]
+    assert "org-hr;" in first.headers["Server-Timing"]
     before = len(sim.calls("hr", "search"))
     second = await client.get("/search.atom", params={"q": "payroll"})
     assert 'desc="skipped"' in second.headers["Server-Timing"]
@@ -144,18 +145,24 @@ async def test_videos_whose_duration_fails_are_still_listed(client, sim) -> None
     assert len(with_durations) == len(doc.findall("a:entry", NS)) - 1
 
 
-@pytest.mark.parametrize("params, message", [
-    ({}, "q: is required"),
-    ({"q": "x" * 257}, "q: must be at most 256 characters"),
-    ({"q": "a", "count": "0"}, "count: must be a whole number from 1 to 100"),
-    ({"q": "a", "count": "101"}, "count: must be a whole number from 1 to 100"),
-    ({"q": "a", "count": "ten"}, "count: must be a whole number from 1 to 100"),
-    ({"q": "a", "startIndex": "0"}, "startIndex: must be a whole number from 1 to 100000"),
-    ({"q": "a", "startPage": "-1"}, "startPage: must be a whole number from 1 to 100000"),
-    ({"q": "a", "sort": "views"}, "sort: must be relevance or date"),
-    ({"q": "a", "org": "engineering,nope"}, "org: must be a comma-separated list of known organisation ids"),
-    ({"q": "a\x00b"}, "q: must not contain control characters"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({}, "q: is required"),
+        ({"q": "x" * 257}, "q: must be at most 256 characters"),
+        ({"q": "a", "count": "0"}, "count: must be a whole number from 1 to 100"),
+        ({"q": "a", "count": "101"}, "count: must be a whole number from 1 to 100"),
+        ({"q": "a", "count": "ten"}, "count: must be a whole number from 1 to 100"),
+        ({"q": "a", "startIndex": "0"}, "startIndex: must be a whole number from 1 to 100000"),
+        ({"q": "a", "startPage": "-1"}, "startPage: must be a whole number from 1 to 100000"),
+        ({"q": "a", "sort": "views"}, "sort: must be relevance or date"),
+        (
+            {"q": "a", "org": "engineering,nope"},
+            "org: must be a comma-separated list of known organisation ids",
+        ),
+        ({"q": "a\x00b"}, "q: must not contain control characters"),
+    ],
+)
 async def test_bad_parameters_are_400s_naming_the_rule(client, sim, params, message) -> None:
     resp = await client.get("/search.atom", params=params)
     assert resp.status == 400
@@ -191,7 +198,10 @@ async def test_description_health_and_page(client) -> None:
     resp = await client.get("/opensearch.xml")
     assert resp.content_type == "application/opensearchdescription+xml"
     text = await resp.text()
-    assert 'template="http://videos.test/search.atom?q={searchTerms}&amp;count={count?}&amp;startIndex={startIndex?}"' in text
+    assert (
+        'template="http://videos.test/search.atom?q={searchTerms}&amp;count={count?}&amp;startIndex={startIndex?}"'
+        in text
+    )
     assert (await (await client.get("/healthz")).text()).strip() == "ok"
     page = await client.get("/", params={"q": "onboarding"})
     html = await page.text()
@@ -228,11 +238,12 @@ async def test_a_dead_parse_worker_is_replaced(aiohttp_client, sim) -> None:
     """A worker killed (for memory, say) must not break every later search."""
     import os
     import signal as signals
-    from aggregator.web import SEARCHER
+    from aggregator.web import PARSE_POOL
+
     app = create_app(make_config(sim, server={"parse_workers": 1}))
     client = await aiohttp_client(app)
     assert (await client.get("/search.atom", params={"q": "onboarding"})).status == 200
-    pool = app[SEARCHER].answers.parse_pool
+    pool = app[PARSE_POOL]
     for pid in list(pool._executor._processes):
         os.kill(pid, signals.SIGKILL)
     resp = await client.get("/search.atom", params={"q": "lecture", "count": "100"})
@@ -242,12 +253,39 @@ async def test_a_dead_parse_worker_is_replaced(aiohttp_client, sim) -> None:
 
 async def test_hostile_query_strings_never_cause_a_5xx(client, sim) -> None:
     import random
+
     rng = random.Random(7)
-    pieces = ["q=onboarding", "q=", "q=%ff%fe", "q=%00", "q=%E2%80%AE", "q=" + "a" * 300, "q=a&q=b",
-              "count=0", "count=-1", "count=%EF%BC%91", "count=1e3", "count=99999999999999999999",
-              "startIndex=+5", "startIndex=1.5", "startPage=0", "startPage=9999999", "sort=", "sort=DATE",
-              "org=", "org=,,,", "org=engineering,engineering", "org=../../etc", "key=", "embed=1",
-              "%zz=1", "&&&", "q=%3Cscript%3E", "q=" + "%F0%9F%98%80" * 40, "count=20&count=30"]
+    pieces = [
+        "q=onboarding",
+        "q=",
+        "q=%ff%fe",
+        "q=%00",
+        "q=%E2%80%AE",
+        "q=" + "a" * 300,
+        "q=a&q=b",
+        "count=0",
+        "count=-1",
+        "count=%EF%BC%91",
+        "count=1e3",
+        "count=99999999999999999999",
+        "startIndex=+5",
+        "startIndex=1.5",
+        "startPage=0",
+        "startPage=9999999",
+        "sort=",
+        "sort=DATE",
+        "org=",
+        "org=,,,",
+        "org=engineering,engineering",
+        "org=../../etc",
+        "key=",
+        "embed=1",
+        "%zz=1",
+        "&&&",
+        "q=%3Cscript%3E",
+        "q=" + "%F0%9F%98%80" * 40,
+        "count=20&count=30",
+    ]
     paths = ["/", "/embed", "/search.atom", "/search.rss", "/search.json", "/suggest"]
     for _ in range(150):
         query = "&".join(rng.sample(pieces, rng.randint(1, 4)))

@@ -1,19 +1,58 @@
-"""What the service knows about a video, and how a duration is written for people.
+"""What the service knows, as plain frozen data; this module imports nothing of ours.
 
 A `Video` is one organisation's view of one ilos video, as parsed from that
 organisation's search answer. A `Result` is a video after the merge: every
-organisation that returned it, and its rank score. Both are frozen: they are
+organisation that returned it, and its rank score. `OrgStatus` is what
+happened to one organisation in one search (the contract's `Server-Timing`
+descs) and `OrgReport` carries it with its time. Everything is frozen: it is
 cached, shared between requests and sent between processes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 ID_PREFIX = "urn:ilos:video:"
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+# Wall-clock time in epoch seconds. Everything that decides an expiry reads one
+# of these, so tests move time forward instead of sleeping it out.
+Clock = Callable[[], float]
+
+
+class OrgStatus(StrEnum):
+    """What one org contributed to one answer (contract: "Behaviour under load")."""
+
+    OK = "ok"  # asked now, and it answered
+    CACHED = "cached"  # its fresh answer was in the cache
+    STALE = "stale"  # its last good answer, because asking failed or is under way
+    TIMEOUT = "timeout"
+    ERROR = "error"
+    SKIPPED = "skipped"  # not asked: cooling down after a 429 or repeated failures
+    DENIED = "denied"  # 401/403: the org key was refused
+
+    @property
+    def good(self) -> bool:
+        """A fresh answer: nothing about this org needs saying to the user."""
+        return self in (OrgStatus.OK, OrgStatus.CACHED)
+
+    @classmethod
+    def parse(cls, raw: str | bytes) -> OrgStatus:
+        """A status read back from a shared store; anything unknown counts as an error."""
+        text = raw.decode("ascii", "replace") if isinstance(raw, bytes) else raw
+        try:
+            return cls(text)
+        except ValueError:
+            return cls.ERROR
+
+
+class Sort(StrEnum):
+    RELEVANCE = "relevance"
+    DATE = "date"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,12 +92,13 @@ class Video:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Video:
+        """Raises KeyError, TypeError or ValueError for a record of another shape."""
         published = data.get("published")
         return cls(
-            randtag=data["randtag"],
-            title=data["title"],
-            link=data["link"],
-            embed_url=data["embed_url"],
+            randtag=str(data["randtag"]),
+            title=str(data["title"]),
+            link=str(data["link"]),
+            embed_url=str(data["embed_url"]),
             summary=data.get("summary") or "",
             published=datetime.fromisoformat(published) if published else None,
             author=data.get("author"),
@@ -75,6 +115,16 @@ class Result:
     video: Video
     orgs: tuple[str, ...]
     score: float
+
+
+@dataclass(frozen=True, slots=True)
+class OrgReport:
+    """What happened to one org in one search; it becomes the `Server-Timing` metric `org-<id>`."""
+
+    org_id: str
+    status: OrgStatus
+    elapsed_ms: float
+    detail: str = ""  # safe to log and show: never a key or upstream text
 
 
 def format_duration(duration_ms: int | None) -> str:

@@ -1,0 +1,89 @@
+"""The human search page at `/` (and its compact layout at `/embed`), and what protects it.
+
+Rendered server-side from templates/search.html with autoescaping; the page
+runs no script at all, and its Content-Security-Policy says so, so nothing
+from upstream can run in a reader's browser or in the intranet that frames it.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import jinja2
+
+from aggregator import PRODUCT, __version__
+from aggregator.model import format_duration
+from aggregator.presentation import View
+from aggregator.resources import template
+
+MEDIA_TYPE = "text/html"
+STYLESHEET = template("search.css").read_bytes()
+
+
+def _environment() -> jinja2.Environment:
+    source = template("search.html").read_text(encoding="utf-8")
+    env = jinja2.Environment(
+        loader=jinja2.DictLoader({"search.html": source}),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["duration"] = format_duration
+    return env
+
+
+_TEMPLATE = _environment().get_template("search.html")
+
+
+def render_page(view: View) -> bytes:
+    """A page of results (the registry's renderer for `html`)."""
+    return _render(
+        base_url=view.base_url,
+        short_name=view.short_name,
+        q=view.page.params.q,
+        view=view,
+        troubled=view.troubled,
+        embed=view.variant == "embed",
+        sort=view.page.params.sort,
+    ).encode()
+
+
+def render_form(
+    base_url: str, short_name: str, *, q: str = "", error: str | None = None, embed: bool = False
+) -> str:
+    """The page without results: the empty search form, or a search that could not be run."""
+    return _render(base_url=base_url, short_name=short_name, q=q, error=error, embed=embed)
+
+
+def _render(**values: object) -> str:
+    context: dict[str, object] = {
+        "q": "",
+        "error": None,
+        "view": None,
+        "troubled": [],
+        "embed": False,
+        "sort": "relevance",
+        "version": __version__,
+        "product": PRODUCT,
+    }
+    context.update(values)
+    return _TEMPLATE.render(context)
+
+
+def security_headers(public_url: str, frame_ancestors: tuple[str, ...]) -> dict[str, str]:
+    """Nothing from upstream may run on the page: no script at all, styles from us only.
+
+    Thumbnails redirect to upstream's image hosts, which are not known in
+    advance, hence images from any http(s) origin.
+    """
+    base = urlsplit(public_url)
+    csp = (
+        "default-src 'none'; img-src 'self' https: http: data:; style-src 'self'; "
+        f"form-action 'self' {base.scheme}://{base.netloc}; base-uri 'none'; "
+        f"frame-ancestors {' '.join(frame_ancestors)}"
+    )
+    return {
+        "Content-Security-Policy": csp,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "strict-origin-when-cross-origin",
+    }

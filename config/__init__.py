@@ -1,0 +1,1 @@
+"""The example and demo configurations, shipped as package data (aggregator.configs)."""
