@@ -11,6 +11,7 @@ import asyncio
 import re
 import sys
 import time
+from typing import ClassVar
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -27,10 +28,11 @@ def redact(path_qs: str) -> str:
 
 
 class AccessLogger(AbstractAccessLogger):
-    _lines: list[str] = []
-    _flush_scheduled = False
-    _stamp_second = -1
-    _stamp = ""
+    # Shared by every logger of the process: one buffer, one pending flush.
+    _lines: ClassVar[list[str]] = []
+    _flush_scheduled: ClassVar[bool] = False
+    _stamp_second: ClassVar[int] = -1
+    _stamp: ClassVar[str] = ""
 
     @property
     def enabled(self) -> bool:

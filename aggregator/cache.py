@@ -17,8 +17,8 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
-from typing import Any, Protocol, TypeVar
+from contextlib import asynccontextmanager, suppress
+from typing import Any, Protocol, TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -115,11 +115,13 @@ class RedisCache:
     def __init__(self, client: aioredis.Redis) -> None:
         self.client = client
 
+    # The client is made without decode_responses, so values come back as bytes;
+    # redis-py's annotations allow str too, hence the casts.
     async def get(self, key: str) -> bytes | None:
-        return await self.client.get(key)
+        return cast("bytes | None", await self.client.get(key))
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
-        return list(await self.client.mget(keys)) if keys else []
+        return cast("list[bytes | None]", list(await self.client.mget(keys))) if keys else []
 
     async def set(self, key: str, value: bytes, ttl: float) -> None:
         await self.client.set(key, value, px=_px(ttl))
@@ -144,10 +146,8 @@ class RedisCache:
 
     async def reset(self) -> None:
         """Drop pooled connections: after an outage they are all dead."""
-        try:
+        with suppress(RedisError, OSError):
             await self.client.connection_pool.disconnect()
-        except (RedisError, OSError):
-            pass
 
 
 def _px(ttl: float) -> int:

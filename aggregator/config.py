@@ -149,7 +149,7 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.enviro
     root = _Table(data, "", problems)
 
     server_t = root.table("server")
-    host = server_t.string("host", _SERVER.host)
+    host = server_t.string("host", _SERVER.host) or _SERVER.host
     port = server_t.integer("port", _SERVER.port, 0, 65535)
     public_url = server_t.url("public_url", None)
     parse_workers = server_t.integer("parse_workers", _SERVER.parse_workers, 0, 64)

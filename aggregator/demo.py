@@ -12,8 +12,8 @@ import logging
 from urllib.parse import quote
 
 from aggregator.config import Config
-from aggregator.server import serve_forever
 from aggregator.samples import demo_orgs
+from aggregator.server import serve_forever
 from aggregator.simulator import Simulator
 
 log = logging.getLogger(__name__)

@@ -16,10 +16,17 @@ OPENSEARCH_NS = "http://a9.com/-/spec/opensearch/1.1/"
 PAGING = "count={count?}&startIndex={startIndex?}"
 
 
+def _document() -> etree._Element:
+    """An empty OpenSearchDescription in the OpenSearch 1.1 namespace, as the default namespace."""
+    # None is lxml's key for the default namespace; lxml-stubs do not allow it.
+    nsmap: dict[str | None, str] = {None: OPENSEARCH_NS}
+    return etree.Element(f"{{{OPENSEARCH_NS}}}OpenSearchDescription", nsmap=nsmap)  # type: ignore[arg-type]
+
+
 def render_description(config: Config) -> bytes:
     base = config.server.public_url
     d = config.description
-    root = etree.Element(f"{{{OPENSEARCH_NS}}}OpenSearchDescription", nsmap={None: OPENSEARCH_NS})
+    root = _document()
 
     def add(tag: str, text: str | None = None, **attrs: str) -> None:
         el = etree.SubElement(root, f"{{{OPENSEARCH_NS}}}{tag}", attrs)
@@ -58,7 +65,7 @@ def render_osdx(config: Config) -> bytes:
     """
     base = config.server.public_url
     d = config.description
-    root = etree.Element(f"{{{OPENSEARCH_NS}}}OpenSearchDescription", nsmap={None: OPENSEARCH_NS})
+    root = _document()
     etree.SubElement(root, f"{{{OPENSEARCH_NS}}}ShortName").text = d.short_name
     etree.SubElement(root, f"{{{OPENSEARCH_NS}}}Description").text = d.description
     etree.SubElement(

@@ -11,6 +11,7 @@ searches that need the same video's duration share one request.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
 import aiohttp
@@ -43,7 +44,7 @@ class DurationLookups:
         pending: dict[str, asyncio.Task[int | None]] = {}
         missing = [t for t in randtags if t not in self._inflight]
         cached = await self.cache.get_many([cache_keys.key("duration", t) for t in missing])
-        for tag, value in zip(missing, cached):
+        for tag, value in zip(missing, cached, strict=False):
             if value is not None:
                 found[tag] = None if value == UNKNOWN else int(value)
         for tag in randtags:
@@ -53,11 +54,14 @@ class DurationLookups:
             if task is None:
                 task = asyncio.ensure_future(self._lookup(org, tag))
                 self._inflight[tag] = task
-                task.add_done_callback(lambda _t, tag=tag: self._inflight.pop(tag, None))
+                task.add_done_callback(functools.partial(self._landed, tag))
             pending[tag] = task
         for tag, task in pending.items():
             found[tag] = await asyncio.shield(task)
         return found
+
+    def _landed(self, randtag: str, _task: asyncio.Task[int | None]) -> None:
+        self._inflight.pop(randtag, None)
 
     async def _lookup(self, org: Org, randtag: str) -> int | None:
         limit = self._limits.get(org.id)

@@ -40,13 +40,13 @@ class OpenSearchExtension(BaseExtension):  # type: ignore[misc]  # feedgen is un
     def response(
         self, *, total: int, start_index: int, items_per_page: int, search_terms: str, count: int
     ) -> None:
-        self._response = dict(
-            total=total,
-            start_index=start_index,
-            items_per_page=items_per_page,
-            search_terms=search_terms,
-            count=count,
-        )
+        self._response = {
+            "total": total,
+            "start_index": start_index,
+            "items_per_page": items_per_page,
+            "search_terms": search_terms,
+            "count": count,
+        }
 
     def _write(self, parent: etree._Element) -> None:
         r = self._response

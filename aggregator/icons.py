@@ -5,9 +5,12 @@ from __future__ import annotations
 import functools
 import struct
 import zlib
+from collections.abc import Callable
+
+RGBA = tuple[int, int, int, int]
 
 
-def png(width: int, height: int, pixel) -> bytes:
+def png(width: int, height: int, pixel: Callable[[int, int], RGBA]) -> bytes:
     """An RGBA PNG whose pixel (x, y) -> (r, g, b, a) is given by `pixel`."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
@@ -29,7 +32,7 @@ def play_icon(size: int) -> bytes:
     radius = size * 0.22
     blue, white, clear = (29, 78, 216, 255), (255, 255, 255, 255), (0, 0, 0, 0)
 
-    def pixel(x: int, y: int):
+    def pixel(x: int, y: int) -> RGBA:
         cx, cy = x + 0.5, y + 0.5
         dx = max(radius - cx, 0, cx - (size - radius))
         dy = max(radius - cy, 0, cy - (size - radius))

@@ -9,6 +9,7 @@ run one worker per container.
 from __future__ import annotations
 
 from collections import Counter as Tally
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily
@@ -60,7 +61,7 @@ class _PagesCollector:
     def __init__(self, tally: Tally[tuple[str, str]]) -> None:
         self.tally = tally
 
-    def collect(self):
+    def collect(self) -> Iterator[CounterMetricFamily]:
         family = CounterMetricFamily(
             "ilosagg_pages",
             "Search pages served, by format and whether the rendered page was reused",

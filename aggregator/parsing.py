@@ -73,7 +73,8 @@ def feedparser_entries(body: bytes) -> list[Any]:
     doc = feedparser.parse(body, sanitize_html=False, resolve_relative_uris=False)
     if not doc.get("version"):
         raise UnparseableAnswer("not an RSS or Atom document")
-    return doc.entries
+    entries: list[Any] = doc.entries
+    return entries
 
 
 MEDIA_NS = "http://search.yahoo.com/mrss/"
@@ -106,12 +107,15 @@ def _rss_entries(body: bytes) -> list[dict[str, Any]] | None:
         root = etree.fromstring(body, _XML_PARSER)
     except (etree.XMLSyntaxError, ValueError):
         return None
-    if root.tag != "rss" or root.get("version") != "2.0" or root.find("channel") is None:
+    if root.tag != "rss" or root.get("version") != "2.0":
         return None
     if body.lstrip()[:9].lower().startswith(b"<!doctype") or b"<!DOCTYPE" in body[:512]:
         return None  # entity declarations: feedparser's business
     entries = []
-    for item in root.find("channel").iterfind("item"):
+    channel = root.find("channel")
+    if channel is None:
+        return None
+    for item in channel.iterfind("item"):
         entry: dict[str, Any] = {}
         for child in item:
             tag = child.tag
@@ -243,14 +247,14 @@ def _video_from_entry(entry: Any) -> Video | None:
 def _http_url(value: Any) -> str | None:
     if not isinstance(value, str):
         return None
-    value = value.strip()
+    url: str = value.strip()
     try:
-        parts = urlsplit(value)
+        parts = urlsplit(url)
     except ValueError:
         return None
-    if parts.scheme not in ("http", "https") or not parts.hostname or len(value) > 2048:
+    if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2048:
         return None
-    return value
+    return url
 
 
 def _randtag(entry: Any, link: str | None) -> str | None:

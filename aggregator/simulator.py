@@ -110,8 +110,8 @@ class Simulator:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
-        sock = site._server.sockets[0]  # type: ignore[union-attr]
-        self.base_url = f"http://{host}:{sock.getsockname()[1]}"
+        bound_port = self._runner.addresses[0][1]
+        self.base_url = f"http://{host}:{bound_port}"
         return self.base_url
 
     async def stop(self) -> None:

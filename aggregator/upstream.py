@@ -121,7 +121,7 @@ def parse_metadata_answer(body: bytes) -> tuple[int | None, str]:
         ms = int(str(data.get("ms", "0") or "0"))
     except (KeyError, ValueError):
         return None, "metadata answer has no usable duration"
-    if min(parts + [ms]) < 0:
+    if min([*parts, ms]) < 0:
         return None, "metadata answer has a negative duration"
     return ((parts[0] * 60 + parts[1]) * 60 + parts[2]) * 1000 + ms, ""
 
@@ -137,8 +137,16 @@ async def _request(
 ) -> Fetched:
     started = time.perf_counter()
 
-    def done(outcome: Outcome, **kw: object) -> Fetched:
-        return Fetched(outcome, (time.perf_counter() - started) * 1000, **kw)  # type: ignore[arg-type]
+    def done(
+        outcome: Outcome,
+        *,
+        status: int | None = None,
+        body: bytes = b"",
+        retry_after: float | None = None,
+        detail: str = "",
+    ) -> Fetched:
+        elapsed = (time.perf_counter() - started) * 1000
+        return Fetched(outcome, elapsed, body=body, status=status, retry_after=retry_after, detail=detail)
 
     try:
         async with session.request(

@@ -41,7 +41,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 CONFIG = web.AppKey("config", Config)
 CLOCK = web.AppKey[Clock]("clock")
-CACHE = web.AppKey("cache", Cache)  # type: ignore[type-abstract]  # a Protocol: any backend
+CACHE = web.AppKey[Cache]("cache")
 PAGES = web.AppKey("pages", MemoryCache)
 RENDERING = web.AppKey[dict[str, "asyncio.Task[CachedPage]"]]("rendering")
 SEARCHER = web.AppKey("searcher", Searcher)

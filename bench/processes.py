@@ -6,7 +6,6 @@ simulated upstream do not share an event loop or a GIL.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import socket
@@ -35,7 +34,7 @@ def wait_for(url: str, timeout: float = 30.0) -> None:
                     return
         except Exception:
             if time.monotonic() > deadline:
-                raise TimeoutError(url)
+                raise TimeoutError(url) from None
             time.sleep(0.1)
 
 

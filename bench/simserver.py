@@ -32,8 +32,15 @@ def uniform_orgs(count: int, videos_each: int, *, latency: float, metadata_laten
     for i in range(count):
         rng = random.Random(f"bench:{i}")
         videos = [make_video(rng, f"Lecture {n + 1}: topic {i}-{n}", f"org {i}") for n in range(videos_each)]
-        orgs.append(SimOrg(f"org{i}", f"bench-key-{i:02d}-{secrets.token_hex(4)}", videos,
-                           latency=latency, metadata_latency=metadata_latency))
+        orgs.append(
+            SimOrg(
+                f"org{i}",
+                f"bench-key-{i:02d}-{secrets.token_hex(4)}",
+                videos,
+                latency=latency,
+                metadata_latency=metadata_latency,
+            )
+        )
     return orgs
 
 

@@ -23,7 +23,8 @@ from bench.processes import free_port, start_service, start_simulator, stop, wai
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU the process has used (proc(5): fields 14 and 15)."""
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -33,7 +34,7 @@ def wrk(url: str, duration: int, pid: int, headers: dict[str, str] | None = None
     for k, v in (headers or {}).items():
         cmd += ["-H", f"{k}: {v}"]
     before = cpu_seconds(pid)
-    out = subprocess.run(cmd + [url], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
     used = cpu_seconds(pid) - before
     if "Non-2xx or 3xx responses" in out and "304" not in str(headers):
         print(out, file=sys.stderr)

@@ -25,7 +25,7 @@ def assert_valid_atom(body: bytes) -> etree._Element:
     entries = doc.findall("a:entry", NS)
     assert doc.find("a:author", NS) is not None or all(e.find("a:author", NS) is not None for e in entries)
     for e in entries:
-        alternate = [l for l in e.findall("a:link", NS) if l.get("rel", "alternate") == "alternate"]
+        alternate = [el for el in e.findall("a:link", NS) if el.get("rel", "alternate") == "alternate"]
         assert e.find("a:content", NS) is not None or alternate
     return doc
 
@@ -35,7 +35,7 @@ def entry_ids(doc: etree._Element) -> list[str]:
 
 
 def link(doc: etree._Element, rel: str) -> str | None:
-    for l in doc.findall("a:link", NS):
-        if l.get("rel") == rel:
-            return l.get("href")
+    for el in doc.findall("a:link", NS):
+        if el.get("rel") == rel:
+            return el.get("href")
     return None

@@ -9,8 +9,7 @@ import pytest
 
 from aggregator.accesslog import redact
 from aggregator.web import create_app
-from tests.conftest import make_config
-from tests.helpers import NS, assert_valid_atom, link
+from tests.helpers import assert_valid_atom, link
 
 SP_TOKEN = "sharepoint-token-0123456789"
 HR_TOKEN = "hr-only-token-abcdefghijkl"

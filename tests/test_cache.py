@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import sys
 import time
@@ -75,7 +74,7 @@ async def test_concurrent_identical_misses_share_one_request_per_org(redis_clien
     assert {r.status for r in responses} == {200}
     bodies = {await r.read() for r in responses}
     assert len(bodies) == 1
-    assert {o: len(sim.calls(o, "search")) for o in KEYS} == {o: 1 for o in KEYS}
+    assert {o: len(sim.calls(o, "search")) for o in KEYS} == dict.fromkeys(KEYS, 1)
 
 
 async def test_two_processes_on_one_redis_share_one_request_per_org(sim, redis_clean, tmp_path) -> None:
@@ -104,7 +103,7 @@ async def test_two_processes_on_one_redis_share_one_request_per_org(sim, redis_c
             responses = await asyncio.gather(*(session.get(urls[i % 2]) for i in range(200)))
             assert {r.status for r in responses} == {200}
             assert len({await r.read() for r in responses}) == 1
-        assert {o: len(sim.calls(o, "search")) for o in KEYS} == {o: 1 for o in KEYS}
+        assert {o: len(sim.calls(o, "search")) for o in KEYS} == dict.fromkeys(KEYS, 1)
     finally:
         for p in procs:
             p.terminate()

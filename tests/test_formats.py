@@ -123,7 +123,7 @@ async def test_rss_is_clean_rss_2_with_opensearch_and_media(client, sim) -> None
     assert channel.findtext(f"{{{OS}}}startIndex") == "1"
     assert channel.findtext(f"{{{OS}}}itemsPerPage") == "5"
     assert channel.find(f"{{{OS}}}Query").get("role") == "request"
-    rels = {l.get("rel"): l.get("href") for l in channel.findall(f"{{{ATOM}}}link")}
+    rels = {el.get("rel"): el.get("href") for el in channel.findall(f"{{{ATOM}}}link")}
     assert rels["self"].startswith("http://videos.test/search.rss?q=onboarding")
     assert rels["search"] == "http://videos.test/opensearch.xml"
     assert rels["next"].endswith("startIndex=6")
@@ -156,13 +156,13 @@ async def test_paging_walks_every_result_once_in_every_format(client, sim, fmt) 
             doc = etree.fromstring(body)
             seen += [e.findtext(f"{{{ATOM}}}id") for e in doc.findall(f"{{{ATOM}}}entry")]
             nxt = next(
-                (l.get("href") for l in doc.findall(f"{{{ATOM}}}link") if l.get("rel") == "next"), None
+                (el.get("href") for el in doc.findall(f"{{{ATOM}}}link") if el.get("rel") == "next"), None
             )
         elif fmt == "rss":
             channel = etree.fromstring(body).find("channel")
             seen += [i.findtext("guid") for i in channel.findall("item")]
             nxt = next(
-                (l.get("href") for l in channel.findall(f"{{{ATOM}}}link") if l.get("rel") == "next"), None
+                (el.get("href") for el in channel.findall(f"{{{ATOM}}}link") if el.get("rel") == "next"), None
             )
         elif fmt == "json":
             doc = json.loads(body)
@@ -238,7 +238,7 @@ async def test_description_document(client) -> None:
     assert all(u.get("method", "get") == "get" for u in doc.findall(f"{{{OS}}}Url"))
     images = {i.get("width"): i.text for i in doc.findall(f"{{{OS}}}Image")}
     assert set(images) == {"16", "64"}
-    for size, url in images.items():
+    for url in images.values():
         icon = await client.get(url.replace("http://videos.test", ""))
         assert icon.content_type == "image/png" and (await icon.read())[:8] == b"\x89PNG\r\n\x1a\n"
     osdx = await client.get("/search.osdx")

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import itertools
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from aggregator.merge import merge
 from aggregator.model import Sort, Video
 
 
 def video(tag: str, day: int | None = None, **kw) -> Video:
-    published = datetime(2024, 1, day, tzinfo=timezone.utc) if day else None
+    published = datetime(2024, 1, day, tzinfo=UTC) if day else None
     return Video(
         randtag=tag,
         title=f"title {tag}",

@@ -113,7 +113,7 @@ def test_truncated_feed_keeps_the_items_that_parsed() -> None:
 def test_billion_laughs_is_not_expanded() -> None:
     """Ten levels of ten entities: 10^9 "lol"s if expanded. Neither parser may expand it."""
     entities = '<!ENTITY lol0 "lol">' + "".join(
-        f'<!ENTITY lol{i} "{("&lol%d;" % (i - 1)) * 10}">' for i in range(1, 10)
+        f'<!ENTITY lol{i} "{f"&lol{i - 1};" * 10}">' for i in range(1, 10)
     )
     bomb = (
         f'<?xml version="1.0"?><!DOCTYPE rss [{entities}]><rss version="2.0"><channel><item>'
@@ -189,7 +189,8 @@ PLAIN_HOSTILE_TEXT = [
     "",
 ]
 # Text that may be HTML or entities: the fast path may hand these to feedparser.
-HOSTILE_TEXT = PLAIN_HOSTILE_TEXT + [
+HOSTILE_TEXT = [
+    *PLAIN_HOSTILE_TEXT,
     "<b>bold</b> move",
     "&amp;amp;",
     "<script>alert(1)</script>after",

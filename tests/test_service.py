@@ -6,8 +6,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from aggregator.simulator import search_catalog
 from aggregator.model import format_duration
+from aggregator.simulator import search_catalog
 from aggregator.web import create_app
 from tests.conftest import KEYS, make_config
 from tests.helpers import NS, assert_valid_atom, entry_ids, link
@@ -238,6 +238,7 @@ async def test_a_dead_parse_worker_is_replaced(aiohttp_client, sim) -> None:
     """A worker killed (for memory, say) must not break every later search."""
     import os
     import signal as signals
+
     from aggregator.web import PARSE_POOL
 
     app = create_app(make_config(sim, server={"parse_workers": 1}))

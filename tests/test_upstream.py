@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
+from datetime import UTC
 
 import pytest
 from aiohttp import web
@@ -133,9 +133,9 @@ def test_metadata_envelope_variants() -> None:
 
 
 def test_retry_after_forms() -> None:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    now = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    now = datetime(2024, 1, 1, tzinfo=UTC)
     assert parse_retry_after("120") == 120.0
     assert parse_retry_after("Mon, 01 Jan 2024 00:01:00 GMT", now) == 60.0
     assert parse_retry_after("soon") is None and parse_retry_after(None) is None
