@@ -311,3 +311,38 @@ async def test_stale_while_revalidate_answers_at_once_and_refreshes_behind(
         await asyncio.sleep(0.1)
     assert set(timing(third).values()) == {"cached"}
     assert len(sim.calls(endpoint="search")) == 6  # one refresh per org, however many polls
+
+
+@pytest.mark.parametrize(
+    "accept_encoding, gzipped",
+    [
+        ("gzip", True),
+        ("gzip;q=0.5, identity", True),
+        ("*", True),
+        ("*;q=1, gzip;q=0", False),  # gzip refused by name, whatever * says
+        ("gzip;q=0.000", False),
+        ("identity", False),
+        ("br;q=1, *;q=0", False),
+        ("x-gzip", True),
+        ("gzip;q=abc", False),  # a q-value that is not one counts as 0
+        ("GZIP; Q=0.3", True),
+    ],
+)
+async def test_gzip_only_where_accept_encoding_allows_it(client, accept_encoding, gzipped) -> None:
+    resp = await client.get(
+        "/search.atom",
+        params={"q": "onboarding"},
+        headers={"Accept-Encoding": accept_encoding},
+        auto_decompress=False,
+    )
+    assert resp.status == 200
+    assert (resp.headers.get("Content-Encoding") == "gzip") is gzipped
+
+
+def test_a_status_read_back_from_a_shared_store_is_checked() -> None:
+    from aggregator.model import OrgStatus
+
+    assert OrgStatus.parse(b"timeout") is OrgStatus.TIMEOUT
+    assert OrgStatus.parse(b"ok") is OrgStatus.OK
+    assert OrgStatus.parse(b"\xff garbage") is OrgStatus.ERROR
+    assert OrgStatus.parse("") is OrgStatus.ERROR
