@@ -10,6 +10,7 @@ cached, shared between requests and sent between processes.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -17,6 +18,8 @@ from enum import StrEnum
 from typing import Any
 
 ID_PREFIX = "urn:ilos:video:"
+# What may be a randtag: 12 letters and digits in every public example; looser, to be safe.
+RANDTAG_RE = re.compile(r"[A-Za-z0-9_-]{4,64}")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # Wall-clock time in epoch seconds. Everything that decides an expiry reads one

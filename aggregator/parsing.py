@@ -33,9 +33,8 @@ import feedparser
 import nh3
 from lxml import etree
 
-from aggregator.model import Video
+from aggregator.model import RANDTAG_RE, Video
 
-RANDTAG_RE = re.compile(r"[A-Za-z0-9_-]{4,64}")
 _VIEW_RE = re.compile(r"/(?:view|embed)/([A-Za-z0-9_-]{4,64})(?:[/?#]|$)")
 _TITLE_PREFIX_RE = re.compile(r"^\s*(?:ilos|vidgrid)\s*:\s*", re.IGNORECASE)
 _BLOCK_TAG_RE = re.compile(r"<\s*(?:br|/p|/div|/li|/h\d|/tr)\b[^>]*>", re.IGNORECASE)

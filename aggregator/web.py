@@ -27,12 +27,11 @@ from aggregator.formats import BY_NAME, DESCRIPTION, FORMATS, HTML, SUGGESTIONS,
 from aggregator.httpcache import CachedPage, build_page, respond
 from aggregator.icons import play_icon
 from aggregator.metrics import METRICS_TYPE, Metrics
-from aggregator.model import Clock
+from aggregator.model import RANDTAG_RE, Clock
 from aggregator.page import STYLESHEET, render_form, security_headers
 from aggregator.paging import page_of
 from aggregator.params import MAX_QUERY, ParamError, SearchParams, parse_search_params
 from aggregator.parsepool import ParsePool
-from aggregator.parsing import RANDTAG_RE
 from aggregator.presentation import View
 from aggregator.search import Searcher
 from aggregator.upstream import new_session
