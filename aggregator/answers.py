@@ -1,11 +1,20 @@
 """One organisation's answer to one query: from the cache, from a shared fetch, or stale.
 
 An org's parsed answer (videos with durations) is cached under the normalised
-query for `search_ttl`, and kept for `stale_ttl` as the last good answer to
-fall back on when the org fails. Concurrent misses for the same org and query
-make one upstream request: in one process they share a task, across processes
-a short Redis lock (`SET NX PX`) elects one fetcher while the others wait for
-its answer to land, with a bounded wait and a fallback to fetching themselves.
+query; it is fresh for `search_ttl` after it was fetched and kept for
+`stale_ttl` as the last good answer to fall back on when the org fails.
+Concurrent misses for the same org and query make one upstream request: in
+one process they share a flight, across processes a short Redis lock elects
+one fetcher while the others wait for its answer to land, with a bounded wait
+and a fallback to fetching themselves.
+
+Before asking, the fetcher consults the org's breaker (skipped while it is
+open; one probe when its cool-down ends) and takes one request from the org's
+budget (skipped when there is none). After the search it waits at most
+`duration_wait` for the durations it lacks; an answer still missing some is
+stored with their randtags as `pending`, is fresh for pages only for
+`incomplete_ttl`, and fills them in from the duration cache each time it is
+read, as the lookups behind it land.
 """
 
 from __future__ import annotations
@@ -15,23 +24,28 @@ import json
 import logging
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import aiohttp
 
 from aggregator import cache as cache_keys
 from aggregator import thumbnails
+from aggregator.breaker import Breakers, Decision
+from aggregator.budget import Budget, Spend
 from aggregator.cache import Cache
 from aggregator.config import Config, Org
 from aggregator.durations import DurationLookups
+from aggregator.flights import Flights
 from aggregator.metrics import Metrics
 from aggregator.model import Clock, OrgStatus, Video
 from aggregator.parsepool import ParsePool
-from aggregator.upstream import Outcome, fetch_search
+from aggregator.upstream import Fetched, Outcome, fetch_search
 
 log = logging.getLogger(__name__)
 
 _STATUS_OF = {Outcome.OK: OrgStatus.OK, Outcome.TIMEOUT: OrgStatus.TIMEOUT, Outcome.DENIED: OrgStatus.DENIED}
+# What says an org is down (and counts towards its breaker), as against a bad answer or a full budget.
+_DOWN = (Outcome.TIMEOUT, Outcome.NETWORK)
 FAILURE_MEMORY = 5.0  # seconds other processes are told that a fetch just failed
 WAIT_POLL = 0.02
 
@@ -42,6 +56,10 @@ class OrgAnswer:
     status: OrgStatus
     fresh_until: float = 0.0  # epoch seconds; 0 when nothing fresh was had
     detail: str = ""  # safe to log and show: never a key or upstream text
+
+    @property
+    def pending(self) -> int:
+        return sum(1 for v in self.videos if v.duration_pending)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +76,7 @@ class AnswerSource:
         cache: Cache,
         parse_pool: ParsePool,
         metrics: Metrics,
+        budget: Budget,
         clock: Clock = time.time,
     ) -> None:
         self.config = config
@@ -66,25 +85,27 @@ class AnswerSource:
         self.cache = cache
         self.parse_pool = parse_pool
         self.metrics = metrics
-        self.durations = DurationLookups(config, session, cache, metrics)
-        self._inflight: dict[tuple[str, str], asyncio.Task[OrgAnswer]] = {}
+        self.budget = budget
+        self.breakers = Breakers(cache, clock)
+        self.durations = DurationLookups(config, session, cache, metrics, budget)
+        self._flights: Flights[tuple[str, str], OrgAnswer] = Flights("search")
 
-    async def answer(self, org: Org, query: str) -> OrgAnswer:
-        """`query` is already normalised (lower-cased, whitespace folded)."""
+    async def answer(self, org: Org, query: str, wait: float) -> OrgAnswer:
+        """`query` is already normalised (lower-cased, whitespace folded); `wait` bounds the time taken."""
         digest = cache_keys.query_digest(query)
         stored = await self._read(org, digest)
         ttl = self.config.cache.search_ttl
         now = self.clock()
         if stored is not None and now < stored.fetched_at + ttl:
-            return OrgAnswer(stored.videos, OrgStatus.CACHED, stored.fetched_at + ttl)
+            return OrgAnswer(stored.videos, OrgStatus.CACHED, self._fresh_until(stored))
         if stored is not None and now < stored.fetched_at + ttl + self.config.cache.stale_while_revalidate:
             # Stale-while-revalidate: answer now, refresh behind the answer (one fetch, shared).
             self._flight(org, query, digest)
             return OrgAnswer(stored.videos, OrgStatus.STALE, 0.0, "refreshing")
-        if await self.cache.get(cache_keys.key("cooldown", org.id)) is not None:
-            fresh = OrgAnswer((), OrgStatus.SKIPPED, detail="rate limited: waiting for Retry-After")
-        else:
-            fresh = await self._shared_fetch(org, query, digest)
+        try:
+            fresh = await asyncio.wait_for(asyncio.shield(self._flight(org, query, digest)), max(wait, 0.001))
+        except TimeoutError:
+            fresh = OrgAnswer((), OrgStatus.TIMEOUT, detail="no answer within the search deadline")
         if fresh.status.good or stored is None:
             return fresh
         return OrgAnswer(stored.videos, OrgStatus.STALE, 0.0, fresh.detail or fresh.status)
@@ -93,53 +114,51 @@ class AnswerSource:
         """Ask the org again now (sharing a fetch already under way); for thumbnails' new signatures."""
         org = self.config.org(org_id)
         if org is not None:
-            await self._shared_fetch(org, query, cache_keys.query_digest(query))
+            await self._flight(org, query, cache_keys.query_digest(query))
+
+    def _fresh_until(self, stored: _Stored) -> float:
+        """How long pages built on this answer may be reused: not past `incomplete_ttl` while it lacks durations."""
+        until = stored.fetched_at + self.config.cache.search_ttl
+        if any(v.duration_pending for v in stored.videos):
+            until = min(until, self.clock() + self.config.cache.incomplete_ttl)
+        return until
 
     async def _read(self, org: Org, digest: str) -> _Stored | None:
-        raw = await self.cache.get(cache_keys.key("answer", org.id, digest))
+        key = cache_keys.key("answer", org.id, digest)
+        raw = await self.cache.get(key)
         if raw is None:
             return None
         try:
             doc = json.loads(raw)
-            return _Stored(float(doc["fetched_at"]), tuple(Video.from_json(v) for v in doc["videos"]))
+            stored = _Stored(float(doc["fetched_at"]), tuple(Video.from_json(v) for v in doc["videos"]))
         except (ValueError, KeyError, TypeError):
             log.warning("dropping an unreadable cached answer for org=%s", org.id)
             return None
-
-    async def _shared_fetch(self, org: Org, query: str, digest: str) -> OrgAnswer:
-        """One fetch per org and query in this process, whoever else asks meanwhile."""
-        return await asyncio.shield(self._flight(org, query, digest))
+        pending = [v.randtag for v in stored.videos if v.duration_pending]
+        if not pending:
+            return stored
+        # Heal: durations looked up behind the answer since it was stored.
+        landed = await self.durations.known(pending)
+        if not landed:
+            return stored
+        healed = _Stored(stored.fetched_at, _with_durations(stored.videos, landed))
+        await self._store(key, healed)
+        return healed
 
     def _flight(self, org: Org, query: str, digest: str) -> asyncio.Task[OrgAnswer]:
-        """The fetch under way for this org and query, started if there is none.
-
-        It runs as its own task: a caller that gives up does not cancel it for
-        the others, and a background refresh needs nobody to wait for it.
-        """
-        flight = (org.id, digest)
-        task = self._inflight.get(flight)
-        if task is None:
-            task = asyncio.ensure_future(self._locked_fetch(org, query, digest))
-            self._inflight[flight] = task
-            task.add_done_callback(lambda t: self._landed(flight, t))
-        return task
-
-    def _landed(self, flight: tuple[str, str], task: asyncio.Task[OrgAnswer]) -> None:
-        self._inflight.pop(flight, None)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("fetch for org=%s failed unexpectedly (%s)", flight[0], type(task.exception()).__name__)
+        """The fetch under way for this org and query, started if there is none."""
+        return self._flights.start((org.id, digest), lambda: self._locked_fetch(org, query, digest))
 
     async def _locked_fetch(self, org: Org, query: str, digest: str) -> OrgAnswer:
         """One fetch per org and query across the processes that share the cache."""
         lock = cache_keys.key("lock", org.id, digest)
         token = secrets.token_hex(8).encode()
-        hold = self.config.upstream.timeout * 2 + 2
+        hold = self.config.upstream.timeout * 2 + self.config.upstream.duration_wait + 2
         if await self.cache.add(lock, token, hold):
             try:
                 return await self._fetch(org, query, digest)
             finally:
-                if await self.cache.get(lock) == token:
-                    await self.cache.delete(lock)
+                await self.cache.delete_if(lock, token)
         waited = await self._wait_for_other(org, digest, lock, self.clock(), hold)
         return waited if waited is not None else await self._fetch(org, query, digest)
 
@@ -156,9 +175,7 @@ class AnswerSource:
             # (and no failure) means the holder is gone.
             stored = await self._read(org, digest)
             if stored is not None and stored.fetched_at >= since - 1.0:
-                return OrgAnswer(
-                    stored.videos, OrgStatus.CACHED, stored.fetched_at + self.config.cache.search_ttl
-                )
+                return OrgAnswer(stored.videos, OrgStatus.CACHED, self._fresh_until(stored))
             status = await self.cache.get(failed)
             if status is not None:
                 return OrgAnswer((), OrgStatus.parse(status), detail="failed in another process")
@@ -167,31 +184,72 @@ class AnswerSource:
         return None
 
     async def _fetch(self, org: Org, query: str, digest: str) -> OrgAnswer:
+        decision, probe = await self.breakers.decide(org.id)
+        if decision is Decision.SKIP:
+            return await self._failed(org, digest, OrgStatus.SKIPPED, "cooling down after failures")
+        if not await self.budget.take(org, Spend.SEARCH):
+            self.metrics.budget_refused.labels(org.id, "search").inc()
+            if probe is not None:
+                await self.breakers.succeeded(org.id, probe)  # no verdict: let another request probe
+            return await self._failed(org, digest, OrgStatus.SKIPPED, "no request budget left")
         fetched = await fetch_search(self.session, org, query, self.config.upstream)
         self.metrics.upstream.labels(org.id, "search", fetched.outcome.value).inc()
+        await self.budget.believe(org, fetched.rate_remaining, fetched.retry_after)
         if not fetched.ok:
-            if fetched.outcome is Outcome.RATE_LIMITED:
-                await self.cache.set(cache_keys.key("cooldown", org.id), b"1", fetched.retry_after or 60.0)
+            await self._judge(org, fetched, probe)
             log.warning("search failed: org=%s outcome=%s %s", org.id, fetched.outcome.value, fetched.detail)
             status = _STATUS_OF.get(fetched.outcome, OrgStatus.ERROR)
+            if fetched.outcome is Outcome.RATE_LIMITED:
+                status = OrgStatus.SKIPPED
             return await self._failed(org, digest, status, fetched.detail)
+        await self.breakers.succeeded(org.id, probe)
         try:
             parsed = await self.parse_pool.parse(fetched.body)
         except Exception as exc:  # UnparseableAnswer, or anything feedparser trips on
             log.warning("search failed: org=%s outcome=unparseable (%s)", org.id, type(exc).__name__)
             return await self._failed(org, digest, OrgStatus.ERROR, "answer is not RSS or Atom")
+        parsed = parsed[: self.config.upstream.max_items]
         await self.cache.set_many(thumbnails.records(org.id, query, parsed), self.config.cache.stale_ttl)
-        durations = await self.durations.resolve(org, [v.randtag for v in parsed if v.duration_ms is None])
-        videos = tuple(v.with_duration(durations.get(v.randtag)) for v in parsed)
-        now = self.clock()
-        doc = {"fetched_at": now, "videos": [v.to_json() for v in videos]}
-        await self.cache.set(
-            cache_keys.key("answer", org.id, digest),
-            json.dumps(doc).encode(),
-            max(self.config.cache.stale_ttl, self.config.cache.search_ttl),
+        missing = [v.randtag for v in parsed if v.duration_ms is None]
+        durations = await self.durations.resolve(org, missing, self.config.upstream.duration_wait)
+        videos = tuple(
+            v
+            if v.duration_ms is not None
+            else replace(v, duration_ms=durations.get(v.randtag), duration_pending=v.randtag not in durations)
+            for v in parsed
         )
-        return OrgAnswer(videos, OrgStatus.OK, now + self.config.cache.search_ttl)
+        stored = _Stored(self.clock(), videos)
+        await self._store(cache_keys.key("answer", org.id, digest), stored)
+        return OrgAnswer(videos, OrgStatus.OK, self._fresh_until(stored))
+
+    async def _judge(self, org: Org, fetched: Fetched, probe: bytes | None) -> None:
+        """Tell the breaker what a failed search says about the org."""
+        if fetched.outcome is Outcome.DENIED:
+            log.error(
+                "org=%s: ilos refused the org's API key (%s); skipping it for 10 min", org.id, fetched.detail
+            )
+            await self.breakers.failed(org.id, "key refused", denied=True, probe=probe)
+        elif fetched.outcome in _DOWN or (
+            fetched.outcome is Outcome.HTTP_ERROR and (fetched.status or 0) >= 500
+        ):
+            await self.breakers.failed(org.id, fetched.detail or fetched.outcome.value, probe=probe)
+        elif probe is not None:
+            await self.breakers.succeeded(org.id, probe)  # it answered: not down
+
+    async def _store(self, key: str, stored: _Stored) -> None:
+        doc = {"fetched_at": stored.fetched_at, "videos": [v.to_json() for v in stored.videos]}
+        ttl = max(self.config.cache.stale_ttl, self.config.cache.search_ttl)
+        await self.cache.set(key, json.dumps(doc).encode(), ttl)
 
     async def _failed(self, org: Org, digest: str, status: OrgStatus, detail: str) -> OrgAnswer:
         await self.cache.set(cache_keys.key("failed", org.id, digest), status.encode(), FAILURE_MEMORY)
         return OrgAnswer((), status, detail=detail)
+
+
+def _with_durations(videos: tuple[Video, ...], landed: dict[str, int | None]) -> tuple[Video, ...]:
+    return tuple(
+        replace(v, duration_ms=landed[v.randtag], duration_pending=False)
+        if v.duration_pending and v.randtag in landed
+        else v
+        for v in videos
+    )

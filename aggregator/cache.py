@@ -29,7 +29,7 @@ from redis.exceptions import RedisError
 from aggregator.config import CacheConfig
 
 log = logging.getLogger(__name__)
-NAMESPACE = "ilosagg:v1"
+NAMESPACE = "ilosagg:v2"  # v2: answers carry duration_pending; breakers, budgets, queues
 T = TypeVar("T")
 
 
@@ -49,6 +49,27 @@ class Cache(Protocol):
     async def set_many(self, items: Iterable[tuple[str, bytes]], ttl: float) -> None: ...
     async def add(self, key: str, value: bytes, ttl: float) -> bool: ...
     async def delete(self, key: str) -> None: ...
+    async def delete_if(self, key: str, value: bytes) -> bool:
+        """Delete `key` only while it holds `value` (a lock's owner releasing it), atomically."""
+        ...
+
+    async def extend_if(self, key: str, value: bytes, ttl: float) -> bool:
+        """Give `key` a new TTL only while it holds `value` (a lease renewed by its holder)."""
+        ...
+
+    async def incr(self, key: str, ttl: float) -> int:
+        """Add one and return the count; the key expires `ttl` after the last increment."""
+        ...
+
+    async def enqueue(self, key: str, members: Sequence[str], ttl: float) -> None:
+        """Add members to a queue without duplicates; a member already queued keeps its place."""
+        ...
+
+    async def dequeue(self, key: str, count: int) -> list[str]:
+        """Take up to `count` members, oldest first."""
+        ...
+
+    async def queue_size(self, key: str) -> int: ...
     def describe(self) -> str: ...
 
 
@@ -107,6 +128,41 @@ class MemoryCache:
     async def delete(self, key: str) -> None:
         self._data.pop(key, None)
 
+    async def delete_if(self, key: str, value: Any) -> bool:
+        if self.get_now(key) != value:
+            return False
+        self._data.pop(key, None)
+        return True
+
+    async def extend_if(self, key: str, value: Any, ttl: float) -> bool:
+        if self.get_now(key) != value:
+            return False
+        self.set_now(key, value, ttl)
+        return True
+
+    async def incr(self, key: str, ttl: float) -> int:
+        count = int(self.get_now(key) or 0) + 1
+        self.set_now(key, count, ttl)
+        return count
+
+    async def enqueue(self, key: str, members: Sequence[str], ttl: float) -> None:
+        queue = self.get_now(key)
+        if not isinstance(queue, OrderedDict):
+            queue = OrderedDict()
+        for member in members:
+            queue.setdefault(member, None)
+        self.set_now(key, queue, ttl)
+
+    async def dequeue(self, key: str, count: int) -> list[str]:
+        queue = self.get_now(key)
+        if not isinstance(queue, OrderedDict):
+            return []
+        return [queue.popitem(last=False)[0] for _ in range(min(count, len(queue)))]
+
+    async def queue_size(self, key: str) -> int:
+        queue = self.get_now(key)
+        return len(queue) if isinstance(queue, OrderedDict) else 0
+
     def describe(self) -> str:
         return "memory"
 
@@ -141,6 +197,36 @@ class RedisCache:
     async def delete(self, key: str) -> None:
         await self.client.delete(key)
 
+    async def delete_if(self, key: str, value: bytes) -> bool:
+        return bool(await self.client.eval(_DELETE_IF, 1, key, value))
+
+    async def extend_if(self, key: str, value: bytes, ttl: float) -> bool:
+        return bool(await self.client.eval(_EXTEND_IF, 1, key, value, _px(ttl)))
+
+    async def incr(self, key: str, ttl: float) -> int:
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.pexpire(key, _px(ttl))
+            count, _ = await pipe.execute()
+        return int(count)
+
+    async def enqueue(self, key: str, members: Sequence[str], ttl: float) -> None:
+        if not members:
+            return
+        # Scores are the order of arrival; NX keeps an earlier place for a member already queued.
+        now = time.time()
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.zadd(key, {m: now + i * 1e-6 for i, m in enumerate(members)}, nx=True)
+            pipe.pexpire(key, _px(ttl))
+            await pipe.execute()
+
+    async def dequeue(self, key: str, count: int) -> list[str]:
+        popped = cast("list[tuple[bytes, float]]", await self.client.zpopmin(key, count))
+        return [member.decode() if isinstance(member, bytes) else str(member) for member, _ in popped]
+
+    async def queue_size(self, key: str) -> int:
+        return int(await self.client.zcard(key))
+
     def describe(self) -> str:
         return "redis"
 
@@ -148,6 +234,12 @@ class RedisCache:
         """Drop pooled connections: after an outage they are all dead."""
         with suppress(RedisError, OSError):
             await self.client.connection_pool.disconnect()
+
+
+# Compare-and-act scripts: the GET and the DEL (or PEXPIRE) must be one step, or a
+# lock that expired between them could be another process's by the time we act.
+_DELETE_IF = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+_EXTEND_IF = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
 
 
 def _px(ttl: float) -> int:
@@ -214,6 +306,32 @@ class ResilientCache:
 
     async def delete(self, key: str) -> None:
         await self._either(lambda: self.redis.delete(key), lambda: self.memory.delete(key))
+
+    async def delete_if(self, key: str, value: bytes) -> bool:
+        return await self._either(
+            lambda: self.redis.delete_if(key, value), lambda: self.memory.delete_if(key, value)
+        )
+
+    async def extend_if(self, key: str, value: bytes, ttl: float) -> bool:
+        return await self._either(
+            lambda: self.redis.extend_if(key, value, ttl), lambda: self.memory.extend_if(key, value, ttl)
+        )
+
+    async def incr(self, key: str, ttl: float) -> int:
+        return await self._either(lambda: self.redis.incr(key, ttl), lambda: self.memory.incr(key, ttl))
+
+    async def enqueue(self, key: str, members: Sequence[str], ttl: float) -> None:
+        await self._either(
+            lambda: self.redis.enqueue(key, members, ttl), lambda: self.memory.enqueue(key, members, ttl)
+        )
+
+    async def dequeue(self, key: str, count: int) -> list[str]:
+        return await self._either(
+            lambda: self.redis.dequeue(key, count), lambda: self.memory.dequeue(key, count)
+        )
+
+    async def queue_size(self, key: str) -> int:
+        return await self._either(lambda: self.redis.queue_size(key), lambda: self.memory.queue_size(key))
 
     def describe(self) -> str:
         return "redis" if self.redis_up else "memory (Redis unreachable)"

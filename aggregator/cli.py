@@ -49,6 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = _load_or_report(path)
         if config is None:
             return 2
+        for warning in config.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
         print(
             f"{path}: OK ({len(config.orgs)} organisations, {len(config.clients)} clients, "
             f"cache: {'redis' if config.cache.redis_url else 'in-process'})"
@@ -59,11 +61,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config is None:
         return 2
     config = _with_address(config, args.host, args.port)
+    for warning in config.warnings:
+        logging.getLogger(PRODUCT).warning("config: %s", warning)
     if args.command == "demo":
         return asyncio.run(run_demo(config))
     if args.workers < 1 or args.workers > 64:
         print("--workers: must be from 1 to 64", file=sys.stderr)
         return 2
+    config = dataclasses.replace(config, server=dataclasses.replace(config.server, workers=args.workers))
     if args.workers == 1:
         asyncio.run(serve_forever(config))
         return 0

@@ -9,6 +9,7 @@ wrong key must not end up on a terminal or in a log. Secrets may be written as
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -40,6 +41,12 @@ class ServerConfig:
     # Processes that run feedparser beside the event loop; 0 runs it in a thread.
     parse_workers: int = 2
     access_log: bool = True  # one line per request on stderr, client tokens redacted
+    anonymous_rate_limit: int = 0  # requests a minute per address without a token; 0 is off
+    trusted_proxies: tuple[str, ...] = ()  # networks whose X-Forwarded-For is believed
+    # How many replicas (machines or containers) share each org key; with Redis
+    # away each process falls back to budget / (replicas_hint * workers).
+    replicas_hint: int = 1
+    workers: int = 1  # processes of this replica: set by `serve --workers`, not by the file
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +62,9 @@ class CacheConfig:
     # Seconds past search_ttl during which an expired answer is served at once
     # (marked stale) while a fresh one is fetched in the background; 0 is off.
     stale_while_revalidate: int = 0
+    # Seconds an org answer that still lacks some durations is fresh: the
+    # missing ones are looked up behind it and show once they land.
+    incomplete_ttl: int = 15
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +74,12 @@ class UpstreamConfig:
     metadata_path: str = "/video/metadata"
     timeout: float = 4.0
     max_body_bytes: int = 5 * 1024 * 1024
-    metadata_concurrency: int = 4
+    rate_limit: int = 60  # requests per rate_window per org key, search and metadata, every process
+    rate_window: int = 60  # seconds
+    search_reserve: float = 0.25  # share of each window that duration lookups leave for searches
+    deadline: float = 5.0  # seconds a whole search may take, whatever the orgs do
+    duration_wait: float = 0.3  # seconds an answer waits for its lookups after its org's search
+    max_items: int = 500  # most items one org's answer may contribute
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +107,7 @@ class Org:
     name: str
     api_key: str = field(repr=False)
     base_url: str
+    rate_limit: int = 60  # requests per upstream.rate_window for this org's key
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +115,7 @@ class Client:
     name: str
     token: str = field(repr=False)
     orgs: tuple[str, ...] | None = None
+    rate_limit: int = 600  # requests a minute with this token
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +127,8 @@ class Config:
     clients: tuple[Client, ...] = ()
     web: WebConfig = WebConfig()
     description: DescriptionConfig = DescriptionConfig()
+    # Deprecated keys that were accepted: said once when the service starts.
+    warnings: tuple[str, ...] = ()
 
     def org(self, org_id: str) -> Org | None:
         return next((o for o in self.orgs if o.id == org_id), None)
@@ -154,11 +173,31 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.enviro
     public_url = server_t.url("public_url", None)
     parse_workers = server_t.integer("parse_workers", _SERVER.parse_workers, 0, 64)
     access_log = server_t.boolean("access_log", _SERVER.access_log)
+    anonymous_rate_limit = server_t.integer("anonymous_rate_limit", 0, 0, 1_000_000)
+    proxies = server_t.string_list("trusted_proxies") or []
+    for proxy in proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            problems.append("server.trusted_proxies: must be IP addresses or networks (10.0.0.0/8)")
+            proxies = []
+            break
+    replicas_hint = server_t.integer("replicas_hint", 1, 1, 10_000)
     server_t.finish()
     if public_url is None:
         bracketed = f"[{host}]" if ":" in host else host
         public_url = f"http://{bracketed}:{port}"
-    server = ServerConfig(host, port, public_url.rstrip("/"), parse_workers, access_log)
+    server = ServerConfig(
+        host,
+        port,
+        public_url.rstrip("/"),
+        parse_workers,
+        access_log,
+        anonymous_rate_limit=anonymous_rate_limit,
+        trusted_proxies=tuple(proxies),
+        replicas_hint=replicas_hint,
+    )
+    warnings: list[str] = []
 
     cache_t = root.table("cache")
     redis_url = cache_t.secret("redis_url", environ, required=False)
@@ -172,6 +211,7 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.enviro
         failed_duration_ttl=cache_t.integer("failed_duration_ttl", _CACHE.failed_duration_ttl, 1, 86_400),
         memory_max_entries=cache_t.integer("memory_max_entries", _CACHE.memory_max_entries, 10, 10_000_000),
         stale_while_revalidate=cache_t.integer("stale_while_revalidate", 0, 0, 86_400),
+        incomplete_ttl=cache_t.integer("incomplete_ttl", _CACHE.incomplete_ttl, 1, 86_400),
         redis_retry_seconds=cache_t.number(
             "redis_retry_seconds", _CACHE.redis_retry_seconds, 0.0, 3600.0, exclusive_min=True
         ),
@@ -185,8 +225,18 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.enviro
         metadata_path=up_t.url_path("metadata_path", _UPSTREAM.metadata_path),
         timeout=up_t.number("timeout", _UPSTREAM.timeout, 0.0, 120.0, exclusive_min=True),
         max_body_bytes=up_t.integer("max_body_bytes", _UPSTREAM.max_body_bytes, 1024, 1 << 30),
-        metadata_concurrency=up_t.integer("metadata_concurrency", _UPSTREAM.metadata_concurrency, 1, 100),
+        rate_limit=up_t.integer("rate_limit", _UPSTREAM.rate_limit, 1, 1_000_000),
+        rate_window=up_t.integer("rate_window", _UPSTREAM.rate_window, 1, 86_400),
+        search_reserve=up_t.number("search_reserve", _UPSTREAM.search_reserve, 0.0, 1.0),
+        deadline=up_t.number("deadline", _UPSTREAM.deadline, 0.0, 600.0, exclusive_min=True),
+        duration_wait=up_t.number("duration_wait", _UPSTREAM.duration_wait, 0.0, 60.0),
+        max_items=up_t.integer("max_items", _UPSTREAM.max_items, 1, 100_000),
     )
+    if up_t.integer("metadata_concurrency", 4, 1, 100) and "metadata_concurrency" in up_t.data:
+        warnings.append(
+            "upstream.metadata_concurrency: deprecated and ignored; duration lookups are bounded by "
+            "upstream.rate_limit and upstream.search_reserve now"
+        )
     up_t.finish()
 
     web_t = root.table("web")
@@ -237,9 +287,10 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.enviro
         name = org_t.string("name", org_id, required=False) or org_id or ""
         api_key = org_t.secret("api_key", environ, required=True)
         base_url = (org_t.url("base_url", upstream.base_url) or upstream.base_url).rstrip("/")
+        org_rate_limit = org_t.integer("rate_limit", upstream.rate_limit, 1, 1_000_000)
         org_t.finish()
         if org_id is not None and api_key is not None:
-            orgs.append(Org(org_id, name, api_key, base_url))
+            orgs.append(Org(org_id, name, api_key, base_url, org_rate_limit))
 
     clients: list[Client] = []
     seen_tokens: set[str] = set()
@@ -252,6 +303,7 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.enviro
             elif token in seen_tokens:
                 problems.append(f"clients[{i}].token: the same token is given to another client")
             seen_tokens.add(token)
+        client_rate_limit = client_t.integer("rate_limit", 600, 1, 1_000_000)
         allowed = client_t.string_list("orgs")
         if allowed is not None:
             for org_id in allowed:
@@ -260,12 +312,14 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.enviro
                     break
         client_t.finish()
         if cname is not None and token is not None:
-            clients.append(Client(cname, token, tuple(allowed) if allowed is not None else None))
+            clients.append(
+                Client(cname, token, tuple(allowed) if allowed is not None else None, client_rate_limit)
+            )
 
     root.finish()
     if problems:
         raise ConfigError(problems)
-    return Config(server, cache, upstream, tuple(orgs), tuple(clients), web, description)
+    return Config(server, cache, upstream, tuple(orgs), tuple(clients), web, description, tuple(warnings))
 
 
 class _Table:

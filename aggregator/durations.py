@@ -1,11 +1,15 @@
-"""Annotating videos with their durations from the metadata endpoint.
+"""Annotating videos with their durations from the metadata endpoint, within the budget.
 
 A duration never changes, so it is cached per randtag for `duration_ttl`
-whatever query or org found the video; a failed lookup is remembered for
-`failed_duration_ttl` so a broken video is not asked about on every request.
-Lookups run concurrently but at most `metadata_concurrency` at a time per org
-(ilos is believed to allow about 60 requests a minute per key), and two
-searches that need the same video's duration share one request.
+whatever query or org found the video (a randtag is global in ilos); a video
+whose duration cannot be had is remembered as such for `failed_duration_ttl`.
+
+Searches come before durations (`budget.Spend.DURATION`): a lookup the budget
+allows starts at once, all of them together, and an answer waits for them at
+most `duration_wait`; the rest finish behind it. A lookup the budget refuses,
+or one that fails for a passing reason (timeout, 429, network), is deferred:
+queued in the cache per org, deduplicated by randtag, and run by
+`drain_deferred` as the budget refills, in one process at a time (a lease).
 """
 
 from __future__ import annotations
@@ -13,63 +17,102 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import secrets
+from collections.abc import Sequence
 
 import aiohttp
 
 from aggregator import cache as cache_keys
+from aggregator.budget import Budget, Spend
 from aggregator.cache import Cache
 from aggregator.config import Config, Org
+from aggregator.flights import Flights
 from aggregator.metrics import Metrics
 from aggregator.upstream import Outcome, fetch_duration
 
 log = logging.getLogger(__name__)
-UNKNOWN = b"-"
+UNKNOWN = b"-"  # cached for a video whose duration cannot be had
+LATER = -1  # a lookup that failed for a passing reason: deferred, not known
+LEASE_TTL = 5.0  # seconds a drainer holds the lease without renewing it
+DEFERRED_TTL = 86_400.0  # a queue nobody drains for a day is dropped
 
 
 class DurationLookups:
     def __init__(
-        self, config: Config, session: aiohttp.ClientSession, cache: Cache, metrics: Metrics
+        self, config: Config, session: aiohttp.ClientSession, cache: Cache, metrics: Metrics, budget: Budget
     ) -> None:
         self.config = config
         self.metrics = metrics
         self.session = session
         self.cache = cache
-        self._limits: dict[str, asyncio.Semaphore] = {}
-        self._inflight: dict[str, asyncio.Task[int | None]] = {}
+        self.budget = budget
+        self._flights: Flights[str, int | None] = Flights("duration lookup")
+        self._lease = secrets.token_hex(8).encode()
 
-    async def resolve(self, org: Org, randtags: list[str]) -> dict[str, int | None]:
+    async def resolve(self, org: Org, randtags: Sequence[str], wait: float) -> dict[str, int | None]:
+        """The durations known within `wait` seconds: randtag -> ms, or None when it cannot be had.
+
+        A randtag missing from the answer is pending: being looked up, or deferred.
+        """
         if not randtags:
             return {}
         found: dict[str, int | None] = {}
-        pending: dict[str, asyncio.Task[int | None]] = {}
-        missing = [t for t in randtags if t not in self._inflight]
-        cached = await self.cache.get_many([cache_keys.key("duration", t) for t in missing])
-        for tag, value in zip(missing, cached, strict=False):
+        cached = await self.cache.get_many([cache_keys.key("duration", t) for t in randtags])
+        started: dict[str, asyncio.Task[int | None]] = {}
+        deferred: list[str] = []
+        for tag, value in zip(randtags, cached, strict=True):
             if value is not None:
-                found[tag] = None if value == UNKNOWN else int(value)
-        for tag in randtags:
-            if tag in found:
-                continue
-            task = self._inflight.get(tag)
-            if task is None:
-                task = asyncio.ensure_future(self._lookup(org, tag))
-                self._inflight[tag] = task
-                task.add_done_callback(functools.partial(self._landed, tag))
-            pending[tag] = task
-        for tag, task in pending.items():
-            found[tag] = await asyncio.shield(task)
+                found[tag] = _read(value)
+            elif tag in self._flights or await self.budget.take(org, Spend.DURATION):
+                started[tag] = self._flights.start(tag, functools.partial(self._lookup, org, tag))
+            else:
+                deferred.append(tag)
+        if deferred:
+            await self.defer(org, deferred)
+        if started and wait > 0:
+            await asyncio.wait(started.values(), timeout=wait)
+        for tag, task in started.items():
+            if task.done() and not task.cancelled() and task.exception() is None:
+                result = task.result()
+                if result != LATER:
+                    found[tag] = result
         return found
 
-    def _landed(self, randtag: str, _task: asyncio.Task[int | None]) -> None:
-        self._inflight.pop(randtag, None)
+    async def known(self, randtags: Sequence[str]) -> dict[str, int | None]:
+        """What the cache knows now about these videos (landed lookups, deferred ones included)."""
+        cached = await self.cache.get_many([cache_keys.key("duration", t) for t in randtags])
+        return {tag: _read(value) for tag, value in zip(randtags, cached, strict=True) if value is not None}
+
+    async def defer(self, org: Org, randtags: Sequence[str]) -> None:
+        await self.cache.enqueue(cache_keys.key("deferred", org.id), randtags, DEFERRED_TTL)
+        self.metrics.deferred.labels(org.id).inc(len(randtags))
+
+    async def drain_deferred(self) -> int:
+        """One pass over the deferred lookups, if this process holds the lease; how many it started."""
+        lease = cache_keys.key("lease", "deferred")
+        held = await self.cache.extend_if(lease, self._lease, LEASE_TTL)
+        if not held and not await self.cache.add(lease, self._lease, LEASE_TTL):
+            return 0
+        started = 0
+        for org in self.config.orgs:
+            queue = cache_keys.key("deferred", org.id)
+            while await self.cache.queue_size(queue) and await self.budget.take(org, Spend.DURATION):
+                taken = await self.cache.dequeue(queue, 1)
+                if not taken:
+                    break
+                tag = taken[0]
+                self._flights.start(tag, functools.partial(self._lookup, org, tag))
+                started += 1
+        return started
+
+    async def pending(self, org: Org) -> int:
+        return await self.cache.queue_size(cache_keys.key("deferred", org.id))
 
     async def _lookup(self, org: Org, randtag: str) -> int | None:
-        limit = self._limits.get(org.id)
-        if limit is None:
-            limit = self._limits[org.id] = asyncio.Semaphore(self.config.upstream.metadata_concurrency)
-        async with limit:
-            answer = await fetch_duration(self.session, org, randtag, self.config.upstream)
+        """One metadata request, whose budget was already taken; its result is cached."""
+        answer = await fetch_duration(self.session, org, randtag, self.config.upstream)
         self.metrics.upstream.labels(org.id, "metadata", answer.outcome.value).inc()
+        await self.budget.believe(org, answer.rate_remaining, answer.retry_after)
         cache_key = cache_keys.key("duration", randtag)
         if answer.duration_ms is not None:
             await self.cache.set(cache_key, str(answer.duration_ms).encode(), self.config.cache.duration_ttl)
@@ -81,7 +124,18 @@ class DurationLookups:
             answer.outcome.value,
             answer.detail,
         )
-        if answer.outcome in (Outcome.UNPARSEABLE, Outcome.HTTP_ERROR):
+        if answer.outcome in (Outcome.UNPARSEABLE, Outcome.HTTP_ERROR, Outcome.TOO_LARGE):
             # The video itself is the problem (level: error, 404): do not ask again soon.
             await self.cache.set(cache_key, UNKNOWN, self.config.cache.failed_duration_ttl)
+            return None
+        await self.defer(org, [randtag])  # timeout, 429, network, refused key: try again later
+        return LATER
+
+
+def _read(value: bytes) -> int | None:
+    if value == UNKNOWN:
+        return None
+    try:
+        return int(value)
+    except ValueError:
         return None

@@ -50,13 +50,18 @@ def build_page(
     reports: Sequence[OrgReport],
     complete: bool,
     now: float,
+    pending: int = 0,
 ) -> CachedPage:
+    """`pending`: videos whose duration is still being looked up (Server-Timing `durations`)."""
     expires_at = fresh_until if complete else min(fresh_until or now, now + DEGRADED_MAX_AGE)
     digest = hashlib.sha256(body).hexdigest()[:32]
     timing = ", ".join(f'org-{r.org_id};dur={r.elapsed_ms:.1f};desc="{r.status}"' for r in reports)
     timing_hit = ", ".join(
         f'org-{r.org_id};dur=0;desc="{OrgStatus.CACHED if r.status.good else r.status}"' for r in reports
     )
+    durations = f'durations;desc="pending {pending}"' if pending else 'durations;desc="complete"'
+    timing = f"{timing}, {durations}" if timing else durations
+    timing_hit = f"{timing_hit}, {durations}" if timing_hit else durations
     etag = f'"{digest}"'
     last_modified = format_datetime(updated, usegmt=True)
     return CachedPage(

@@ -41,6 +41,7 @@ def merge(answers: Sequence[tuple[str, Sequence[Video]]], sort: Sort = Sort.RELE
 
 def richest(first: Video, other: Video) -> Video:
     """One video from two views of it: keep every field either view knows."""
+    duration_ms = first.duration_ms if first.duration_ms is not None else other.duration_ms
     return replace(
         first,
         summary=first.summary if len(first.summary) >= len(other.summary) else other.summary,
@@ -48,5 +49,6 @@ def richest(first: Video, other: Video) -> Video:
         author=first.author or other.author,
         thumbnail_url=first.thumbnail_url or other.thumbnail_url,
         plays=max((p for p in (first.plays, other.plays) if p is not None), default=None),
-        duration_ms=first.duration_ms if first.duration_ms is not None else other.duration_ms,
+        duration_ms=duration_ms,
+        duration_pending=duration_ms is None and (first.duration_pending or other.duration_pending),
     )

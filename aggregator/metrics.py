@@ -34,6 +34,18 @@ class Metrics:
             registry=r,
             buckets=(0.01, 0.05, 0.1, 0.2, 0.5, 1, 2, 4, 8),
         )
+        self.deferred = Counter(
+            "ilosagg_durations_deferred",
+            "Duration lookups deferred for want of budget or by a passing failure",
+            ["org"],
+            registry=r,
+        )
+        self.budget_refused = Counter(
+            "ilosagg_budget_refused",
+            "Upstream requests not sent because the org's budget had none left",
+            ["org", "spend"],
+            registry=r,
+        )
         self.upstream = Counter(
             "ilosagg_upstream_requests",
             "Requests sent to ilos, by outcome",

@@ -70,6 +70,8 @@ class Video:
     thumbnail_url: str | None = None  # upstream's signed URL: never published as is
     plays: int | None = None
     duration_ms: int | None = None
+    # Unknown for now, but being looked up: the page says "length pending".
+    duration_pending: bool = False
 
     @property
     def entry_id(self) -> str:
@@ -91,6 +93,7 @@ class Video:
             "thumbnail_url": self.thumbnail_url,
             "plays": self.plays,
             "duration_ms": self.duration_ms,
+            "duration_pending": self.duration_pending,
         }
 
     @classmethod
@@ -108,6 +111,7 @@ class Video:
             thumbnail_url=data.get("thumbnail_url"),
             plays=data.get("plays"),
             duration_ms=data.get("duration_ms"),
+            duration_pending=bool(data.get("duration_pending", False)),
         )
 
 

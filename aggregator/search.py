@@ -1,17 +1,22 @@
 """Asking every organisation at once and merging what comes back.
 
-Each org is one task with its own timeouts; an org that is slow, failing or
-rate-limited costs its own results and nothing else, and its `OrgReport` says
-what happened (it becomes the `Server-Timing` metric `org-<id>`). Where each
-org's answer comes from (cache, a shared fetch, a stale copy) is `answers`'s job.
+Each org is one task; the whole search has one deadline (`upstream.deadline`),
+and each org gets only the time that remains of it, as SearXNG bounds a
+search. An org that is slow, failing, rate-limited or broken costs its own
+results and nothing else: even an unexpected exception in its task makes it
+`error`, never the answer a 500. Its `OrgReport` says what happened (the
+`Server-Timing` metric `org-<id>`). Where each org's answer comes from (cache,
+a shared fetch, a stale copy) is `answers`'s job.
 
-`Searcher` is what the web layer talks to: `search`, `suggest`, `thumbnail`
-and `reports` are its whole public surface.
+`Searcher` is what the web layer talks to: `search`, `suggest`, `thumbnail`,
+`reports` and `health` are its public surface, and `run_background` does the
+work no request waits for (deferred duration lookups).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -19,14 +24,19 @@ from dataclasses import dataclass
 import aiohttp
 
 from aggregator.answers import AnswerSource, OrgAnswer
+from aggregator.breaker import BreakerState
+from aggregator.budget import Budget, BudgetState
 from aggregator.cache import Cache
 from aggregator.config import Config, Org
 from aggregator.merge import merge
 from aggregator.metrics import Metrics
-from aggregator.model import Clock, OrgReport, Result, Sort
+from aggregator.model import Clock, OrgReport, OrgStatus, Result, Sort
 from aggregator.parsepool import ParsePool
 from aggregator.suggestions import SuggestionIndex
 from aggregator.thumbnails import Redirect, Thumbnails
+
+log = logging.getLogger(__name__)
+DRAIN_INTERVAL = 0.5  # seconds between passes over the deferred duration lookups
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +49,21 @@ class SearchAnswer:
     def complete(self) -> bool:
         return all(r.status.good for r in self.reports)
 
+    @property
+    def pending_durations(self) -> int:
+        """Videos in the answer whose duration is still being looked up."""
+        return sum(1 for r in self.results if r.video.duration_pending)
+
+
+@dataclass(frozen=True, slots=True)
+class OrgHealth:
+    """What /readyz says about an org: its last report here, its breaker and its budget."""
+
+    report: OrgReport | None
+    breaker: BreakerState
+    budget: BudgetState
+    deferred: int  # duration lookups waiting for budget
+
 
 class Searcher:
     def __init__(
@@ -47,20 +72,23 @@ class Searcher:
         session: aiohttp.ClientSession,
         cache: Cache,
         parse_pool: ParsePool,
+        budget: Budget,
         metrics: Metrics | None = None,
         clock: Clock = time.time,
     ) -> None:
         self.config = config
         self.metrics = metrics or Metrics()
-        self._answers = AnswerSource(config, session, cache, parse_pool, self.metrics, clock)
+        self._budget = budget
+        self._answers = AnswerSource(config, session, cache, parse_pool, self.metrics, budget, clock)
         self._thumbnails = Thumbnails(cache, self._answers.refresh, clock)
         self._last_reports: dict[str, OrgReport] = {}
         self._suggestions = SuggestionIndex()
 
     async def search(self, query: str, org_ids: Sequence[str], sort: Sort) -> SearchAnswer:
         """`query` is normalised (lower-cased, whitespace folded): it is what orgs are asked."""
+        deadline = time.monotonic() + self.config.upstream.deadline
         orgs = [o for o in self.config.orgs if o.id in org_ids]
-        timed = await asyncio.gather(*(self._timed(org, query) for org in orgs))
+        timed = await asyncio.gather(*(self._timed(org, query, deadline) for org in orgs))
         answers = [(org.id, answer) for org, (answer, _) in zip(orgs, timed, strict=True)]
         merged = merge([(org_id, answer.videos) for org_id, answer in answers], sort)
         reports = tuple(report for _, report in timed)
@@ -79,12 +107,40 @@ class Searcher:
         return await self._thumbnails.redirect(randtag)
 
     def reports(self) -> dict[str, OrgReport]:
-        """Each org's last report in this process, for /readyz."""
+        """Each org's last report in this process."""
         return dict(self._last_reports)
 
-    async def _timed(self, org: Org, query: str) -> tuple[OrgAnswer, OrgReport]:
+    async def health(self) -> dict[str, OrgHealth]:
+        """Each org's breaker and budget (fleet-wide, from the cache) and its last report here."""
+        out = {}
+        for org in self.config.orgs:
+            out[org.id] = OrgHealth(
+                self._last_reports.get(org.id),
+                await self._answers.breakers.state(org.id),
+                await self._budget.state(org),
+                await self._answers.durations.pending(org),
+            )
+        return out
+
+    async def run_background(self) -> None:
+        """Until cancelled: run deferred duration lookups as the budget refills (one process at a time)."""
+        while True:
+            try:
+                await self._answers.durations.drain_deferred()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # never let the loop die; the next pass tries again
+                log.warning("deferred duration lookups: pass failed (%s)", type(exc).__name__)
+            await asyncio.sleep(DRAIN_INTERVAL)
+
+    async def _timed(self, org: Org, query: str, deadline: float) -> tuple[OrgAnswer, OrgReport]:
         started = time.perf_counter()
-        answer = await self._answers.answer(org, query)
+        try:
+            answer = await self._answers.answer(org, query, deadline - time.monotonic())
+        except Exception as exc:  # one org's bug is that org's error, never the whole answer's
+            # No traceback: its frames' text could carry an upstream URL, and so a key.
+            log.error("org=%s: unexpected %s while answering", org.id, type(exc).__name__)
+            answer = OrgAnswer((), OrgStatus.ERROR, detail="unexpected error")
         elapsed = (time.perf_counter() - started) * 1000
         return answer, OrgReport(org.id, answer.status, elapsed, answer.detail)
 

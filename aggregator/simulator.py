@@ -17,9 +17,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import math
 import secrets
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from datetime import datetime
 from xml.sax.saxutils import escape, quoteattr
@@ -59,6 +60,11 @@ class SimOrg:
     retry_after: int = 30
     max_results: int | None = None  # None: every match, as ilos may well do
     broken_durations: set[str] = field(default_factory=set)  # answer level: error
+    # ilos v2's throttle: at most rate_limit requests (search and metadata) per rolling
+    # rate_window seconds per key, 429 with Retry-After past it; None is unlimited.
+    rate_limit: int | None = None
+    rate_window: float = 60.0
+    _requests: deque[float] = field(default_factory=deque, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +72,7 @@ class Call:
     org: str  # the org's name, "?" for an unknown key
     endpoint: str  # "search", "metadata" or "thumbnail"
     arg: str  # the query, or the randtag
+    throttled: bool = False  # answered 429 by the per-key rate limit
 
 
 class Simulator:
@@ -127,9 +134,13 @@ class Simulator:
     async def _search(self, request: web.Request) -> web.StreamResponse:
         org = self._by_key(request.query.get("api_key"))
         query = request.query.get("q", "")
-        self.log.append(Call(org.name if org else "?", "search", query))
         if org is None:
+            self.log.append(Call("?", "search", query))
             return web.Response(status=401, text="Invalid API key")
+        throttled = self._throttle(org)
+        self.log.append(Call(org.name, "search", query, throttled is not None))
+        if throttled is not None:
+            return throttled
         if org.latency:
             await asyncio.sleep(org.latency)
         fault = await self._fault(org.fault, org.retry_after)
@@ -160,9 +171,13 @@ class Simulator:
             payload = {}
         org = self._by_key(str(payload.get("api_key") or ""))
         randtag = str(payload.get("randtag") or "")
-        self.log.append(Call(org.name if org else "?", "metadata", randtag))
         if org is None:
+            self.log.append(Call("?", "metadata", randtag))
             return web.json_response({"message": "Invalid API key", "level": "error", "data": []}, status=401)
+        throttled = self._throttle(org)
+        self.log.append(Call(org.name, "metadata", randtag, throttled is not None))
+        if throttled is not None:
+            return throttled
         if org.metadata_latency:
             await asyncio.sleep(org.metadata_latency)
         if org.metadata_fault == "error":
@@ -206,6 +221,32 @@ class Simulator:
         return web.Response(
             body=self._png(randtag), content_type="image/png", headers={"Cache-Control": "max-age=3600"}
         )
+
+    def throttled(self) -> list[Call]:
+        """Every request the per-key rate limit refused."""
+        return [c for c in self.log if c.throttled]
+
+    def _throttle(self, org: SimOrg) -> web.Response | None:
+        """A 429 when this key's rolling window is full; None (and the request counted) otherwise."""
+        if org.rate_limit is None:
+            return None
+        now = time.monotonic()
+        window = org._requests
+        while window and window[0] <= now - org.rate_window:
+            window.popleft()
+        if len(window) >= org.rate_limit:
+            retry_after = max(1, math.ceil(window[0] + org.rate_window - now))
+            return web.Response(
+                status=429,
+                text="Too Many Attempts.",
+                headers={
+                    "Retry-After": str(retry_after),
+                    "X-RateLimit-Limit": str(org.rate_limit),
+                    "X-RateLimit-Remaining": "0",
+                },
+            )
+        window.append(now)
+        return None
 
     async def _fault(self, fault: str | None, retry_after: int) -> web.Response | None:
         if fault == "timeout":

@@ -43,6 +43,7 @@ class Fetched:
     status: int | None = None
     retry_after: float | None = None  # seconds, from a 429's Retry-After
     detail: str = ""  # safe to log: never a URL, a key or upstream text
+    rate_remaining: int | None = None  # X-RateLimit-Remaining, where ilos sent one
 
     @property
     def ok(self) -> bool:
@@ -55,6 +56,8 @@ class DurationAnswer:
     duration_ms: int | None
     elapsed_ms: float
     detail: str = ""
+    retry_after: float | None = None
+    rate_remaining: int | None = None
 
 
 def new_session() -> aiohttp.ClientSession:
@@ -89,10 +92,17 @@ async def fetch_duration(
         json_body={"api_key": org.api_key, "randtag": randtag},
     )
     if not fetched.ok:
-        return DurationAnswer(fetched.outcome, None, fetched.elapsed_ms, fetched.detail)
+        return DurationAnswer(
+            fetched.outcome,
+            None,
+            fetched.elapsed_ms,
+            fetched.detail,
+            fetched.retry_after,
+            fetched.rate_remaining,
+        )
     duration_ms, detail = parse_metadata_answer(fetched.body)
     outcome = Outcome.OK if duration_ms is not None else Outcome.UNPARSEABLE
-    return DurationAnswer(outcome, duration_ms, fetched.elapsed_ms, detail)
+    return DurationAnswer(outcome, duration_ms, fetched.elapsed_ms, detail, None, fetched.rate_remaining)
 
 
 def parse_metadata_answer(body: bytes) -> tuple[int | None, str]:
@@ -136,6 +146,7 @@ async def _request(
     json_body: dict[str, str] | None = None,
 ) -> Fetched:
     started = time.perf_counter()
+    remaining: int | None = None  # what ilos says is left of this key's budget
 
     def done(
         outcome: Outcome,
@@ -146,7 +157,15 @@ async def _request(
         detail: str = "",
     ) -> Fetched:
         elapsed = (time.perf_counter() - started) * 1000
-        return Fetched(outcome, elapsed, body=body, status=status, retry_after=retry_after, detail=detail)
+        return Fetched(
+            outcome,
+            elapsed,
+            body=body,
+            status=status,
+            retry_after=retry_after,
+            detail=detail,
+            rate_remaining=remaining,
+        )
 
     try:
         async with session.request(
@@ -158,6 +177,7 @@ async def _request(
             allow_redirects=False,
         ) as resp:
             status = resp.status
+            remaining = parse_remaining(resp.headers.get("X-RateLimit-Remaining"))
             if status in (401, 403):
                 return done(Outcome.DENIED, status=status, detail=f"HTTP {status}")
             if status == 429:
@@ -180,6 +200,14 @@ async def _request(
     except aiohttp.ClientError as exc:
         # The exception's text can contain the request URL, and so the key.
         return done(Outcome.NETWORK, detail=type(exc).__name__)
+
+
+def parse_remaining(value: str | None) -> int | None:
+    """`X-RateLimit-Remaining`: a small whole number, or nothing we believe."""
+    if value is None:
+        return None
+    value = value.strip()
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= 9 else None
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:

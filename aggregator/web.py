@@ -15,11 +15,13 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import suppress
 
 from aiohttp import web
 
 from aggregator import cache as caches
 from aggregator.auth import Authenticator, Caller, unauthorized
+from aggregator.budget import Budget, shared_storage
 from aggregator.cache import Cache, MemoryCache
 from aggregator.config import Config
 from aggregator.description import render_description, render_osdx
@@ -90,10 +92,15 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     parse_pool = ParsePool(config.server.parse_workers)
     app[PARSE_POOL] = parse_pool
     try:
-        async with caches.from_config(config.cache, app[CLOCK]) as cache:
+        async with caches.from_config(config.cache, app[CLOCK]) as cache, shared_storage(config) as shared:
             app[CACHE] = cache
-            app[SEARCHER] = Searcher(config, session, cache, parse_pool, app[METRICS], app[CLOCK])
+            budget = Budget(config, cache, shared, app[CLOCK])
+            app[SEARCHER] = Searcher(config, session, cache, parse_pool, budget, app[METRICS], app[CLOCK])
+            background = asyncio.create_task(app[SEARCHER].run_background())
             yield
+            background.cancel()
+            with suppress(asyncio.CancelledError):
+                await background
     finally:
         await session.close()
         # Wait for the workers while the interpreter is whole: shutting down
@@ -247,6 +254,7 @@ async def _render(
         answer.reports,
         answer.complete,
         now,
+        answer.pending_durations,
     )
     keep(app[PAGES], page_key, page, now)
     return page
@@ -356,21 +364,36 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Can serve (always, while the process runs); says what is degraded."""
+    """Can serve (always, while the process runs); says what is degraded, and each org's state."""
     cache = request.app[CACHE]
-    orgs = {org_id: str(r.status) for org_id, r in request.app[SEARCHER].reports().items()}
+    now = request.app[CLOCK]()
     degraded = [f"cache: {cache.describe()}"] if caches.redis_unreachable(cache) else []
-    degraded += [
-        f"org {org_id}: {r.status}"
-        for org_id, r in request.app[SEARCHER].reports().items()
-        if not r.status.good
-    ]
-    return web.json_response(
-        {
-            "status": "degraded" if degraded else "ok",
-            "cache": cache.describe(),
-            "orgs": orgs,
-            "degraded": degraded,
-        },
-        headers=NO_STORE,
-    )
+    orgs: dict[str, object] = {}
+    for org_id, health in (await request.app[SEARCHER].health()).items():
+        last = health.report.status if health.report else None
+        if health.breaker.is_open(now):
+            breaker = "open"
+        else:
+            breaker = "half-open" if health.breaker.open_until else "closed"
+        orgs[org_id] = {
+            "last": str(last) if last else None,
+            "breaker": breaker,
+            "breaker_reason": health.breaker.reason or None,
+            "retry_in": round(health.breaker.open_until - now, 1) if breaker == "open" else None,
+            "failures": health.breaker.failures,
+            "budget_limit": health.budget.limit,
+            "budget_remaining": health.budget.remaining,
+            "rate_limited_for": round(max(0.0, health.budget.cooling_until - now), 1) or None,
+            "deferred_durations": health.deferred,
+        }
+        if last is not None and not last.good:
+            degraded.append(f"org {org_id}: {last}")
+        if breaker == "open":
+            degraded.append(f"org {org_id}: skipped ({health.breaker.reason})")
+    body = {
+        "status": "degraded" if degraded else "ok",
+        "cache": cache.describe(),
+        "orgs": orgs,
+        "degraded": degraded,
+    }
+    return web.json_response(body, headers=NO_STORE)

@@ -39,3 +39,13 @@ def link(doc: etree._Element, rel: str) -> str | None:
         if el.get("rel") == rel:
             return el.get("href")
     return None
+
+
+def server_timing(resp) -> dict[str, str]:
+    """Server-Timing metric name -> its desc (`org-engineering` -> `ok`, `durations` -> `complete`)."""
+    out = {}
+    for metric in resp.headers["Server-Timing"].split(","):
+        name, *params = [p.strip() for p in metric.split(";")]
+        desc = next(p for p in params if p.startswith("desc=")).split("=", 1)[1].strip('"')
+        out[name] = desc
+    return out
