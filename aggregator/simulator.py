@@ -85,7 +85,9 @@ class Simulator:
         self._answers = 0
         self._runner: web.AppRunner | None = None
         self._png_cache: OrderedDict[str, bytes] = OrderedDict()
+        self._remaining = 0
         self.app = web.Application()
+        self.app.on_response_prepare.append(self._add_rate_headers)
         for path in SEARCH_PATHS:
             self.app.router.add_get(path, self._search)
         for path in METADATA_PATHS:
@@ -141,6 +143,7 @@ class Simulator:
         self.log.append(Call(org.name, "search", query, throttled is not None))
         if throttled is not None:
             return throttled
+        request["rate_headers"] = self._rate_headers(org)
         if org.latency:
             await asyncio.sleep(org.latency)
         fault = await self._fault(org.fault, org.retry_after)
@@ -178,6 +181,7 @@ class Simulator:
         self.log.append(Call(org.name, "metadata", randtag, throttled is not None))
         if throttled is not None:
             return throttled
+        request["rate_headers"] = self._rate_headers(org)
         if org.metadata_latency:
             await asyncio.sleep(org.metadata_latency)
         if org.metadata_fault == "error":
@@ -226,6 +230,16 @@ class Simulator:
         """Every request the per-key rate limit refused."""
         return [c for c in self.log if c.throttled]
 
+    def _rate_headers(self, org: SimOrg) -> dict[str, str]:
+        """What ilos v2 tells a throttled key on every answer: its limit and what is left of it."""
+        if org.rate_limit is None:
+            return {}
+        return {"X-RateLimit-Limit": str(org.rate_limit), "X-RateLimit-Remaining": str(self._remaining)}
+
+    @staticmethod
+    async def _add_rate_headers(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers.update(request.get("rate_headers", {}))
+
     def _throttle(self, org: SimOrg) -> web.Response | None:
         """A 429 when this key's rolling window is full; None (and the request counted) otherwise."""
         if org.rate_limit is None:
@@ -246,6 +260,7 @@ class Simulator:
                 },
             )
         window.append(now)
+        self._remaining = org.rate_limit - len(window)
         return None
 
     async def _fault(self, fault: str | None, retry_after: int) -> web.Response | None:

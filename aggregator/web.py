@@ -21,13 +21,16 @@ from aiohttp import web
 
 from aggregator import cache as caches
 from aggregator.auth import Authenticator, Caller, unauthorized
-from aggregator.budget import Budget, shared_storage
+from aggregator.budget import Budget
 from aggregator.cache import Cache, MemoryCache
+from aggregator.clientlimits import CallerLimits
 from aggregator.config import Config
 from aggregator.description import render_description, render_osdx
+from aggregator.flights import Flights
 from aggregator.formats import BY_NAME, DESCRIPTION, FORMATS, HTML, SUGGESTIONS, Format
 from aggregator.httpcache import CachedPage, build_page, respond
 from aggregator.icons import play_icon
+from aggregator.limiter import Limiter, shared_storage
 from aggregator.metrics import METRICS_TYPE, Metrics
 from aggregator.model import RANDTAG_RE, Clock
 from aggregator.page import STYLESHEET, render_form, security_headers
@@ -44,12 +47,13 @@ CONFIG = web.AppKey("config", Config)
 CLOCK = web.AppKey[Clock]("clock")
 CACHE = web.AppKey[Cache]("cache")
 PAGES = web.AppKey("pages", MemoryCache)
-RENDERING = web.AppKey[dict[str, "asyncio.Task[CachedPage]"]]("rendering")
+RENDERING = web.AppKey[Flights[str, CachedPage]]("rendering")
 SEARCHER = web.AppKey("searcher", Searcher)
 PARSE_POOL = web.AppKey("parse_pool", ParsePool)
 METRICS = web.AppKey("metrics", Metrics)
 AUTH = web.AppKey("auth", Authenticator)
 PAGE_HEADERS = web.AppKey[dict[str, str]]("page_headers")
+LIMITS = web.AppKey("limits", CallerLimits)
 
 NO_STORE = {"Cache-Control": "no-store"}
 CORS = {"Access-Control-Allow-Origin": "*"}
@@ -62,7 +66,7 @@ def create_app(config: Config, *, clock: Clock = time.time) -> web.Application:
     app[CONFIG] = config
     app[CLOCK] = clock
     app[PAGES] = MemoryCache(max_entries=2_000, clock=clock)
-    app[RENDERING] = {}
+    app[RENDERING] = Flights("render")
     app[METRICS] = Metrics()
     app[AUTH] = Authenticator(config)
     app[PAGE_HEADERS] = security_headers(config.server.public_url, config.web.frame_ancestors)
@@ -92,9 +96,14 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     parse_pool = ParsePool(config.server.parse_workers)
     app[PARSE_POOL] = parse_pool
     try:
-        async with caches.from_config(config.cache, app[CLOCK]) as cache, shared_storage(config) as shared:
+        async with (
+            caches.from_config(config.cache, app[CLOCK]) as cache,
+            shared_storage(config.cache) as shared,
+        ):
             app[CACHE] = cache
-            budget = Budget(config, cache, shared, app[CLOCK])
+            limiter = Limiter(shared, config.cache.redis_retry_seconds, app[CLOCK])
+            app[LIMITS] = CallerLimits(config, limiter)
+            budget = Budget(config, cache, limiter, app[CLOCK])
             app[SEARCHER] = Searcher(config, session, cache, parse_pool, budget, app[METRICS], app[CLOCK])
             background = asyncio.create_task(app[SEARCHER].run_background())
             yield
@@ -152,6 +161,33 @@ def bad_request(
     return web.Response(status=400, text=f"Bad request: {error}\n", headers=NO_STORE)
 
 
+def too_many(
+    request: web.Request,
+    fmt: Format,
+    retry_after: float,
+    variant: str = "",
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    """429: this caller is over its limit; nothing was asked upstream. In the client's format."""
+    message = f"Too many requests: try again in {int(retry_after)} s."
+    extra = {**(headers or {}), **NO_STORE, "Retry-After": str(int(retry_after))}
+    if fmt.media_type.endswith("json"):
+        return web.json_response(
+            {"error": message, "retry_after": int(retry_after)}, status=429, headers=extra
+        )
+    if fmt is HTML:
+        config = request.app[CONFIG]
+        html = render_form(
+            config.server.public_url,
+            config.description.short_name,
+            q=request.query.get("q", "")[:MAX_QUERY],
+            error=message,
+            embed=variant == "embed",
+        )
+        return web.Response(text=html, content_type=HTML.media_type, status=429, headers=extra)
+    return web.Response(status=429, text=message + "\n", headers=extra)
+
+
 # -- search -----------------------------------------------------------------------
 
 
@@ -177,6 +213,10 @@ async def serve_search(
     caller = app[AUTH].caller(request)
     if caller is None:
         return unauthorized(fmt.name)
+    if app[LIMITS].active:
+        retry_after = await app[LIMITS].admit(caller, request.remote, request.headers.get("X-Forwarded-For"))
+        if retry_after is not None:
+            return too_many(request, fmt, retry_after, variant, headers)
     private = caller.authenticated
     pages = app[PAGES]
     clock = app[CLOCK]
@@ -208,13 +248,7 @@ async def serve_search(
         app[METRICS].page(fmt.name, "reused")
         keep(pages, raw_key, page, clock())
         return respond(request, page, private=private, hit=True, now=clock(), extra=headers)
-    rendering = app[RENDERING]
-    task = rendering.get(page_key)
-    if task is None:
-        task = asyncio.ensure_future(_render(app, page_key, params, caller, fmt, variant))
-        rendering[page_key] = task
-        task.add_done_callback(lambda _t: rendering.pop(page_key, None))
-    page = await asyncio.shield(task)
+    page = await app[RENDERING].join(page_key, lambda: _render(app, page_key, params, caller, fmt, variant))
     app[METRICS].page(fmt.name, "rendered")
     keep(pages, raw_key, page, clock())
     return respond(request, page, private=private, hit=False, now=clock(), extra=headers)
@@ -278,6 +312,12 @@ async def suggest(request: web.Request) -> web.Response:
     caller = request.app[AUTH].caller(request)
     if caller is None:
         return unauthorized(SUGGESTIONS.name)
+    if request.app[LIMITS].active:
+        retry_after = await request.app[LIMITS].admit(
+            caller, request.remote, request.headers.get("X-Forwarded-For")
+        )
+        if retry_after is not None:
+            return too_many(request, SUGGESTIONS, retry_after, headers=CORS)
     prefix = request.query.get("q", "")
     if len(prefix) > MAX_QUERY or any(ord(c) < 32 for c in prefix):
         return web.json_response(
