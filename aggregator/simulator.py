@@ -86,6 +86,7 @@ class Simulator:
         self._runner: web.AppRunner | None = None
         self._png_cache: OrderedDict[str, bytes] = OrderedDict()
         self._remaining = 0
+        self._rate_for: dict[int, dict[str, str]] = {}  # by id(request): headers its answer carries
         self.app = web.Application()
         self.app.on_response_prepare.append(self._add_rate_headers)
         for path in SEARCH_PATHS:
@@ -143,7 +144,7 @@ class Simulator:
         self.log.append(Call(org.name, "search", query, throttled is not None))
         if throttled is not None:
             return throttled
-        request["rate_headers"] = self._rate_headers(org)
+        self._rate_for[id(request)] = self._rate_headers(org)
         if org.latency:
             await asyncio.sleep(org.latency)
         fault = await self._fault(org.fault, org.retry_after)
@@ -181,7 +182,7 @@ class Simulator:
         self.log.append(Call(org.name, "metadata", randtag, throttled is not None))
         if throttled is not None:
             return throttled
-        request["rate_headers"] = self._rate_headers(org)
+        self._rate_for[id(request)] = self._rate_headers(org)
         if org.metadata_latency:
             await asyncio.sleep(org.metadata_latency)
         if org.metadata_fault == "error":
@@ -236,9 +237,8 @@ class Simulator:
             return {}
         return {"X-RateLimit-Limit": str(org.rate_limit), "X-RateLimit-Remaining": str(self._remaining)}
 
-    @staticmethod
-    async def _add_rate_headers(request: web.Request, response: web.StreamResponse) -> None:
-        response.headers.update(request.get("rate_headers", {}))
+    async def _add_rate_headers(self, request: web.Request, response: web.StreamResponse) -> None:
+        response.headers.update(self._rate_for.pop(id(request), {}))
 
     def _throttle(self, org: SimOrg) -> web.Response | None:
         """A 429 when this key's rolling window is full; None (and the request counted) otherwise."""

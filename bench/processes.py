@@ -38,26 +38,15 @@ def wait_for(url: str, timeout: float = 30.0) -> None:
             time.sleep(0.1)
 
 
-def start_simulator(
-    orgs: int, videos: int, latency: float, metadata_latency: float, port: int | None = None
-) -> tuple[subprocess.Popen, str, list[str]]:
-    """`orgs` uniform organisations whose every video matches any query."""
+def start_simulator(orgs: int, videos: int, latency: float, metadata_latency: float,
+                    port: int | None = None, *extra: str) -> tuple[subprocess.Popen[str], str, list[str]]:
+    """A simulator process (bench/simserver.py); `extra` are more of its options."""
     port = port or free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bench.simserver",
-            str(orgs),
-            str(videos),
-            str(latency),
-            str(metadata_latency),
-            str(port),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    proc = subprocess.Popen([sys.executable, "-m", "bench.simserver", "--orgs", str(orgs), "--videos", str(videos),
+                             "--latency", str(latency), "--metadata-latency", str(metadata_latency),
+                             "--port", str(port), *extra],
+                            cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
     keys = json.loads(proc.stdout.readline())
     return proc, f"http://127.0.0.1:{port}", keys
 
@@ -71,6 +60,7 @@ def start_service(
     parse_workers: int = 2,
     workers: int = 1,
     access_log: bool = True,
+    timeout: float = 4.0,
 ) -> tuple[subprocess.Popen, str]:
     port = port or free_port()
     orgs = "".join(
@@ -79,7 +69,7 @@ def start_service(
     config = (
         f'[server]\nhost = "127.0.0.1"\nport = {port}\nparse_workers = {parse_workers}\n'
         f"access_log = {'true' if access_log else 'false'}\n"
-        f'[upstream]\nbase_url = "{sim_url}"\ntimeout = 4.0\n{extra}\n{orgs}'
+        f'[upstream]\nbase_url = "{sim_url}"\ntimeout = {timeout}\n{extra}\n{orgs}'
     )
     path = Path(tempfile.mkstemp(suffix=".toml", prefix="bench-")[1])
     path.write_text(config)
@@ -104,3 +94,24 @@ def stop(*procs: subprocess.Popen) -> None:
             p.wait(10)
         except subprocess.TimeoutExpired:
             p.kill()
+
+
+def start_redis() -> tuple[subprocess.Popen[bytes], str]:
+    """A private redis-server on a free port, keeping nothing on disk."""
+    port = free_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", tempfile.mkdtemp(prefix="bench-redis-")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    break
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError("redis-server did not start")
+        time.sleep(0.05)
+    return proc, f"redis://127.0.0.1:{port}/0"

@@ -1,21 +1,24 @@
-"""`python -m bench.simserver ORGS VIDEOS LATENCY METADATA_LATENCY PORT`: a simulator process.
+"""`python -m bench.simserver [options]`: the simulated ilos as a process of its own.
 
-Prints the org keys as one JSON line, then serves until terminated. Every
-video of every org matches any query, so each new query is a full cold search.
-What only benchmarks need (uniform catalogs, matching everything) lives here,
-not in the package.
+Prints the org keys as one JSON line, then serves until terminated. `GET
+/_stats` answers `{"requests": N, "throttled": N}` for the bench to read, and
+`POST /_fault?org=ID&fault=timeout` breaks an org while it runs.
+What only benchmarks need (uniform catalogs, matching everything, stats)
+lives here, not in the package.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import random
 import secrets
 import signal
-import sys
 
-from aggregator.samples import make_video
+from aiohttp import web
+
+from aggregator.samples import make_video, sample_catalog
 from aggregator.simulator import SimOrg, Simulator, SimVideo
 
 
@@ -32,22 +35,43 @@ def uniform_orgs(count: int, videos_each: int, *, latency: float, metadata_laten
     for i in range(count):
         rng = random.Random(f"bench:{i}")
         videos = [make_video(rng, f"Lecture {n + 1}: topic {i}-{n}", f"org {i}") for n in range(videos_each)]
-        orgs.append(
-            SimOrg(
-                f"org{i}",
-                f"bench-key-{i:02d}-{secrets.token_hex(4)}",
-                videos,
-                latency=latency,
-                metadata_latency=metadata_latency,
-            )
-        )
+        orgs.append(SimOrg(f"org{i}", f"bench-key-{i:02d}-{secrets.token_hex(4)}", videos,
+                           latency=latency, metadata_latency=metadata_latency))
     return orgs
 
 
-async def main(orgs: int, videos: int, latency: float, metadata_latency: float, port: int) -> None:
-    sim_orgs = uniform_orgs(orgs, videos, latency=latency, metadata_latency=metadata_latency)
-    sim = EverythingMatches(sim_orgs)
-    await sim.start(port=port)
+SAMPLE_TOPICS = ["engineering", "medicine", "hr", "physics", "law", "music", "history", "biology"]
+
+
+def sample_orgs(count: int, videos_each: int, *, latency: float, metadata_latency: float) -> list[SimOrg]:
+    """`count` organisations with the demo's kind of catalog, no duration in their feeds (the worst case)."""
+    return [
+        SimOrg(f"org{i}", f"bench-key-{i:02d}-{secrets.token_hex(4)}",
+               sample_catalog(SAMPLE_TOPICS[i % len(SAMPLE_TOPICS)], videos_each, seed=i),
+               latency=latency, metadata_latency=metadata_latency)
+        for i in range(count)
+    ]
+
+
+async def main(args: argparse.Namespace) -> None:
+    make = uniform_orgs if args.catalog == "uniform" else sample_orgs
+    sim_orgs = make(args.orgs, args.videos, latency=args.latency, metadata_latency=args.metadata_latency)
+    for org in sim_orgs:
+        org.rate_limit = args.rate_limit
+        org.rate_window = args.rate_window
+    sim = EverythingMatches(sim_orgs) if args.catalog == "uniform" else Simulator(sim_orgs)
+
+    async def stats(request: web.Request) -> web.Response:
+        return web.json_response({"requests": len(sim.log), "throttled": len(sim.throttled())})
+
+    async def fault(request: web.Request) -> web.Response:
+        """`POST /_fault?org=org3&fault=timeout` (an empty fault heals it)."""
+        sim.org(request.query["org"]).fault = request.query.get("fault") or None
+        return web.json_response({"ok": True})
+
+    sim.app.router.add_get("/_stats", stats)
+    sim.app.router.add_post("/_fault", fault)
+    await sim.start(port=args.port)
     print(json.dumps([o.api_key for o in sim_orgs]), flush=True)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
@@ -55,6 +79,18 @@ async def main(orgs: int, videos: int, latency: float, metadata_latency: float, 
     await sim.stop()
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--orgs", type=int, default=8)
+    parser.add_argument("--videos", type=int, default=25)
+    parser.add_argument("--latency", type=float, default=0.1)
+    parser.add_argument("--metadata-latency", type=float, default=0.05)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--catalog", choices=("uniform", "sample"), default="uniform")
+    parser.add_argument("--rate-limit", type=int, default=None, help="requests per window per key, as ilos")
+    parser.add_argument("--rate-window", type=float, default=60.0)
+    return parser.parse_args(argv)
+
+
 if __name__ == "__main__":
-    o, v, lat, mlat, port = sys.argv[1:6]
-    asyncio.run(main(int(o), int(v), float(lat), float(mlat), int(port)))
+    asyncio.run(main(parse_args()))

@@ -120,8 +120,8 @@ async def test_a_burst_over_two_processes_draws_no_429_and_loses_no_org(sim, red
         for p in procs:
             p.terminate()
         for p in procs:
-            p.wait(10)
-            assert b"Traceback" not in p.stderr.read()
+            _, err = p.communicate(timeout=10)
+            assert b"Traceback" not in err
 
 
 async def test_pending_durations_are_said_in_every_format_and_heal(aiohttp_client, sim, clock) -> None:

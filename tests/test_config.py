@@ -129,3 +129,46 @@ def test_check_config_command(tmp_path: Path) -> None:
 
     missing = run_cli("serve", "--config", str(tmp_path / "nope.toml"))
     assert missing.returncode == 2 and "no such file" in missing.stderr
+
+
+def test_budget_keys_and_their_defaults() -> None:
+    config = parse_config_text(
+        '[upstream]\nrate_limit = 30\n[[orgs]]\nid = "a"\napi_key = "k1"\n'
+        '[[orgs]]\nid = "b"\napi_key = "k2"\nrate_limit = 120\n'
+        '[[clients]]\nname = "c"\ntoken = "0123456789abcdef"\n',
+        {},
+    )
+    assert [o.rate_limit for o in config.orgs] == [30, 120]  # the org's own figure wins
+    up = config.upstream
+    assert (up.rate_window, up.search_reserve, up.deadline, up.duration_wait, up.max_items) == (
+        60,
+        0.25,
+        5.0,
+        0.3,
+        500,
+    )
+    assert config.cache.incomplete_ttl == 15
+    assert config.clients[0].rate_limit == 600
+    assert (config.server.anonymous_rate_limit, config.server.trusted_proxies) == (0, ())
+    found = problems(
+        '[server]\ntrusted_proxies = ["not-an-address"]\n[upstream]\nsearch_reserve = 2\nrate_limit = 0\n'
+        '[[orgs]]\nid = "a"\napi_key = "k"\n'
+    )
+    assert any(p.startswith("server.trusted_proxies:") for p in found)
+    assert any(p.startswith("upstream.search_reserve:") for p in found)
+    assert any(p.startswith("upstream.rate_limit:") for p in found)
+
+
+def test_a_replaced_key_still_starts_with_a_deprecation_warning(tmp_path) -> None:
+    path = tmp_path / "old.toml"
+    path.write_text('[upstream]\nmetadata_concurrency = 4\n[[orgs]]\nid = "a"\napi_key = "k"\n')
+    config = load_config(path, {})
+    assert config.warnings and config.warnings[0].startswith("upstream.metadata_concurrency: deprecated")
+    done = subprocess.run(
+        [sys.executable, "-m", "aggregator", "check-config", "--config", str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0
+    assert "warning: upstream.metadata_concurrency: deprecated" in done.stderr
