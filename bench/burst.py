@@ -38,7 +38,11 @@ async def burst(bases: list[str], queries: list[str]) -> tuple[list[dict[str, st
         async def one(i: int, q: str) -> tuple[dict[str, str], int, int]:
             async with session.get(f"{bases[i % 2]}/search.atom", params={"q": q, "count": "50"}) as resp:
                 body = await resp.read()
-                return server_timing(resp.headers["Server-Timing"]), body.count(b"<entry>"), body.count(b'duration="')
+                return (
+                    server_timing(resp.headers["Server-Timing"]),
+                    body.count(b"<entry>"),
+                    body.count(b'duration="'),
+                )
 
         started = time.monotonic()
         first = await asyncio.gather(*(one(i, q) for i, q in enumerate(queries)))
@@ -63,23 +67,32 @@ def main() -> None:
     parser.add_argument("--orgs", type=int, default=5)
     args = parser.parse_args()
     redis_proc, redis_url = start_redis()
-    sim, sim_url, keys = start_simulator(args.orgs, 40, 0.1, 0.05, None, "--catalog", "sample",
-                                         "--rate-limit", "60", "--rate-window", "60")
+    sim, sim_url, keys = start_simulator(
+        args.orgs, 40, 0.1, 0.05, None, "--catalog", "sample", "--rate-limit", "60", "--rate-window", "60"
+    )
     extra = f'[cache]\nredis_url = "{redis_url}"\n'
     services = [start_service(sim_url, keys, extra=extra, port=free_port()) for _ in range(2)]
     queries = [str(n) for n in range(1, args.queries + 1)]  # each matches a different slice of each catalog
     try:
-        timings, entries, with_duration, complete_after = asyncio.run(burst([b for _, b in services], queries))
+        timings, entries, with_duration, complete_after = asyncio.run(
+            burst([b for _, b in services], queries)
+        )
         with urllib.request.urlopen(f"{sim_url}/_stats") as resp:
             stats = json.loads(resp.read())
     finally:
         stop(*(p for p, _ in services), sim, redis_proc)
-    missing = sum(1 for t in timings if any(v not in ("ok", "cached") for k, v in t.items() if k.startswith("org-")))
-    print(f"{args.queries} distinct cold searches (count=50), {args.orgs} orgs at 60 requests/min/key, 2 processes")
+    missing = sum(
+        1 for t in timings if any(v not in ("ok", "cached") for k, v in t.items() if k.startswith("org-"))
+    )
+    print(
+        f"{args.queries} distinct cold searches (count=50), {args.orgs} orgs at 60 requests/min/key, 2 processes"
+    )
     print(f"429s drawn from upstream:            {stats['throttled']} (of {stats['requests']} requests)")
     print(f"answers missing an org:              {missing} of {len(timings)}")
-    print(f"first answers' duration coverage:    {with_duration} of {entries} entries "
-          f"({100 * with_duration / max(1, entries):.0f} %)")
+    print(
+        f"first answers' duration coverage:    {with_duration} of {entries} entries "
+        f"({100 * with_duration / max(1, entries):.0f} %)"
+    )
     print(f"every duration known after:          {complete_after:.0f} s")
 
 

@@ -50,10 +50,7 @@ def main() -> None:
         stop(service, sim)
     times.sort()
     p50, p90 = statistics.median(times), times[int(len(times) * 0.9) - 1]
-    print(
-        f"rate_limit={args.rate_limit} parse_workers={args.parse_workers} "
-        f"requests={len(times)}"
-    )
+    print(f"rate_limit={args.rate_limit} parse_workers={args.parse_workers} requests={len(times)}")
     print(
         f"p50 {p50:.0f} ms ({p50 / FLOOR_MS:.2f}x floor)   p90 {p90:.0f} ms   "
         f"min {times[0]:.0f} ms   max {times[-1]:.0f} ms"

@@ -49,15 +49,19 @@ def main() -> None:
         for _ in range(3):
             query()  # warm: parse workers, connections, the duration cache
         healthy = [query()[0] for _ in range(args.rounds)]
-        urllib.request.urlopen(urllib.request.Request(f"{sim_url}/_fault?org=org3&fault=timeout", method="POST"))
+        urllib.request.urlopen(
+            urllib.request.Request(f"{sim_url}/_fault?org=org3&fault=timeout", method="POST")
+        )
         first = [query() for _ in range(3)]
         after = [query() for _ in range(args.rounds)]
     finally:
         stop(service, sim)
-    assert all('org-org3;dur=' in t and 'desc="skipped"' in t for _, t in after)
+    assert all("org-org3;dur=" in t and 'desc="skipped"' in t for _, t in after)
     p50_healthy, p50_after = statistics.median(healthy), statistics.median(ms for ms, _ in after)
     print(f"healthy p50:                 {p50_healthy:.0f} ms")
-    print(f"first three after the death: {', '.join(f'{ms:.0f} ms' for ms, _ in first)} (waiting for its timeout)")
+    print(
+        f"first three after the death: {', '.join(f'{ms:.0f} ms' for ms, _ in first)} (waiting for its timeout)"
+    )
     print(f"breaker open, p50:           {p50_after:.0f} ms ({p50_after / p50_healthy:.2f}x healthy)")
 
 

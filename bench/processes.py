@@ -38,14 +38,32 @@ def wait_for(url: str, timeout: float = 30.0) -> None:
             time.sleep(0.1)
 
 
-def start_simulator(orgs: int, videos: int, latency: float, metadata_latency: float,
-                    port: int | None = None, *extra: str) -> tuple[subprocess.Popen[str], str, list[str]]:
+def start_simulator(
+    orgs: int, videos: int, latency: float, metadata_latency: float, port: int | None = None, *extra: str
+) -> tuple[subprocess.Popen[str], str, list[str]]:
     """A simulator process (bench/simserver.py); `extra` are more of its options."""
     port = port or free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "bench.simserver", "--orgs", str(orgs), "--videos", str(videos),
-                             "--latency", str(latency), "--metadata-latency", str(metadata_latency),
-                             "--port", str(port), *extra],
-                            cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench.simserver",
+            "--orgs",
+            str(orgs),
+            "--videos",
+            str(videos),
+            "--latency",
+            str(latency),
+            "--metadata-latency",
+            str(metadata_latency),
+            "--port",
+            str(port),
+            *extra,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     keys = json.loads(proc.stdout.readline())
     return proc, f"http://127.0.0.1:{port}", keys
@@ -99,9 +117,23 @@ def stop(*procs: subprocess.Popen) -> None:
 def start_redis() -> tuple[subprocess.Popen[bytes], str]:
     """A private redis-server on a free port, keeping nothing on disk."""
     port = free_port()
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", tempfile.mkdtemp(prefix="bench-redis-")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            tempfile.mkdtemp(prefix="bench-redis-"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 10
     while True:
         try:

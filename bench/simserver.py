@@ -35,8 +35,15 @@ def uniform_orgs(count: int, videos_each: int, *, latency: float, metadata_laten
     for i in range(count):
         rng = random.Random(f"bench:{i}")
         videos = [make_video(rng, f"Lecture {n + 1}: topic {i}-{n}", f"org {i}") for n in range(videos_each)]
-        orgs.append(SimOrg(f"org{i}", f"bench-key-{i:02d}-{secrets.token_hex(4)}", videos,
-                           latency=latency, metadata_latency=metadata_latency))
+        orgs.append(
+            SimOrg(
+                f"org{i}",
+                f"bench-key-{i:02d}-{secrets.token_hex(4)}",
+                videos,
+                latency=latency,
+                metadata_latency=metadata_latency,
+            )
+        )
     return orgs
 
 
@@ -46,9 +53,13 @@ SAMPLE_TOPICS = ["engineering", "medicine", "hr", "physics", "law", "music", "hi
 def sample_orgs(count: int, videos_each: int, *, latency: float, metadata_latency: float) -> list[SimOrg]:
     """`count` organisations with the demo's kind of catalog, no duration in their feeds (the worst case)."""
     return [
-        SimOrg(f"org{i}", f"bench-key-{i:02d}-{secrets.token_hex(4)}",
-               sample_catalog(SAMPLE_TOPICS[i % len(SAMPLE_TOPICS)], videos_each, seed=i),
-               latency=latency, metadata_latency=metadata_latency)
+        SimOrg(
+            f"org{i}",
+            f"bench-key-{i:02d}-{secrets.token_hex(4)}",
+            sample_catalog(SAMPLE_TOPICS[i % len(SAMPLE_TOPICS)], videos_each, seed=i),
+            latency=latency,
+            metadata_latency=metadata_latency,
+        )
         for i in range(count)
     ]
 
