@@ -308,3 +308,15 @@ async def test_anonymous_callers_are_limited_per_address_behind_a_trusted_proxy(
     assert [await status("198.51.100.7") for _ in range(3)] == [200, 200, 429]
     assert await status("198.51.100.8") == 200  # another address behind the same proxy
     assert await status("10.0.0.1, 198.51.100.7") == 429  # the hop nearest the proxy is the caller
+
+
+async def test_without_redis_each_process_keeps_to_its_share(aiohttp_client, sim, clock) -> None:
+    config = make_config(sim, server={"replicas_hint": 2}, upstream={"rate_limit": 4, "rate_window": 60})
+    client = await aiohttp_client(create_app(config, clock=clock))
+    ready = await (await client.get("/readyz")).json()
+    assert ready["orgs"]["hr"]["budget_limit"] == 2  # 4 shared by 2 replicas of 1 worker
+    statuses = [
+        timing(await client.get("/search.atom", params={"q": q, "org": "hr"}))["hr"]
+        for q in ("payroll", "benefits", "wellbeing")
+    ]
+    assert statuses == ["ok", "ok", "skipped"]
