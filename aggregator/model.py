@@ -22,6 +22,17 @@ ID_PREFIX = "urn:ilos:video:"
 RANDTAG_RE = re.compile(r"[A-Za-z0-9_-]{4,64}")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
+# A duration past this is absurd for a video, and treated as unknown (contract: "Hostile clients and answers").
+MAX_DURATION_MS = 7 * 86_400 * 1000
+
+
+def sane_duration(ms: float | None) -> int | None:
+    """Milliseconds as a whole number, or None for what cannot be a video's length (negative, over 7 days, NaN)."""
+    if ms is None or not 0 <= ms <= MAX_DURATION_MS:  # NaN fails both comparisons
+        return None
+    return round(ms)
+
+
 # Wall-clock time in epoch seconds. Everything that decides an expiry reads one
 # of these, so tests move time forward instead of sleeping it out.
 Clock = Callable[[], float]

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from aggregator.model import Sort
+from aggregator.text import xml_safe
 
 MAX_QUERY = 256
 MAX_COUNT = 100
@@ -54,6 +55,9 @@ def parse_search_params(query: Mapping[str, str], visible_orgs: Sequence[str]) -
         raise ParamError("q", f"must be at most {MAX_QUERY} characters")
     if any(ord(c) < 32 for c in q):
         raise ParamError("q", "must not contain control characters")
+    q = xml_safe(q).strip()  # U+FFFE, U+FFFF and the like are dropped, not written into a feed
+    if not q:
+        raise ParamError("q", "is required: the words to search for")
     count = _integer(query, "count", DEFAULT_COUNT, 1, MAX_COUNT)
     start_index = _integer(query, "startIndex", 0, 1, MAX_START)
     if not start_index:

@@ -33,12 +33,17 @@ import feedparser
 import nh3
 from lxml import etree
 
-from aggregator.model import RANDTAG_RE, Video
+from aggregator.model import RANDTAG_RE, Video, sane_duration
+from aggregator.text import xml_safe
 
 _VIEW_RE = re.compile(r"/(?:view|embed)/([A-Za-z0-9_-]{4,64})(?:[/?#]|$)")
 _TITLE_PREFIX_RE = re.compile(r"^\s*(?:ilos|vidgrid)\s*:\s*", re.IGNORECASE)
-_BLOCK_TAG_RE = re.compile(r"<\s*(?:br|/p|/div|/li|/h\d|/tr)\b[^>]*>", re.IGNORECASE)
-_IMG_SRC_RE = re.compile(r"<img\b[^>]*\bsrc\s*=\s*[\"']([^\"']+)[\"']", re.IGNORECASE)
+# Every repetition over upstream text is bounded, so no regex here can backtrack
+# quadratically however the text is made (the pre-scan that could is gone).
+_BLOCK_TAG_RE = re.compile(r"<\s{0,8}(?:br|/p|/div|/li|/h\d|/tr)\b[^<>]{0,256}>", re.IGNORECASE)
+_IMG_SRC_RE = re.compile(
+    r"<img\b[^<>]{0,1024}?\bsrc\s{0,8}=\s{0,8}[\"']([^\"'<>]{1,2048})[\"']", re.IGNORECASE
+)
 _SPACE_RE = re.compile(r"\s+")
 
 MAX_TITLE = 300
@@ -159,12 +164,17 @@ def _rss_entries(body: bytes) -> list[dict[str, Any]] | None:
 
 
 def parse_duration_text(text: str | None) -> int | None:
-    """A feed's duration in milliseconds, or None when it does not parse.
+    """A feed's duration in milliseconds, or None when it does not parse or is absurd.
 
     Accepts `H:MM:SS`, `MM:SS` (optionally with fractional seconds), ISO 8601
     `PT#H#M#S`, `123ms`, and plain numbers: seconds, or milliseconds when the
     number is too large to be seconds of a lecture (see `_SECONDS_CEILING`).
+    Negative, over seven days, or longer than 32 characters: unknown.
     """
+    return sane_duration(_duration_text(text))
+
+
+def _duration_text(text: str | None) -> float | None:
     if text is None:
         return None
     s = text.strip().lower()
@@ -203,9 +213,10 @@ def plain_text(markup: str | None, limit: int = MAX_SUMMARY) -> str:
     """Upstream HTML as one line of plain text: tags and scripts gone, entities decoded."""
     if not markup:
         return ""
-    spaced = _BLOCK_TAG_RE.sub(" ", markup)
+    # Only the first part can show: read no more of a huge field than could.
+    spaced = _BLOCK_TAG_RE.sub(" ", markup[: limit * 64])
     text = html.unescape(nh3.clean(spaced, tags=set()))
-    text = _SPACE_RE.sub(" ", text).strip()
+    text = xml_safe(_SPACE_RE.sub(" ", text)).strip()
     if len(text) > limit:
         text = text[: limit - 1].rstrip() + "…"
     return text
@@ -226,7 +237,7 @@ def _video_from_entry(entry: Any) -> Video | None:
     if "html" in (title_detail.get("type") or ""):
         title = plain_text(raw_title, MAX_TITLE)
     else:
-        title = _SPACE_RE.sub(" ", raw_title).strip()[:MAX_TITLE]
+        title = xml_safe(_SPACE_RE.sub(" ", raw_title[: MAX_TITLE * 4])).strip()[:MAX_TITLE]
     title = strip_title_prefix(title) or randtag
     summary_html = entry.get("summary") or ""
     return Video(
@@ -247,6 +258,8 @@ def _http_url(value: Any) -> str | None:
     if not isinstance(value, str):
         return None
     url: str = value.strip()
+    if len(url) > 2048 or any(c <= " " for c in url) or xml_safe(url) != url:
+        return None
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -301,7 +314,7 @@ def _thumbnail(entry: Any, summary_html: str) -> str | None:
             url = _http_url(content.get("url"))
             if url:
                 return url
-    m = _IMG_SRC_RE.search(summary_html)
+    m = _IMG_SRC_RE.search(summary_html[:65_536])
     return _http_url(html.unescape(m.group(1))) if m else None
 
 
@@ -320,6 +333,6 @@ def _feed_duration(entry: Any) -> int | None:
                 return ms
     for content in entry.get("media_content") or ():
         value = content.get("duration")
-        if isinstance(value, str) and re.fullmatch(r"\d+(?:\.\d+)?", value.strip()):
-            return round(float(value) * 1000)  # Media RSS: seconds
+        if isinstance(value, str) and len(value) <= 32 and re.fullmatch(r"\d+(?:\.\d+)?", value.strip()):
+            return sane_duration(float(value) * 1000)  # Media RSS: seconds
     return None

@@ -20,6 +20,7 @@ import aiohttp
 
 from aggregator import USER_AGENT
 from aggregator.config import Org, UpstreamConfig
+from aggregator.model import sane_duration
 
 METADATA_MAX_BYTES = 64 * 1024
 
@@ -124,16 +125,21 @@ def parse_metadata_answer(body: bytes) -> tuple[int | None, str]:
     if not isinstance(data, dict):
         return None, "metadata answer has no data"
     total = data.get("totalMs")
-    if isinstance(total, (int, float)) and not isinstance(total, bool) and 0 <= total < 10**10:
-        return int(total), ""
+    if isinstance(total, (int, float)) and not isinstance(total, bool):
+        duration = sane_duration(total)
+        return (duration, "") if duration is not None else (None, "metadata answer has an absurd duration")
     try:
-        parts = [int(str(data[k])) for k in ("hours", "mins", "secs")]
-        ms = int(str(data.get("ms", "0") or "0"))
-    except (KeyError, ValueError):
+        # Short digit strings only: int() of thousands of digits is slow, and no video is that long.
+        fields = [str(data[k]).strip() for k in ("hours", "mins", "secs")] + [
+            str(data.get("ms", "0") or "0").strip()
+        ]
+    except KeyError:
         return None, "metadata answer has no usable duration"
-    if min([*parts, ms]) < 0:
-        return None, "metadata answer has a negative duration"
-    return ((parts[0] * 60 + parts[1]) * 60 + parts[2]) * 1000 + ms, ""
+    if not all(f.isascii() and f.isdigit() and len(f) <= 6 for f in fields):
+        return None, "metadata answer has no usable duration"
+    hours, mins, secs, ms = (int(f) for f in fields)
+    duration = sane_duration(((hours * 60 + mins) * 60 + secs) * 1000 + ms)
+    return (duration, "") if duration is not None else (None, "metadata answer has an absurd duration")
 
 
 async def _request(

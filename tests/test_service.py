@@ -295,3 +295,54 @@ async def test_hostile_query_strings_never_cause_a_5xx(client, sim) -> None:
         assert resp.status < 500, (path, query, resp.status)
         if resp.status >= 400:
             assert resp.headers["Cache-Control"] == "no-store"
+
+
+async def test_text_xml_forbids_is_dropped_never_a_500(client, sim) -> None:
+    """U+FFFE/U+FFFF in q, and NUL, U+0001 and U+FFFF in an upstream title."""
+    import random
+
+    from aggregator.samples import make_video
+
+    hostile = make_video(random.Random(1), "Onboarding \x00\x01 for \uffff everyone\ufffe", "hr")
+    sim.org("engineering").videos.append(hostile)
+    for path in ("/search.atom", "/search.rss", "/search.json", "/"):
+        for q in ("onboarding", "onboarding\ufffe", "onboarding\uffff"):
+            resp = await client.get(path, params={"q": q, "count": "100"})
+            assert resp.status == 200, (path, q)
+            body = await resp.read()
+            assert b"Onboarding for everyone" in body.replace(b"  ", b" ")
+    only_forbidden = await client.get("/search.atom", params={"q": "\uffff"})
+    assert only_forbidden.status == 400 and "q: is required" in await only_forbidden.text()
+
+
+@pytest.mark.parametrize("duration", ["9" * 400, "-5", "99999999999", "nan", "1e308"])
+async def test_absurd_feed_durations_are_unknown_not_errors(sim, duration) -> None:
+    """A Media RSS duration that cannot be a video's: the items are listed, their lengths unknown."""
+    from aggregator.parsing import parse_search_answer
+
+    medicine = sim.org("medicine")
+    medicine.duration_child = None
+    body = sim._render(medicine, medicine.videos[:3], "q", "")
+    hostile = body.replace(b'medium="image"', f'medium="image" duration="{duration}"'.encode())
+    assert hostile.count(b"duration=") == 3
+    videos = parse_search_answer(hostile)
+    assert len(videos) == 3 and all(v.duration_ms is None for v in videos)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"hours": "9" * 4299, "mins": "0", "secs": "0"},
+        {"hours": "200", "mins": "0", "secs": "0"},  # 200 h: over seven days
+        {"totalMs": 10**15},
+        {"totalMs": -1},
+        {"hours": "-1", "mins": "0", "secs": "0"},
+    ],
+)
+async def test_absurd_metadata_durations_are_unknown(data) -> None:
+    import json as jsonlib
+
+    from aggregator.upstream import parse_metadata_answer
+
+    duration, detail = parse_metadata_answer(jsonlib.dumps({"level": "success", "data": data}).encode())
+    assert duration is None and detail
