@@ -48,6 +48,7 @@ _STATUS_OF = {Outcome.OK: OrgStatus.OK, Outcome.TIMEOUT: OrgStatus.TIMEOUT, Outc
 _DOWN = (Outcome.TIMEOUT, Outcome.NETWORK)
 FAILURE_MEMORY = 5.0  # seconds other processes are told that a fetch just failed
 WAIT_POLL = 0.02
+REFRESH_AFTER = 60.0  # seconds: an answer younger than this has the newest signatures to be had
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,10 +112,20 @@ class AnswerSource:
         return OrgAnswer(stored.videos, OrgStatus.STALE, 0.0, fresh.detail or fresh.status)
 
     async def refresh(self, org_id: str, query: str) -> None:
-        """Ask the org again now (sharing a fetch already under way); for thumbnails' new signatures."""
+        """Ask the org again for thumbnails' new signatures, unless it was asked within `REFRESH_AFTER`.
+
+        The fetch is the shared one, behind the org's breaker and budget: a burst
+        of readers opening expiring thumbnails costs one search at most, and none
+        while the org is cooling down.
+        """
         org = self.config.org(org_id)
-        if org is not None:
-            await self._flight(org, query, cache_keys.query_digest(query))
+        if org is None:
+            return
+        digest = cache_keys.query_digest(query)
+        stored = await self._read(org, digest)
+        if stored is not None and self.clock() - stored.fetched_at < REFRESH_AFTER:
+            return
+        await self._flight(org, query, digest)
 
     def _fresh_until(self, stored: _Stored) -> float:
         """How long pages built on this answer may be reused: not past `incomplete_ttl` while it lacks durations."""

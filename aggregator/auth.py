@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 from dataclasses import dataclass
 
@@ -33,10 +34,18 @@ class Caller:
 
     @property
     def cache_scope(self) -> str:
-        """Tells apart rendered pages that differ by caller (orgs seen, key in links)."""
+        """Tells apart rendered pages that differ by caller: the orgs it sees, and a key= its links carry.
+
+        Never the client's name: two clients that see the same orgs share pages,
+        and no client ever gets a page rendered for a wider scope. A token that
+        rides in links is digested, so pages with one caller's key are that caller's.
+        """
         if self.client is None:
             return ""
-        return f"{self.client.name}|{'key' if self.key_param else 'header'}"
+        scope = ",".join(self.visible_orgs)
+        if self.key_param:
+            scope += "|" + hashlib.sha256(self.key_param.encode()).hexdigest()[:24]
+        return scope
 
 
 class Authenticator:

@@ -47,6 +47,8 @@ class ServerConfig:
     # away each process falls back to budget / (replicas_hint * workers).
     replicas_hint: int = 1
     workers: int = 1  # processes of this replica: set by `serve --workers`, not by the file
+    # Signs scoped thumbnail URLs so feed readers need no token for pictures; shared by every replica.
+    signing_secret: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +185,9 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.enviro
             proxies = []
             break
     replicas_hint = server_t.integer("replicas_hint", 1, 1, 10_000)
+    signing_secret = server_t.secret("signing_secret", environ, required=False)
+    if signing_secret is not None and len(signing_secret) < MIN_TOKEN_LENGTH:
+        problems.append(f"server.signing_secret: must be at least {MIN_TOKEN_LENGTH} characters")
     server_t.finish()
     if public_url is None:
         bracketed = f"[{host}]" if ":" in host else host
@@ -196,6 +201,7 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.enviro
         anonymous_rate_limit=anonymous_rate_limit,
         trusted_proxies=tuple(proxies),
         replicas_hint=replicas_hint,
+        signing_secret=signing_secret,
     )
     warnings: list[str] = []
 
@@ -294,8 +300,13 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.enviro
 
     clients: list[Client] = []
     seen_tokens: set[str] = set()
+    seen_names: set[str] = set()
     for i, client_t in enumerate(root.array("clients")):
         cname = client_t.string("name", None, required=True)
+        if cname is not None:
+            if cname in seen_names:
+                problems.append(f"clients[{i}].name: the same name is given to another client")
+            seen_names.add(cname)
         token = client_t.secret("token", environ, required=True)
         if token is not None:
             if len(token) < MIN_TOKEN_LENGTH:
@@ -316,6 +327,11 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.enviro
                 Client(cname, token, tuple(allowed) if allowed is not None else None, client_rate_limit)
             )
 
+    if clients and signing_secret is None and "signing_secret" not in server_t.problem_keys:
+        problems.append(
+            "server.signing_secret: is required with [[clients]]: it signs scoped thumbnail URLs "
+            "(write it as env:NAME)"
+        )
     root.finish()
     if problems:
         raise ConfigError(problems)

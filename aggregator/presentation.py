@@ -45,6 +45,7 @@ class View:
     short_name: str = "ilos videos"  # the service's OpenSearch ShortName
     reports: tuple[OrgReport, ...] = ()  # what each org did for this answer
     variant: str = ""  # "embed": the compact page for iframes
+    thumbnail_query: str = ""  # the caller's signed thumbnail scope (thumbnails.scope_query)
     extra: tuple[tuple[str, str], ...] = ()  # carried into every link (a feed reader's key=)
 
     def url(self, fmt: str, start_index: int | None = None) -> str:
@@ -104,7 +105,7 @@ class View:
         """Ours, not upstream's: upstream signs and expires its URLs on every answer."""
         if not result.video.thumbnail_url:
             return None
-        return f"{self.base_url}/thumbnails/{result.video.randtag}"
+        return f"{self.base_url}/thumbnails/{result.video.randtag}{self.thumbnail_query}"
 
     def org_labels(self, result: Result) -> list[str]:
         return [self.org_names.get(o, o) for o in result.orgs]

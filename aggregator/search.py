@@ -103,8 +103,8 @@ class Searcher:
     def suggest(self, prefix: str, visible_orgs: Iterable[str]) -> list[str]:
         return self._suggestions.suggest(prefix, visible_orgs)
 
-    async def thumbnail(self, randtag: str) -> Redirect | None:
-        return await self._thumbnails.redirect(randtag)
+    async def thumbnail(self, randtag: str, orgs: Sequence[str]) -> Redirect | None:
+        return await self._thumbnails.redirect(randtag, orgs)
 
     def reports(self) -> dict[str, OrgReport]:
         """Each org's last report in this process."""

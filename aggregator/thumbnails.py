@@ -1,18 +1,27 @@
 """Stable thumbnail URLs over upstream's expiring, re-signed ones.
 
 Feeds point at `/thumbnails/{randtag}` on this service. Each org answer
-records, per video, upstream's current signed URL and the org and query that
+records, per org and video, upstream's current signed URL and the query that
 showed it; the handler redirects there. A URL close to its `Expires=` is
-refreshed by asking that org the same query again (through the answer
-cache's shared fetch), so a reader opening an old feed still gets a picture.
+refreshed by asking that org the same query again, through the answer cache,
+the org's breaker and its budget (`answers.AnswerSource.refresh`), so a reader
+opening an old feed still gets a picture and a burst of such readers costs
+one search at most.
+
+With `[[clients]]` configured a thumbnail URL carries its scope, the orgs its
+feed may show, and a short HMAC of it (`server.signing_secret`): feed readers
+fetch pictures without a token, and a URL leads only to a picture of a video
+one of those orgs returned.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from urllib.parse import parse_qs, urlsplit
+from hashlib import sha256
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from aggregator import cache as cache_keys
 from aggregator.cache import Cache
@@ -21,7 +30,7 @@ from aggregator.model import Clock, Video
 MARGIN = 60.0  # seconds: a URL expiring sooner than this is refreshed first
 FALLBACK = "/icon-64.png"
 
-# (org id, normalised query) -> None, once the org has been asked again
+# (org id, normalised query) -> None, once the org has been asked again (or need not be)
 Refresh = Callable[[str, str], Awaitable[None]]
 
 
@@ -32,15 +41,38 @@ class Redirect:
 
 
 def records(org_id: str, query: str, videos: Iterable[Video]) -> list[tuple[str, bytes]]:
-    """The cache entries an org answer leaves for its videos' thumbnails."""
+    """The cache entries an org answer leaves for its videos' thumbnails, keyed by org and randtag."""
     return [
         (
-            cache_keys.key("thumb", v.randtag),
-            json.dumps({"url": v.thumbnail_url, "org": org_id, "q": query}).encode(),
+            cache_keys.key("thumb", org_id, v.randtag),
+            json.dumps({"url": v.thumbnail_url, "q": query}).encode(),
         )
         for v in videos
         if v.thumbnail_url
     ]
+
+
+def scope_query(secret: str | None, orgs: Sequence[str]) -> str:
+    """The query string a scoped thumbnail URL carries; empty for an open service (every org)."""
+    if secret is None:
+        return ""
+    joined = ",".join(orgs)
+    return "?" + urlencode({"orgs": joined, "sig": _signature(secret, joined)})
+
+
+def scope_of(secret: str | None, all_orgs: Sequence[str], query: dict[str, str]) -> tuple[str, ...] | None:
+    """The orgs a thumbnail request may see; None when its signature does not hold."""
+    if secret is None:
+        return tuple(all_orgs)
+    joined, signature = query.get("orgs", ""), query.get("sig", "")
+    if not hmac.compare_digest(signature.encode(), _signature(secret, joined).encode()):
+        return None
+    wanted = set(joined.split(","))
+    return tuple(o for o in all_orgs if o in wanted)
+
+
+def _signature(secret: str, joined_orgs: str) -> str:
+    return hmac.new(secret.encode(), f"thumbnail-scope|{joined_orgs}".encode(), sha256).hexdigest()[:20]
 
 
 def signed_url_expires(url: str) -> float:
@@ -57,29 +89,33 @@ class Thumbnails:
         self.refresh = refresh
         self.clock = clock
 
-    async def redirect(self, randtag: str) -> Redirect | None:
-        """Where `/thumbnails/{randtag}` leads now; None for a video no answer has shown."""
-        record = await self._record(randtag)
-        if record is None:
+    async def redirect(self, randtag: str, orgs: Sequence[str]) -> Redirect | None:
+        """Where `/thumbnails/{randtag}` leads now for a caller who sees `orgs`; None for a video they never got."""
+        found = await self._record(randtag, orgs)
+        if found is None:
             return None
-        url, org_id, query = record
+        org_id, url, query = found
         if signed_url_expires(url) < self.clock() + MARGIN:
             await self.refresh(org_id, query)
-            record = await self._record(randtag)
-            if record is None or signed_url_expires(record[0]) < self.clock():
+            found = await self._record(randtag, (org_id,))
+            if found is None or signed_url_expires(found[1]) < self.clock():
                 return Redirect(FALLBACK, cacheable=False)
-            url = record[0]
+            url = found[1]
         return Redirect(url, cacheable=True)
 
-    async def _record(self, randtag: str) -> tuple[str, str, str] | None:
-        raw = await self.cache.get(cache_keys.key("thumb", randtag))
-        if raw is None:
+    async def _record(self, randtag: str, orgs: Sequence[str]) -> tuple[str, str, str] | None:
+        """(org, url, query) from the first of `orgs` that showed this video."""
+        if not orgs:
             return None
-        try:
-            doc = json.loads(raw)
-            url, org_id, query = doc["url"], doc["org"], doc["q"]
-        except (ValueError, KeyError, TypeError):
-            return None
-        if not all(isinstance(x, str) for x in (url, org_id, query)):
-            return None
-        return url, org_id, query
+        raws = await self.cache.get_many([cache_keys.key("thumb", o, randtag) for o in orgs])
+        for org_id, raw in zip(orgs, raws, strict=True):
+            if raw is None:
+                continue
+            try:
+                doc = json.loads(raw)
+                url, query = doc["url"], doc["q"]
+            except (ValueError, KeyError, TypeError):
+                continue
+            if isinstance(url, str) and isinstance(query, str):
+                return org_id, url, query
+        return None

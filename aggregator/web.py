@@ -20,6 +20,7 @@ from contextlib import suppress
 from aiohttp import web
 
 from aggregator import cache as caches
+from aggregator import thumbnails
 from aggregator.auth import Authenticator, Caller, unauthorized
 from aggregator.budget import Budget
 from aggregator.cache import Cache, MemoryCache
@@ -278,6 +279,7 @@ async def _render(
         reports=answer.reports,
         variant=variant,
         extra=extra,
+        thumbnail_query=thumbnails.scope_query(_signing_secret(config), caller.visible_orgs),
     )
     now = app[CLOCK]()
     page = build_page(
@@ -377,11 +379,20 @@ async def thumbnail(request: web.Request) -> web.Response:
     randtag = request.match_info["randtag"]
     if not RANDTAG_RE.fullmatch(randtag):
         raise web.HTTPNotFound(text="No such video.\n")
-    redirect = await request.app[SEARCHER].thumbnail(randtag)
+    config = request.app[CONFIG]
+    scope = thumbnails.scope_of(_signing_secret(config), [o.id for o in config.orgs], dict(request.query))
+    if scope is None:
+        raise web.HTTPNotFound(text="No such video.\n")
+    redirect = await request.app[SEARCHER].thumbnail(randtag, scope)
     if redirect is None:
         raise web.HTTPNotFound(text="No thumbnail known for this video.\n")
     cache_control = "private, max-age=60" if redirect.cacheable else "no-store"
     raise web.HTTPFound(redirect.location, headers={"Cache-Control": cache_control})
+
+
+def _signing_secret(config: Config) -> str | None:
+    """Thumbnail URLs are scoped only where callers are: an open service shows every org to everyone."""
+    return config.server.signing_secret if config.clients else None
 
 
 async def icon(request: web.Request) -> web.Response:

@@ -13,6 +13,7 @@ from tests.helpers import assert_valid_atom, link
 
 SP_TOKEN = "sharepoint-token-0123456789"
 HR_TOKEN = "hr-only-token-abcdefghijkl"
+SECRET = "signing-secret-for-tests-0123"
 CLIENTS = (
     f'[[clients]]\nname = "sharepoint"\ntoken = "{SP_TOKEN}"\n'
     f'[[clients]]\nname = "hr-intranet"\ntoken = "env:HR_TOKEN"\norgs = ["hr"]\n'
@@ -24,7 +25,9 @@ async def secured(aiohttp_client, sim):
     from aggregator.config import parse_config_text
     from tests.conftest import config_toml
 
-    config = parse_config_text(config_toml(sim, extra=CLIENTS), environ={"HR_TOKEN": HR_TOKEN})
+    config = parse_config_text(
+        config_toml(sim, server={"signing_secret": SECRET}, extra=CLIENTS), environ={"HR_TOKEN": HR_TOKEN}
+    )
     return await aiohttp_client(create_app(config))
 
 
@@ -115,3 +118,47 @@ def test_tokens_are_redacted_from_the_access_log() -> None:
     assert redact(f"/search.atom?q=x&key={SP_TOKEN}&count=3") == "/search.atom?q=x&key=REDACTED&count=3"
     assert redact(f"/search.atom?KEY={SP_TOKEN}") == "/search.atom?KEY=REDACTED"
     assert redact("/search.atom?q=monkey") == "/search.atom?q=monkey"
+
+
+async def test_pages_are_shared_by_scope_never_across_it(secured) -> None:
+    """The full client's page for a URL must never reach a scoped client asking the same URL."""
+    full = {"Authorization": f"Bearer {SP_TOKEN}"}
+    hr = {"Authorization": f"Bearer {HR_TOKEN}"}
+    wide = json.loads(await (await secured.get("/search.json?q=onboarding", headers=full)).read())
+    narrow = json.loads(await (await secured.get("/search.json?q=onboarding", headers=hr)).read())
+    assert {o for i in wide["items"] for o in i["_ilos"]["orgs"]} == {"engineering", "medicine", "hr"}
+    assert {o for i in narrow["items"] for o in i["_ilos"]["orgs"]} == {"hr"}
+    # A page whose links carry one caller's key= is that caller's alone.
+    mine = await (await secured.get(f"/search.atom?q=onboarding&key={SP_TOKEN}")).read()
+    assert SP_TOKEN.encode() in mine
+    theirs = await (await secured.get(f"/search.atom?q=onboarding&key={HR_TOKEN}")).read()
+    assert SP_TOKEN.encode() not in theirs and HR_TOKEN.encode() in theirs
+
+
+async def test_thumbnails_are_signed_for_a_scope(secured, sim) -> None:
+    from aggregator.simulator import search_catalog
+
+    hr = {"Authorization": f"Bearer {HR_TOKEN}"}
+    full = {"Authorization": f"Bearer {SP_TOKEN}"}
+    await secured.get("/search.atom", params={"q": "onboarding"}, headers=full)  # every org's records exist
+    feed = json.loads(
+        await (await secured.get("/search.json", params={"q": "onboarding"}, headers=hr)).read()
+    )
+    image = feed["items"][0]["image"]
+    assert "orgs=hr&sig=" in image
+    path = image.replace("http://videos.test", "")
+    assert (await secured.get(path, allow_redirects=False)).status == 302  # no token needed: feed readers
+    medicine_only = next(
+        v.randtag
+        for v in search_catalog(sim.org("medicine").videos, "onboarding")
+        if v.randtag not in {v.randtag for v in sim.org("hr").videos}
+    )
+    query = path.split("?", 1)[1]
+    other = await secured.get(f"/thumbnails/{medicine_only}?{query}", allow_redirects=False)
+    assert other.status == 404  # the hr scope never showed this medicine video
+    tampered = await secured.get(
+        f"/thumbnails/{medicine_only}?{query.replace('orgs=hr', 'orgs=medicine')}", allow_redirects=False
+    )
+    assert tampered.status == 404
+    unsigned = await secured.get(f"/thumbnails/{medicine_only}", allow_redirects=False)
+    assert unsigned.status == 404

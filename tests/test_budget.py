@@ -276,7 +276,9 @@ CLIENTS = (
     ],
 )
 async def test_a_client_over_its_limit_gets_429s(aiohttp_client, sim, clock, path, content_type) -> None:
-    config = parse_config_text(config_toml(sim, extra=CLIENTS), environ={})
+    config = parse_config_text(
+        config_toml(sim, server={"signing_secret": "signing-secret-0123456789"}, extra=CLIENTS), environ={}
+    )
     client = await aiohttp_client(create_app(config, clock=clock))
     widget = {"Authorization": "Bearer widget-token-0123456789"}
     for _ in range(3):  # the same cached answer still counts

@@ -267,7 +267,7 @@ async def test_expired_thumbnails_are_re_signed(aiohttp_client, redis_clean, clo
     from aggregator.samples import demo_orgs
     from aggregator.simulator import Simulator
 
-    sim = Simulator(demo_orgs(KEYS), thumbnail_ttl=30)  # expires within our 60 s margin
+    sim = Simulator(demo_orgs(KEYS), thumbnail_ttl=90)  # signatures good for 90 s
     await sim.start()
     try:
         client = await aiohttp_client(
@@ -275,12 +275,25 @@ async def test_expired_thumbnails_are_re_signed(aiohttp_client, redis_clean, clo
         )
         await client.get("/search.atom", params={"q": "onboarding", "org": "hr"})
         tag = search_catalog(sim.org("hr").videos, "onboarding")[0].randtag
-        before = len(sim.calls("hr", "search"))
-        resp = await client.get(f"/thumbnails/{tag}", allow_redirects=False)
-        assert resp.status == 302
-        assert len(sim.calls("hr", "search")) == before + 1  # asked again for a fresh signature
-        image = await client.session.get(resp.headers["Location"])
+        fresh = await client.get(f"/thumbnails/{tag}", allow_redirects=False)
+        assert fresh.status == 302 and len(sim.calls("hr", "search")) == 1  # good for long enough
+        clock.advance(61)  # now within a minute of expiring, from an answer a minute old
+        responses = await asyncio.gather(
+            *(client.get(f"/thumbnails/{tag}", allow_redirects=False) for _ in range(50))
+        )
+        assert {r.status for r in responses} == {302}
+        assert len(sim.calls("hr", "search")) == 2  # 50 readers, one search for new signatures
+        location = responses[0].headers["Location"]
+        assert location != fresh.headers["Location"]
+        image = await client.session.get(location)
         assert image.status == 200
+        sim.org("hr").fault, sim.org("hr").retry_after = "429", 600  # while the org cools down, none at all
+        await client.get("/search.atom", params={"q": "payroll", "org": "hr"})
+        clock.advance(61)
+        calls = len(sim.calls("hr", "search"))
+        for _ in range(20):
+            await client.get(f"/thumbnails/{tag}", allow_redirects=False)
+        assert len(sim.calls("hr", "search")) == calls
     finally:
         await sim.stop()
 

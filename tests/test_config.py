@@ -79,10 +79,14 @@ def test_clients_need_long_unique_tokens_and_known_orgs() -> None:
         '[[orgs]]\nid = "a"\napi_key = "k"\n'
         '[[clients]]\nname = "sp"\ntoken = "short"\n'
         '[[clients]]\nname = "x"\ntoken = "a-long-enough-token-1"\norgs = ["nope"]\n'
+        '[[clients]]\nname = "x"\ntoken = "a-long-enough-token-1"\n'
     )
     assert found == [
         "clients[0].token: must be at least 16 characters",
         "clients[1].orgs: names an organisation that is not configured",
+        "clients[2].name: the same name is given to another client",
+        "clients[2].token: the same token is given to another client",
+        "server.signing_secret: is required with [[clients]]: it signs scoped thumbnail URLs (write it as env:NAME)",
     ]
 
 
@@ -133,6 +137,7 @@ def test_check_config_command(tmp_path: Path) -> None:
 
 def test_budget_keys_and_their_defaults() -> None:
     config = parse_config_text(
+        '[server]\nsigning_secret = "0123456789abcdef"\n'
         '[upstream]\nrate_limit = 30\n[[orgs]]\nid = "a"\napi_key = "k1"\n'
         '[[orgs]]\nid = "b"\napi_key = "k2"\nrate_limit = 120\n'
         '[[clients]]\nname = "c"\ntoken = "0123456789abcdef"\n',
