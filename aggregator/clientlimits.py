@@ -50,6 +50,13 @@ class CallerLimits:
         """False for an open service without an anonymous limit: nothing to count, nothing awaited."""
         return bool(self._clients) or self._anonymous is not None
 
+    def identity(self, caller: Caller, remote: str | None, forwarded_for: str | None) -> str:
+        """Who is asking, for counting distinct callers: a client's name, or a digest of the address."""
+        if caller.client is not None:
+            return "client:" + caller.client.name
+        address = client_address(remote, forwarded_for, self._proxies)
+        return "addr:" + hashlib.sha256(address.encode()).hexdigest()[:20]
+
     async def admit(self, caller: Caller, remote: str | None, forwarded_for: str | None) -> float | None:
         """None when the caller may go on; else the seconds after which it may try again."""
         if caller.client is not None:

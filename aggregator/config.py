@@ -92,6 +92,12 @@ class WebConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SuggestConfig:
+    min_query_count: int = 3  # distinct callers before a past query is suggested to anyone
+    retention: int = 30  # days a past query is kept for suggestions
+
+
+@dataclass(frozen=True, slots=True)
 class DescriptionConfig:
     """What the OpenSearch description says about the service."""
 
@@ -129,6 +135,7 @@ class Config:
     clients: tuple[Client, ...] = ()
     web: WebConfig = WebConfig()
     description: DescriptionConfig = DescriptionConfig()
+    suggest: SuggestConfig = SuggestConfig()
     # Deprecated keys that were accepted: said once when the service starts.
     warnings: tuple[str, ...] = ()
 
@@ -277,6 +284,13 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.enviro
     )
     desc_t.finish()
 
+    suggest_t = root.table("suggest")
+    suggest = SuggestConfig(
+        min_query_count=suggest_t.integer("min_query_count", 3, 1, 1000),
+        retention=suggest_t.integer("retention", 30, 1, 3650),
+    )
+    suggest_t.finish()
+
     orgs: list[Org] = []
     org_tables = root.array("orgs")
     if not org_tables and "orgs" not in root.problem_keys:
@@ -335,7 +349,9 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.enviro
     root.finish()
     if problems:
         raise ConfigError(problems)
-    return Config(server, cache, upstream, tuple(orgs), tuple(clients), web, description, tuple(warnings))
+    return Config(
+        server, cache, upstream, tuple(orgs), tuple(clients), web, description, suggest, tuple(warnings)
+    )
 
 
 class _Table:

@@ -82,10 +82,16 @@ class Searcher:
         self._answers = AnswerSource(config, session, cache, parse_pool, self.metrics, budget, clock)
         self._thumbnails = Thumbnails(cache, self._answers.refresh, clock)
         self._last_reports: dict[str, OrgReport] = {}
-        self._suggestions = SuggestionIndex()
+        self._suggestions = SuggestionIndex(
+            min_callers=config.suggest.min_query_count, retention_days=config.suggest.retention, clock=clock
+        )
 
-    async def search(self, query: str, org_ids: Sequence[str], sort: Sort) -> SearchAnswer:
-        """`query` is normalised (lower-cased, whitespace folded): it is what orgs are asked."""
+    async def search(self, query: str, org_ids: Sequence[str], sort: Sort, caller: str = "") -> SearchAnswer:
+        """`query` is normalised (lower-cased, whitespace folded): it is what orgs are asked.
+
+        `caller` names who asked (a client, or a digest of an address), so a past
+        query is suggested only once enough different callers have made it.
+        """
         deadline = time.monotonic() + self.config.upstream.deadline
         orgs = [o for o in self.config.orgs if o.id in org_ids]
         timed = await asyncio.gather(*(self._timed(org, query, deadline) for org in orgs))
@@ -96,7 +102,7 @@ class Searcher:
             self._last_reports[report.org_id] = report
             self.metrics.org_answers.labels(report.org_id, report.status).inc()
             self.metrics.org_seconds.labels(report.org_id).observe(report.elapsed_ms / 1000)
-        self._learn(query, answers)
+        self._learn(query, answers, caller)
         fresh = [answer.fresh_until for _, answer in answers if answer.fresh_until]
         return SearchAnswer(tuple(merged), reports, min(fresh, default=0.0))
 
@@ -144,11 +150,11 @@ class Searcher:
         elapsed = (time.perf_counter() - started) * 1000
         return answer, OrgReport(org.id, answer.status, elapsed, answer.detail)
 
-    def _learn(self, query: str, answers: list[tuple[str, OrgAnswer]]) -> None:
+    def _learn(self, query: str, answers: list[tuple[str, OrgAnswer]], caller: str) -> None:
         """Feed the suggestions: titles, and the query itself where it found something."""
         found_by = [org_id for org_id, answer in answers if answer.videos]
         if found_by:
-            self._suggestions.add(query, found_by)
+            self._suggestions.add_query(query, found_by, caller)
         for org_id, answer in answers:
             for video in answer.videos:
-                self._suggestions.add(video.title, (org_id,))
+                self._suggestions.add_title(video.title, (org_id,))

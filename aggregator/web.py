@@ -249,7 +249,12 @@ async def serve_search(
         app[METRICS].page(fmt.name, "reused")
         keep(pages, raw_key, page, clock())
         return respond(request, page, private=private, hit=True, now=clock(), extra=headers)
-    page = await app[RENDERING].join(page_key, lambda: _render(app, page_key, params, caller, fmt, variant))
+    # Who asked, for the suggestions' count of distinct callers; counted when a page is rendered,
+    # so a query answered from the page cache is under-counted, never over-counted.
+    caller_id = app[LIMITS].identity(caller, request.remote, request.headers.get("X-Forwarded-For"))
+    page = await app[RENDERING].join(
+        page_key, lambda: _render(app, page_key, params, caller, caller_id, fmt, variant)
+    )
     app[METRICS].page(fmt.name, "rendered")
     keep(pages, raw_key, page, clock())
     return respond(request, page, private=private, hit=False, now=clock(), extra=headers)
@@ -263,11 +268,17 @@ def keep(pages: MemoryCache, key: str, page: CachedPage, now: float) -> None:
 
 
 async def _render(
-    app: web.Application, page_key: str, params: SearchParams, caller: Caller, fmt: Format, variant: str
+    app: web.Application,
+    page_key: str,
+    params: SearchParams,
+    caller: Caller,
+    caller_id: str,
+    fmt: Format,
+    variant: str,
 ) -> CachedPage:
     config = app[CONFIG]
     assert fmt.render is not None  # only formats with a renderer are routed here
-    answer = await app[SEARCHER].search(params.normalised_query, params.orgs, params.sort)
+    answer = await app[SEARCHER].search(params.normalised_query, params.orgs, params.sort, caller_id)
     extra = (("key", caller.key_param),) if caller.key_param else ()
     view = View(
         page=page_of(params, answer.results),

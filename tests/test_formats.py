@@ -267,7 +267,7 @@ async def test_suggestions_come_from_memory(client, sim) -> None:
     assert resp.content_type == "application/x-suggestions+json"
     prefix, completions = await resp.json()
     assert prefix == "Onb"
-    assert "onboarding" in completions  # the query, which found videos
+    assert "onboarding" not in completions  # one caller's query is nobody else's business
     assert "Onboarding for managers: approving leave" in completions  # a title starting so
     assert 0 < len(completions) <= 10
     inside = (await (await client.get("/suggest", params={"q": "rotas"})).json())[1]
@@ -277,6 +277,23 @@ async def test_suggestions_come_from_memory(client, sim) -> None:
     assert word == ["Resident onboarding: rotas and on-call"]
     assert len(sim.log) == calls  # never upstream
     assert (await client.get("/suggest", params={"q": "x" * 300})).status == 400
+
+
+async def test_past_queries_are_suggested_once_enough_callers_made_them(aiohttp_client, sim, clock) -> None:
+    config = make_config(sim, server={"trusted_proxies": ["127.0.0.1"]})
+    client = await aiohttp_client(create_app(config, clock=clock))
+
+    async def completions() -> list[str]:
+        return (await (await client.get("/suggest", params={"q": "onb"})).json())[1]
+
+    for n, spelling in enumerate(("onboarding", "Onboarding", "ONBOARDING")):
+        assert "onboarding" not in await completions()
+        await client.get("/search.atom", params={"q": spelling}, headers={"X-Forwarded-For": f"192.0.2.{n}"})
+    assert "onboarding" in await completions()  # three different callers asked
+    await client.get("/search.atom", params={"q": "onBoarding"}, headers={"X-Forwarded-For": "192.0.2.0"})
+    clock.advance(31 * 86_400)  # suggest.retention: 30 days after it was last asked
+    assert "onboarding" not in await completions()
+    assert "Onboarding for managers: approving leave" in await completions()  # titles stay
 
 
 async def test_page_is_safe_to_embed_and_escapes_upstream_text(aiohttp_client, sim) -> None:
