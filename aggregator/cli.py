@@ -9,7 +9,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from aggregator import PRODUCT, __version__
+from aggregator import PRODUCT, __version__, logs
 from aggregator.config import Config, ConfigError, default_config_path, load_config
 from aggregator.demo import run_demo
 from aggregator.resources import sample_config
@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("--config")
 
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure()
 
     if args.command == "check-config":
         path = default_config_path(args.config)

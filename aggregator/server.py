@@ -16,7 +16,7 @@ from types import FrameType
 
 from aiohttp import web
 
-from aggregator import PRODUCT
+from aggregator import PRODUCT, logs
 from aggregator.accesslog import AccessLogger, flush
 from aggregator.config import Config
 from aggregator.web import create_app
@@ -60,9 +60,7 @@ async def wait_for_signal() -> None:
 
 
 def _worker(config: Config) -> None:
-    logging.basicConfig(
-        level=logging.INFO, format=f"%(asctime)s %(levelname)s [{os.getpid()}] %(name)s: %(message)s"
-    )
+    logs.configure(fmt=f"%(asctime)s %(levelname)s [{os.getpid()}] %(name)s: %(message)s")
     asyncio.run(serve_forever(config, reuse_port=True))
 
 

@@ -162,3 +162,17 @@ async def test_thumbnails_are_signed_for_a_scope(secured, sim) -> None:
     assert tampered.status == 404
     unsigned = await secured.get(f"/thumbnails/{medicine_only}", allow_redirects=False)
     assert unsigned.status == 404
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        f"k%65y={SP_TOKEN}",
+        f"%6b%65%79={SP_TOKEN}&q=x",
+        f"q=x;token={SP_TOKEN}",
+        f"api%5Fkey={SP_TOKEN}",
+        f"q=x&key+={SP_TOKEN}",
+    ],
+)
+def test_tokens_are_redacted_however_the_name_is_escaped(query) -> None:
+    assert SP_TOKEN not in redact(f"/search.atom?{query}")

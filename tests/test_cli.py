@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -96,3 +97,48 @@ def test_serve_with_workers_stops_every_process(tmp_path) -> None:
     while any(alive(p) for p in children) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [p for p in children if alive(p)]
+
+
+def test_logs_carry_no_token_and_no_flood(tmp_path) -> None:
+    """Encoded parameter names are redacted; malformed requests are one short line each, and not a flood."""
+    import socket
+
+    port = free_port()
+    config = tmp_path / "aggregator.toml"
+    token = "client-token-0123456789abcdef"
+    config.write_text(
+        f'[server]\nport = {port}\nparse_workers = 0\nsigning_secret = "signing-secret-0123456789"\n'
+        f'[[orgs]]\nid = "a"\napi_key = "k"\nbase_url = "http://127.0.0.1:9"\n'
+        f'[[clients]]\nname = "c"\ntoken = "{token}"\n'
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aggregator", "serve", "--config", str(config)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/healthz", proc)
+        for name in ("key", "k%65y", "%6B%65%79"):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/search.atom?q=x&{name}={token}") as resp:
+                assert resp.status == 200  # accepted as the token, however the name is escaped
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/search.atom?q=x&KEY={token}")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 401  # not the token's name, but redacted all the same
+        malformed = (
+            f"GET /search.atom?q=x&key={token} HTTP/1.1\r\nHost: a\r\n"
+            f"Authorization: Bearer {token}\r\nContent-Length: abc\r\n\r\n"
+        ).encode()
+        for _ in range(60):
+            with socket.create_connection(("127.0.0.1", port)) as s:
+                s.sendall(malformed)
+                assert s.recv(64).startswith(b"HTTP/1.")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+    log = err.decode()
+    assert token not in log
+    assert "Traceback" not in log
+    lines = [line for line in log.splitlines() if "malformed request" in line]
+    assert 1 <= len(lines) <= 20 and all(len(line) < 200 for line in lines)
