@@ -73,17 +73,35 @@ class Cache(Protocol):
     def describe(self) -> str: ...
 
 
+ENTRY_OVERHEAD = 160  # bytes an entry costs beyond its key and value (tuple, dict slot, floats)
+
+
+def approximate_size(value: Any) -> int:
+    """Bytes a cached value holds, near enough to bound memory: exact for bytes, estimated otherwise."""
+    if isinstance(value, bytes | bytearray | str):
+        return len(value)
+    nbytes = getattr(value, "nbytes", None)  # rendered pages say what they hold
+    if isinstance(nbytes, int):
+        return nbytes
+    if isinstance(value, dict):
+        return sum(len(str(k)) + 64 for k in value)
+    return 64
+
+
 class MemoryCache:
-    """In-process and bounded in entries; expired and least recently used entries go first.
+    """In-process and bounded in bytes; expired and least recently used entries go first.
 
     Values are usually bytes, but any object can be kept (the rendered-page
-    cache keeps whole responses).
+    cache keeps whole responses); `approximate_size` weighs them.
     """
 
-    def __init__(self, max_entries: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
-        self.max_entries = max_entries
+    def __init__(
+        self, max_bytes: int = 64 * 1024 * 1024, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0  # what the entries weigh now
         self._clock = clock
-        self._data: OrderedDict[str, tuple[float, Any]] = OrderedDict()
+        self._data: OrderedDict[str, tuple[float, Any, int]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._data)
@@ -93,18 +111,26 @@ class MemoryCache:
         item = self._data.get(key)
         if item is None:
             return None
-        expires, value = item
+        expires, value, size = item
         if expires <= self._clock():
             del self._data[key]
+            self.bytes -= size
             return None
         self._data.move_to_end(key)
         return value
 
     def set_now(self, key: str, value: Any, ttl: float) -> None:
-        self._data[key] = (self._clock() + ttl, value)
-        self._data.move_to_end(key)
-        while len(self._data) > self.max_entries:
-            self._data.popitem(last=False)
+        size = len(key) + approximate_size(value) + ENTRY_OVERHEAD
+        old = self._data.pop(key, None)
+        if old is not None:
+            self.bytes -= old[2]
+        if size > self.max_bytes:
+            return  # larger than the whole cache: not kept at all
+        self._data[key] = (self._clock() + ttl, value, size)
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            _, (_, _, evicted) = self._data.popitem(last=False)
+            self.bytes -= evicted
 
     async def get(self, key: str) -> Any:
         return self.get_now(key)
@@ -126,12 +152,14 @@ class MemoryCache:
         return True
 
     async def delete(self, key: str) -> None:
-        self._data.pop(key, None)
+        old = self._data.pop(key, None)
+        if old is not None:
+            self.bytes -= old[2]
 
     async def delete_if(self, key: str, value: Any) -> bool:
         if self.get_now(key) != value:
             return False
-        self._data.pop(key, None)
+        await self.delete(key)
         return True
 
     async def extend_if(self, key: str, value: Any, ttl: float) -> bool:
@@ -344,7 +372,7 @@ async def from_config(config: CacheConfig, clock: Callable[[], float] = time.tim
     `clock` decides the in-process entries' expiry and when Redis is tried
     again after an outage.
     """
-    memory = MemoryCache(config.memory_max_entries, clock)
+    memory = MemoryCache(data_share(config.memory_max_bytes), clock)
     if not config.redis_url:
         yield memory
         return
@@ -353,6 +381,16 @@ async def from_config(config: CacheConfig, clock: Callable[[], float] = time.tim
         yield ResilientCache(RedisCache(client), memory, config.redis_retry_seconds, clock)
     finally:
         await client.aclose()
+
+
+def data_share(memory_max_bytes: int) -> int:
+    """Of `cache.memory_max_bytes`, what org answers, durations and records may use in process."""
+    return memory_max_bytes * 3 // 4
+
+
+def pages_share(memory_max_bytes: int) -> int:
+    """Of `cache.memory_max_bytes`, what rendered pages may use (web's page cache)."""
+    return memory_max_bytes - data_share(memory_max_bytes)
 
 
 def redis_unreachable(cache: Cache) -> bool:

@@ -46,6 +46,9 @@ class ServerConfig:
     # How many replicas (machines or containers) share each org key; with Redis
     # away each process falls back to budget / (replicas_hint * workers).
     replicas_hint: int = 1
+    header_timeout: float = 10.0  # seconds for a request's headers to arrive
+    keepalive_timeout: float = 15.0  # seconds an idle connection is kept
+    max_connections: int = 1000  # open connections per process
     workers: int = 1  # processes of this replica: set by `serve --workers`, not by the file
     # Signs scoped thumbnail URLs so feed readers need no token for pictures; shared by every replica.
     signing_secret: str | None = field(default=None, repr=False)
@@ -59,7 +62,7 @@ class CacheConfig:
     duration_ttl: int = 2_592_000
     stale_ttl: int = 86_400
     failed_duration_ttl: int = 600
-    memory_max_entries: int = 10_000
+    memory_max_bytes: int = 256 * 1024 * 1024  # the in-process caches of one process, in bytes
     redis_retry_seconds: float = 5.0  # after Redis fails, how long to use memory before trying again
     # Seconds past search_ttl during which an expired answer is served at once
     # (marked stale) while a fresh one is fetched in the background; 0 is off.
@@ -192,6 +195,9 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.enviro
             proxies = []
             break
     replicas_hint = server_t.integer("replicas_hint", 1, 1, 10_000)
+    header_timeout = server_t.number("header_timeout", 10.0, 0.0, 600.0, exclusive_min=True)
+    keepalive_timeout = server_t.number("keepalive_timeout", 15.0, 0.0, 3600.0, exclusive_min=True)
+    max_connections = server_t.integer("max_connections", 1000, 1, 1_000_000)
     signing_secret = server_t.secret("signing_secret", environ, required=False)
     if signing_secret is not None and len(signing_secret) < MIN_TOKEN_LENGTH:
         problems.append(f"server.signing_secret: must be at least {MIN_TOKEN_LENGTH} characters")
@@ -208,6 +214,9 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.enviro
         anonymous_rate_limit=anonymous_rate_limit,
         trusted_proxies=tuple(proxies),
         replicas_hint=replicas_hint,
+        header_timeout=header_timeout,
+        keepalive_timeout=keepalive_timeout,
+        max_connections=max_connections,
         signing_secret=signing_secret,
     )
     warnings: list[str] = []
@@ -222,13 +231,17 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.enviro
         duration_ttl=cache_t.integer("duration_ttl", _CACHE.duration_ttl, 1, 86_400 * 3650),
         stale_ttl=cache_t.integer("stale_ttl", _CACHE.stale_ttl, 1, 86_400 * 365),
         failed_duration_ttl=cache_t.integer("failed_duration_ttl", _CACHE.failed_duration_ttl, 1, 86_400),
-        memory_max_entries=cache_t.integer("memory_max_entries", _CACHE.memory_max_entries, 10, 10_000_000),
+        memory_max_bytes=cache_t.integer("memory_max_bytes", _CACHE.memory_max_bytes, 1 << 20, 1 << 40),
         stale_while_revalidate=cache_t.integer("stale_while_revalidate", 0, 0, 86_400),
         incomplete_ttl=cache_t.integer("incomplete_ttl", _CACHE.incomplete_ttl, 1, 86_400),
         redis_retry_seconds=cache_t.number(
             "redis_retry_seconds", _CACHE.redis_retry_seconds, 0.0, 3600.0, exclusive_min=True
         ),
     )
+    if cache_t.integer("memory_max_entries", 10_000, 10, 10_000_000) and "memory_max_entries" in cache_t.data:
+        warnings.append(
+            "cache.memory_max_entries: deprecated and ignored; the bound is cache.memory_max_bytes now"
+        )
     cache_t.finish()
 
     up_t = root.table("upstream")

@@ -38,6 +38,11 @@ class CachedPage:
     # Built once: what every later request it serves repeats (its Server-Timing says "cached").
     hit_headers: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def nbytes(self) -> int:
+        """What keeping this page costs: both bodies, the headers and some overhead."""
+        return len(self.body) + len(self.gzipped or b"") + 1024
+
     def max_age(self, now: float) -> int:
         return max(0, int(self.expires_at - now))
 

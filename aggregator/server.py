@@ -19,6 +19,7 @@ from aiohttp import web
 from aggregator import PRODUCT, logs
 from aggregator.accesslog import AccessLogger, flush
 from aggregator.config import Config
+from aggregator.guard import GuardedRunner, Limits
 from aggregator.web import create_app
 
 log = logging.getLogger(PRODUCT)
@@ -28,10 +29,15 @@ async def serve_forever(
     config: Config, *, reuse_port: bool = False, ready: Callable[[], None] | None = None
 ) -> None:
     """Run the service until SIGINT or SIGTERM; `ready` is called once it listens."""
+    limits = Limits(
+        config.server.header_timeout, config.server.keepalive_timeout, config.server.max_connections
+    )
     if config.server.access_log:
-        runner = web.AppRunner(create_app(config), shutdown_timeout=5.0, access_log_class=AccessLogger)
+        runner = GuardedRunner(
+            create_app(config), limits=limits, shutdown_timeout=5.0, access_log_class=AccessLogger
+        )
     else:
-        runner = web.AppRunner(create_app(config), shutdown_timeout=5.0, access_log=None)
+        runner = GuardedRunner(create_app(config), limits=limits, shutdown_timeout=5.0, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.server.host, config.server.port, reuse_port=reuse_port or None)
     await site.start()

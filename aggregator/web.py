@@ -66,7 +66,7 @@ def create_app(config: Config, *, clock: Clock = time.time) -> web.Application:
     app.on_response_prepare.append(_no_store_errors)
     app[CONFIG] = config
     app[CLOCK] = clock
-    app[PAGES] = MemoryCache(max_entries=2_000, clock=clock)
+    app[PAGES] = MemoryCache(caches.pages_share(config.cache.memory_max_bytes), clock=clock)
     app[RENDERING] = Flights("render")
     app[METRICS] = Metrics()
     app[AUTH] = Authenticator(config)

@@ -181,15 +181,17 @@ async def test_cache_holds_no_secrets_and_every_key_expires(redis_client_app, si
         assert b"onboarding" not in k  # user text is digested, never a raw key
 
 
-def test_memory_backend_is_bounded_and_least_recently_used_goes_first() -> None:
+def test_memory_backend_is_bounded_in_bytes_and_least_recently_used_goes_first() -> None:
     now = [0.0]
-    cache = MemoryCache(max_entries=50, clock=lambda: now[0])
+    cache = MemoryCache(max_bytes=100_000, clock=lambda: now[0])
     for i in range(200):
-        cache.set_now(f"k{i}", b"v", ttl=100)
+        cache.set_now(f"k{i}", b"v" * 1000, ttl=100)  # about 1.2 kB each with the key and overhead
         if i >= 1:
             cache.get_now("k0")  # keep k0 in use
-    assert len(cache) == 50
-    assert cache.get_now("k0") == b"v" and cache.get_now("k1") is None and cache.get_now("k199") == b"v"
+    assert cache.bytes <= 100_000 and 70 <= len(cache) <= 90
+    assert cache.get_now("k0") == b"v" * 1000 and cache.get_now("k1") is None and cache.get_now("k199")
+    cache.set_now("huge", b"x" * 200_000, ttl=100)  # larger than the whole bound: not kept
+    assert cache.get_now("huge") is None and cache.get_now("k199")
     now[0] = 101
     assert cache.get_now("k199") is None
 

@@ -166,9 +166,14 @@ def test_budget_keys_and_their_defaults() -> None:
 
 def test_a_replaced_key_still_starts_with_a_deprecation_warning(tmp_path) -> None:
     path = tmp_path / "old.toml"
-    path.write_text('[upstream]\nmetadata_concurrency = 4\n[[orgs]]\nid = "a"\napi_key = "k"\n')
+    path.write_text(
+        '[cache]\nmemory_max_entries = 500\n[upstream]\nmetadata_concurrency = 4\n[[orgs]]\nid = "a"\napi_key = "k"\n'
+    )
     config = load_config(path, {})
-    assert config.warnings and config.warnings[0].startswith("upstream.metadata_concurrency: deprecated")
+    assert [w.split(":")[0] for w in config.warnings] == [
+        "cache.memory_max_entries",
+        "upstream.metadata_concurrency",
+    ]
     done = subprocess.run(
         [sys.executable, "-m", "aggregator", "check-config", "--config", str(path)],
         cwd=ROOT,

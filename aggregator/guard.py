@@ -1,0 +1,120 @@
+"""What a slow or idle client may hold: a deadline for headers, an idle limit, a connection cap.
+
+aiohttp parses requests but has no deadline for a request's headers and no
+cap on open connections, so a client that trickles header bytes, or opens a
+thousand idle connections, holds memory and file descriptors for as long as
+it likes. `GuardedRunner` is an `AppRunner` whose connections are watched:
+
+- `header_timeout`: a new connection's first request must have sent all its
+  headers within this many seconds, or the connection is closed. (aiohttp's
+  own keep-alive timer bounds the wait for each later request's headers.)
+- `keepalive_timeout`: an idle kept-alive connection is closed after this.
+- `max_connections`: past this many open connections in the process, a new
+  one gets `503` and is closed at once.
+
+Header size is bounded too (`max_headers`, `max_field_size`), so a connection
+that does trickle cannot make aiohttp buffer megabytes. It relies on aiohttp's
+RequestHandler and Server (pinned in pyproject); tests/test_guard.py checks
+each limit over real sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_server import Server
+
+log = logging.getLogger(__name__)
+BUSY = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\nRetry-After: 1\r\n\r\n"
+MAX_HEADERS = 64  # SharePoint and browsers send a dozen or two
+MAX_FIELD_SIZE = 8190  # aiohttp's default: a long URL still fits
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    header_timeout: float = 10.0
+    keepalive_timeout: float = 15.0
+    max_connections: int = 1000
+
+
+class _GuardedHandler(RequestHandler):
+    __slots__ = ("_header_timeout", "_header_timer", "_refused")
+
+    def __init__(
+        self, manager: Server, *, header_timeout: float, max_connections: int, **kwargs: Any
+    ) -> None:
+        super().__init__(manager, **kwargs)
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._refused = len(manager.connections) >= max_connections
+        self._header_timeout = header_timeout
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._refused:
+            # Over the cap: say so and go, without a request handler or a parser's buffers.
+            assert isinstance(transport, asyncio.Transport)
+            transport.write(BUSY)
+            transport.close()
+            self._manager = None  # connection_lost then has nothing to undo
+            return
+        super().connection_made(transport)
+        self._header_timer = self._loop.call_later(self._header_timeout, self._headers_too_slow)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._header_timer is not None and self._request_count:
+            self._header_timer.cancel()  # the first request's headers are in
+            self._header_timer = None
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+        super().connection_lost(exc)
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        if not self._request_count:
+            self.force_close()
+
+
+class _GuardedServer(Server):
+    def __init__(self, handler: Any, *, limits: Limits, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._limits = limits
+
+    def __call__(self) -> RequestHandler:
+        return _GuardedHandler(
+            self,
+            loop=self._loop,
+            header_timeout=self._limits.header_timeout,
+            max_connections=self._limits.max_connections,
+            **self._kwargs,
+        )
+
+
+class GuardedRunner(web.AppRunner):
+    """An AppRunner whose connections keep to `limits`; other keyword arguments go to AppRunner."""
+
+    def __init__(self, app: web.Application, *, limits: Limits, **kwargs: Any) -> None:
+        kwargs.setdefault("keepalive_timeout", limits.keepalive_timeout)
+        kwargs.setdefault("max_headers", MAX_HEADERS)
+        kwargs.setdefault("max_field_size", MAX_FIELD_SIZE)
+        super().__init__(app, **kwargs)
+        self._limits = limits
+
+    async def _make_server(self) -> Server:
+        plain = await super()._make_server()
+        # The same server aiohttp built (handler, request factory, handler arguments), guarded.
+        return _GuardedServer(
+            plain.request_handler,
+            request_factory=plain.request_factory,
+            handler_cancellation=plain.handler_cancellation,
+            loop=plain._loop,
+            limits=self._limits,
+            **plain._kwargs,
+        )

@@ -1,0 +1,107 @@
+"""Slow and idle clients cannot hold the service: header deadline, idle limit, connection cap.
+
+The guarded runner serves a small app on a real loopback socket; the limits
+are set to fractions of a second so that a test waits for the server to close
+a connection (polling the socket), never for a fixed time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiohttp import web
+
+from aggregator.guard import GuardedRunner, Limits
+from tests.conftest import free_port
+
+
+async def hello(request: web.Request) -> web.Response:
+    return web.Response(text="hello")
+
+
+async def serve(limits: Limits) -> tuple[GuardedRunner, int]:
+    app = web.Application()
+    app.router.add_get("/", hello)
+    runner = GuardedRunner(app, limits=limits, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, port
+
+
+async def closed_by_server(reader: asyncio.StreamReader, within: float = 10.0) -> bytes:
+    """Everything the server sent until it closed the connection (fails if it never does)."""
+    return await asyncio.wait_for(reader.read(), within)
+
+
+async def test_headers_that_trickle_are_cut_off() -> None:
+    runner, port = await serve(Limits(header_timeout=0.3, keepalive_timeout=30, max_connections=10))
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        started = time.monotonic()
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        for _ in range(100):  # one header line at a time, never the blank line that ends them
+            try:
+                writer.write(b"X-Slow: " + b"a" * 100 + b"\r\n")
+                await writer.drain()
+            except ConnectionError:
+                break
+            await asyncio.sleep(0.02)
+            if reader.at_eof():
+                break
+        assert await closed_by_server(reader) == b""
+        assert time.monotonic() - started < 5  # the header deadline, not the 30 s keep-alive
+        writer.close()
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_prompt_request_is_answered_and_idle_connections_close() -> None:
+    runner, port = await serve(Limits(header_timeout=0.3, keepalive_timeout=0.5, max_connections=10))
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = await reader.readuntil(b"hello")
+        assert head.startswith(b"HTTP/1.1 200")
+        # Kept alive after the answer, then closed once idle for keepalive_timeout.
+        assert await closed_by_server(reader) == b""
+        writer.close()
+    finally:
+        await runner.cleanup()
+
+
+async def test_past_the_cap_new_connections_get_503() -> None:
+    runner, port = await serve(Limits(header_timeout=30, keepalive_timeout=30, max_connections=3))
+    held = []
+    try:
+        held.extend([await asyncio.open_connection("127.0.0.1", port) for _ in range(3)])
+        for _ in range(50):  # the server has accepted all three
+            if len(runner.server.connections) == 3:
+                break
+            await asyncio.sleep(0.02)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        answer = await closed_by_server(reader)
+        assert answer.startswith(b"HTTP/1.1 503 Service Unavailable")
+        writer.close()
+        # The held connections still work.
+        r, w = held[0]
+        w.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await r.readuntil(b"hello")).startswith(b"HTTP/1.1 200")
+    finally:
+        for _, w in held:
+            w.close()
+        await runner.cleanup()
+
+
+async def test_oversized_headers_are_refused_not_buffered() -> None:
+    runner, port = await serve(Limits(header_timeout=30, keepalive_timeout=30, max_connections=10))
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        fields = b"".join(b"X-H%d: v\r\n" % i for i in range(200))  # more than MAX_HEADERS
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n" + fields + b"\r\n")
+        answer = await asyncio.wait_for(reader.read(64), 5)
+        assert answer.startswith(b"HTTP/1.") and b" 4" in answer[:13]  # a 4xx at once
+        writer.close()
+    finally:
+        await runner.cleanup()
