@@ -46,6 +46,7 @@ _IMG_SRC_RE = re.compile(
 )
 _SPACE_RE = re.compile(r"\s+")
 
+FEEDPARSER_MAX_BYTES = 2 * 1024 * 1024
 MAX_TITLE = 300
 MAX_SUMMARY = 600
 MAX_AUTHOR = 120
@@ -74,6 +75,10 @@ def parse_search_answer(body: bytes) -> list[Video]:
 
 
 def feedparser_entries(body: bytes) -> list[Any]:
+    if len(body) > FEEDPARSER_MAX_BYTES:
+        # feedparser is linear but slow (about 3 s a megabyte of junk): past this, an answer
+        # that is not the evidenced shape would hold a parse worker for longer than any search waits.
+        raise UnparseableAnswer("too large for the general parser")
     doc = feedparser.parse(body, sanitize_html=False, resolve_relative_uris=False)
     if not doc.get("version"):
         raise UnparseableAnswer("not an RSS or Atom document")
