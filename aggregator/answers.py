@@ -24,7 +24,9 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import ParamSpec, TypeVar
 
 import aiohttp
 
@@ -42,12 +44,16 @@ from aggregator.parsepool import ParsePool
 from aggregator.upstream import Fetched, Outcome, fetch_search
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 _STATUS_OF = {Outcome.OK: OrgStatus.OK, Outcome.TIMEOUT: OrgStatus.TIMEOUT, Outcome.DENIED: OrgStatus.DENIED}
 # What says an org is down (and counts towards its breaker), as against a bad answer or a full budget.
 _DOWN = (Outcome.TIMEOUT, Outcome.NETWORK)
 FAILURE_MEMORY = 5.0  # seconds other processes are told that a fetch just failed
 WAIT_POLL = 0.02
+OFF_LOOP_VIDEOS = 50  # encode answers of more videos than this in a thread
+OFF_LOOP_BYTES = 64 * 1024  # decode stored answers larger than this in a thread
 REFRESH_AFTER = 60.0  # seconds: an answer younger than this has the newest signatures to be had
 
 
@@ -140,8 +146,7 @@ class AnswerSource:
         if raw is None:
             return None
         try:
-            doc = json.loads(raw)
-            stored = _Stored(float(doc["fetched_at"]), tuple(Video.from_json(v) for v in doc["videos"]))
+            stored = await _off_loop(len(raw) > OFF_LOOP_BYTES, _decode, raw)
         except (ValueError, KeyError, TypeError):
             log.warning("dropping an unreadable cached answer for org=%s", org.id)
             return None
@@ -215,12 +220,12 @@ class AnswerSource:
             return await self._failed(org, digest, status, fetched.detail)
         await self.breakers.succeeded(org.id, probe)
         try:
-            parsed = await self.parse_pool.parse(fetched.body)
+            parsed = await self.parse_pool.parse(fetched.body, self.config.upstream.max_items)
         except Exception as exc:  # UnparseableAnswer, or anything feedparser trips on
             log.warning("search failed: org=%s outcome=unparseable (%s)", org.id, type(exc).__name__)
             return await self._failed(org, digest, OrgStatus.ERROR, "answer is not RSS or Atom")
-        parsed = parsed[: self.config.upstream.max_items]
-        await self.cache.set_many(thumbnails.records(org.id, query, parsed), self.config.cache.stale_ttl)
+        records = await _off_loop(len(parsed) > OFF_LOOP_VIDEOS, thumbnails.records, org.id, query, parsed)
+        await self.cache.set_many(records, self.config.cache.stale_ttl)
         missing = [v.randtag for v in parsed if v.duration_ms is None]
         durations = await self.durations.resolve(org, missing, self.config.upstream.duration_wait)
         videos = tuple(
@@ -248,13 +253,31 @@ class AnswerSource:
             await self.breakers.succeeded(org.id, probe)  # it answered: not down
 
     async def _store(self, key: str, stored: _Stored) -> None:
-        doc = {"fetched_at": stored.fetched_at, "videos": [v.to_json() for v in stored.videos]}
         ttl = max(self.config.cache.stale_ttl, self.config.cache.search_ttl)
-        await self.cache.set(key, json.dumps(doc).encode(), ttl)
+        await self.cache.set(key, await _off_loop(len(stored.videos) > OFF_LOOP_VIDEOS, _encode, stored), ttl)
 
     async def _failed(self, org: Org, digest: str, status: OrgStatus, detail: str) -> OrgAnswer:
         await self.cache.set(cache_keys.key("failed", org.id, digest), status.encode(), FAILURE_MEMORY)
         return OrgAnswer((), status, detail=detail)
+
+
+def _encode(stored: _Stored) -> bytes:
+    doc = {"fetched_at": stored.fetched_at, "videos": [v.to_json() for v in stored.videos]}
+    return json.dumps(doc).encode()
+
+
+def _decode(raw: bytes) -> _Stored:
+    """Raises ValueError, KeyError or TypeError for a record of another shape."""
+    doc = json.loads(raw)
+    return _Stored(float(doc["fetched_at"]), tuple(Video.from_json(v) for v in doc["videos"]))
+
+
+async def _off_loop(large: bool, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """Run `fn` in a thread when its input is large: a 500-video answer's JSON takes several ms,
+    and the loop must not stall on it (the thread still yields the GIL every few ms)."""
+    if large:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+    return fn(*args, **kwargs)
 
 
 def _with_durations(videos: tuple[Video, ...], landed: dict[str, int | None]) -> tuple[Video, ...]:

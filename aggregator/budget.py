@@ -69,6 +69,14 @@ class Budget:
             keep = int(item.amount * self.config.upstream.search_reserve)
         return await self.limiter.hit(item, local, self._ids[org.id], keep=keep)
 
+    async def take_many(self, org: Org, spend: Spend, wanted: int) -> int:
+        """Take up to `wanted` requests at once; how many were taken (0 when none are left)."""
+        if await self._cooling_until(org) > self.clock():
+            return 0
+        item, local = self._items[org.id], self._local[org.id]
+        keep = int(item.amount * self.config.upstream.search_reserve) if spend is Spend.DURATION else 0
+        return await self.limiter.hit_up_to(item, local, self._ids[org.id], wanted, keep)
+
     async def believe(self, org: Org, remaining: int | None, retry_after: float | None) -> None:
         """What ilos said about this key: `X-RateLimit-Remaining`, and a 429's Retry-After."""
         if retry_after is not None:

@@ -59,14 +59,19 @@ class DurationLookups:
         found: dict[str, int | None] = {}
         cached = await self.cache.get_many([cache_keys.key("duration", t) for t in randtags])
         started: dict[str, asyncio.Task[int | None]] = {}
-        deferred: list[str] = []
+        wanted: list[str] = []
         for tag, value in zip(randtags, cached, strict=True):
             if value is not None:
                 found[tag] = _read(value)
-            elif tag in self._flights or await self.budget.take(org, Spend.DURATION):
+            elif tag in self._flights:
                 started[tag] = self._flights.start(tag, functools.partial(self._lookup, org, tag))
             else:
-                deferred.append(tag)
+                wanted.append(tag)
+        # One request to the budget for all of them, not one each: granted ones start now.
+        granted = await self.budget.take_many(org, Spend.DURATION, len(wanted)) if wanted else 0
+        for tag in wanted[:granted]:
+            started[tag] = self._flights.start(tag, functools.partial(self._lookup, org, tag))
+        deferred = wanted[granted:]
         if deferred:
             await self.defer(org, deferred)
         if started and wait > 0:

@@ -49,6 +49,22 @@ class Limiter:
             self._failed(exc)
             return await self._hit(self._local, local, ident, cost, keep)
 
+    async def hit_up_to(
+        self, item: RateLimitItem, local: RateLimitItem, ident: str, wanted: int, keep: int = 0
+    ) -> int:
+        """Take as many of `wanted` as leave `keep`; how many were taken. Two round trips, whatever `wanted`."""
+        _, left, _ = await self.remaining(item, local, ident)
+        granted = min(wanted, left - keep)
+        if granted <= 0:
+            return 0
+        # Another process may have taken some meanwhile: then take one at a time what is still there.
+        if await self.hit(item, local, ident, cost=granted, keep=keep):
+            return granted
+        taken = 0
+        while taken < granted and await self.hit(item, local, ident, keep=keep):
+            taken += 1
+        return taken
+
     async def remaining(
         self, item: RateLimitItem, local: RateLimitItem, ident: str
     ) -> tuple[int, int, float]:

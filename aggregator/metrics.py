@@ -55,6 +55,17 @@ class Metrics:
         # Pages are counted on the warm path: a plain tally, read out at scrape time.
         self._pages: Tally[tuple[str, str]] = Tally()
         r.register(_PagesCollector(self._pages))
+        self.loop_lag = Histogram(
+            "ilosagg_event_loop_lag_seconds",
+            "How late a 50 ms timer fires: time the event loop was busy",
+            registry=r,
+            buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1, 5),
+        )
+        self.loop_lag_max = Gauge(
+            "ilosagg_event_loop_lag_max_seconds",
+            "The longest event-loop stall seen since the process started",
+            registry=r,
+        )
         self.redis_up = Gauge(
             "ilosagg_redis_up",
             "1 while Redis answers, 0 while the in-process cache stands in (absent without Redis)",

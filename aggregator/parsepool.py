@@ -38,15 +38,15 @@ class ParsePool:
             executor.submit(parse_search_answer, _EMPTY_FEED)
         return executor
 
-    async def parse(self, body: bytes) -> list[Video]:
+    async def parse(self, body: bytes, max_items: int | None = None) -> list[Video]:
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, parse_search_answer, body)
+            return await loop.run_in_executor(self._executor, parse_search_answer, body, max_items)
         except BrokenProcessPool:
             log.error("a parse worker died: starting new ones")
             broken, self._executor = self._executor, self._new_executor()
             broken.shutdown(wait=False, cancel_futures=True)
-            return await loop.run_in_executor(self._executor, parse_search_answer, body)
+            return await loop.run_in_executor(self._executor, parse_search_answer, body, max_items)
 
     def shutdown(self) -> None:
         """Blocking: call it from a thread. Waiting lets the workers exit before the interpreter does."""

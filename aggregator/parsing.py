@@ -59,8 +59,12 @@ class UnparseableAnswer(Exception):
     """The body is not an RSS or Atom document. Carries no body text: it may echo a key."""
 
 
-def parse_search_answer(body: bytes) -> list[Video]:
-    """Parse a search answer; items without a usable randtag or view link are skipped."""
+def parse_search_answer(body: bytes, max_items: int | None = None) -> list[Video]:
+    """Parse a search answer; items without a usable randtag or view link are skipped.
+
+    At most `max_items` videos come back (upstream.max_items): the rest are never
+    built, nor sent back from the worker, nor unpickled on the event loop's side.
+    """
     entries = _rss_entries(body)
     if entries is None:
         entries = feedparser_entries(body)
@@ -71,6 +75,8 @@ def parse_search_answer(body: bytes) -> list[Video]:
         if video is not None and video.randtag not in seen:
             seen.add(video.randtag)
             videos.append(video)
+            if max_items is not None and len(videos) >= max_items:
+                break
     return videos
 
 

@@ -36,7 +36,8 @@ from aggregator.suggestions import SuggestionIndex
 from aggregator.thumbnails import Redirect, Thumbnails
 
 log = logging.getLogger(__name__)
-DRAIN_INTERVAL = 0.5  # seconds between passes over the deferred duration lookups
+DRAIN_INTERVAL = 0.5
+MERGE_OFF_LOOP = 1000  # videos past which the merge runs in a thread  # seconds between passes over the deferred duration lookups
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +97,11 @@ class Searcher:
         orgs = [o for o in self.config.orgs if o.id in org_ids]
         timed = await asyncio.gather(*(self._timed(org, query, deadline) for org in orgs))
         answers = [(org.id, answer) for org, (answer, _) in zip(orgs, timed, strict=True)]
-        merged = merge([(org_id, answer.videos) for org_id, answer in answers], sort)
+        lists = [(org_id, answer.videos) for org_id, answer in answers]
+        if sum(len(videos) for _, videos in lists) > MERGE_OFF_LOOP:
+            merged = await asyncio.to_thread(merge, lists, sort)  # thousands of videos: not on the loop
+        else:
+            merged = merge(lists, sort)
         reports = tuple(report for _, report in timed)
         for report in reports:
             self._last_reports[report.org_id] = report

@@ -106,17 +106,35 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             app[LIMITS] = CallerLimits(config, limiter)
             budget = Budget(config, cache, limiter, app[CLOCK])
             app[SEARCHER] = Searcher(config, session, cache, parse_pool, budget, app[METRICS], app[CLOCK])
-            background = asyncio.create_task(app[SEARCHER].run_background())
+            background = [
+                asyncio.create_task(app[SEARCHER].run_background()),
+                asyncio.create_task(_watch_loop_lag(app[METRICS])),
+            ]
             yield
-            background.cancel()
-            with suppress(asyncio.CancelledError):
-                await background
+            for task in background:
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
     finally:
         await session.close()
         # Wait for the workers while the interpreter is whole: shutting down
         # without waiting leaves their stop sentinel in a queue whose feeder
         # thread dies at exit, and the process then hangs joining them.
         await asyncio.get_running_loop().run_in_executor(None, parse_pool.shutdown)
+
+
+async def _watch_loop_lag(metrics: Metrics, interval: float = 0.05) -> None:
+    """How long the loop was too busy to run a timer: the CPU work that blocked every request meanwhile."""
+    loop = asyncio.get_running_loop()
+    worst = 0.0
+    while True:
+        expected = loop.time() + interval
+        await asyncio.sleep(interval)
+        lag = max(0.0, loop.time() - expected)
+        metrics.loop_lag.observe(lag)
+        if lag > worst:
+            worst = lag
+            metrics.loop_lag_max.set(lag)
 
 
 # -- errors -----------------------------------------------------------------------

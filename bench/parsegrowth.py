@@ -75,7 +75,7 @@ def main() -> None:
         times = []
         for factor in (1, 4, 16):
             data = build(args.base * factor)
-            times.append(best_of(lambda data=data: run(data)))
+            times.append(best_of(lambda data=data, run=run: run(data)))
         growth = [times[1] / max(times[0], 1e-6), times[2] / max(times[1], 1e-6)]
         worst = max(worst, *growth)
         print(

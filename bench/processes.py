@@ -100,7 +100,17 @@ def start_service(
         env=env,
     )
     base = f"http://127.0.0.1:{port}"
-    wait_for(base + "/healthz")
+    try:
+        wait_for(base + "/healthz")
+    except TimeoutError:
+        stop(proc)
+        check = subprocess.run(
+            [sys.executable, "-m", "aggregator", "check-config", "--config", str(path)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        raise RuntimeError(f"the service did not start: {check.stderr.strip() or 'see its log'}") from None
     return proc, base
 
 
