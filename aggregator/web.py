@@ -159,25 +159,7 @@ def bad_request(
     headers: dict[str, str] | None = None,
 ) -> web.Response:
     """A 400 that names the parameter and its rule, in the format the client asked for."""
-    if fmt.media_type.endswith("json"):
-        return web.json_response(
-            {"error": str(error), "parameter": error.param},
-            status=400,
-            headers={**(headers or {}), **NO_STORE},
-        )
-    if fmt is HTML:
-        config = request.app[CONFIG]
-        html = render_form(
-            config.server.public_url,
-            config.description.short_name,
-            q=request.query.get("q", "")[:MAX_QUERY],
-            error=str(error),
-            embed=variant == "embed",
-        )
-        return web.Response(
-            text=html, content_type=HTML.media_type, status=400, headers={**(headers or {}), **NO_STORE}
-        )
-    return web.Response(status=400, text=f"Bad request: {error}\n", headers=NO_STORE)
+    return error_response(request, fmt, 400, str(error), {"parameter": error.param}, variant, headers)
 
 
 def too_many(
@@ -187,13 +169,26 @@ def too_many(
     variant: str = "",
     headers: dict[str, str] | None = None,
 ) -> web.Response:
-    """429: this caller is over its limit; nothing was asked upstream. In the client's format."""
-    message = f"Too many requests: try again in {int(retry_after)} s."
-    extra = {**(headers or {}), **NO_STORE, "Retry-After": str(int(retry_after))}
+    """429: this caller is over its limit; nothing was asked upstream."""
+    seconds = int(retry_after)
+    headers = {**(headers or {}), "Retry-After": str(seconds)}
+    message = f"Too many requests: try again in {seconds} s."
+    return error_response(request, fmt, 429, message, {"retry_after": seconds}, variant, headers)
+
+
+def error_response(
+    request: web.Request,
+    fmt: Format,
+    status: int,
+    message: str,
+    fields: dict[str, object],
+    variant: str = "",
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    """An error in the client's format: JSON for the JSON formats, the page for people, else text."""
+    headers = {**(headers or {}), **NO_STORE}
     if fmt.media_type.endswith("json"):
-        return web.json_response(
-            {"error": message, "retry_after": int(retry_after)}, status=429, headers=extra
-        )
+        return web.json_response({"error": message, **fields}, status=status, headers=headers)
     if fmt is HTML:
         config = request.app[CONFIG]
         html = render_form(
@@ -203,8 +198,9 @@ def too_many(
             error=message,
             embed=variant == "embed",
         )
-        return web.Response(text=html, content_type=HTML.media_type, status=429, headers=extra)
-    return web.Response(status=429, text=message + "\n", headers=extra)
+        return web.Response(text=html, content_type=HTML.media_type, status=status, headers=headers)
+    prefix = "Bad request: " if status == 400 else ""
+    return web.Response(status=status, text=f"{prefix}{message}\n", headers=headers)
 
 
 # -- search -----------------------------------------------------------------------
