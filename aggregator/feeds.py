@@ -18,7 +18,7 @@ from feedgen.util import xml_elem
 from lxml import etree
 
 from aggregator import PRODUCT, __version__
-from aggregator.model import EPOCH, duration_seconds
+from aggregator.model import duration_seconds
 from aggregator.presentation import View
 
 OPENSEARCH_NS = "http://a9.com/-/spec/opensearch/1.1/"
@@ -131,7 +131,7 @@ def new_feed(view: View, fmt: str) -> Any:
         fe.id(v.entry_id)  # also the RSS guid, isPermaLink="false"
         fe.title(v.title)
         fe.link(href=v.link, rel="alternate", type="text/html")
-        fe.updated(v.published or EPOCH)
+        fe.updated(v.published or view.first_seen)
         if v.published:
             fe.published(v.published)  # also the RSS pubDate
         if v.author:

@@ -46,6 +46,7 @@ class View:
     reports: tuple[OrgReport, ...] = ()  # what each org did for this answer
     variant: str = ""  # "embed": the compact page for iframes
     thumbnail_query: str = ""  # the caller's signed thumbnail scope (thumbnails.scope_query)
+    first_seen: datetime = EPOCH  # when this page first appeared: the date of a page with no dated entry
     extra: tuple[tuple[str, str], ...] = ()  # carried into every link (a feed reader's key=)
 
     def url(self, fmt: str, start_index: int | None = None) -> str:
@@ -91,10 +92,18 @@ class View:
         return f"ilos videos matching “{self.page.params.q}” in {', '.join(names)}"
 
     @property
+    def uses_first_seen(self) -> bool:
+        """Whether the page's bytes carry `first_seen`: no entries, or an entry without a date."""
+        return not self.page.results or not all(r.video.published for r in self.page.results)
+
+    @property
     def updated(self) -> datetime:
-        """The newest entry's time, never "now": the same results give the same bytes."""
+        """The newest entry's time, never "now": the same results give the same bytes.
+
+        A page without dated entries (an empty result, say) says when it first appeared.
+        """
         times = [r.video.published for r in self.page.results if r.video.published]
-        return max(times, default=EPOCH)
+        return max(times, default=self.first_seen)
 
     @property
     def troubled(self) -> list[tuple[str, str]]:

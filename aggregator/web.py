@@ -16,9 +16,12 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
+from dataclasses import replace
+from datetime import UTC, datetime
 
 from aiohttp import web
 
+from aggregator import cache as cache_keys
 from aggregator import cache as caches
 from aggregator import thumbnails
 from aggregator.auth import Authenticator, Caller, unauthorized
@@ -29,7 +32,7 @@ from aggregator.config import Config
 from aggregator.description import render_description, render_osdx
 from aggregator.flights import Flights
 from aggregator.formats import BY_NAME, DESCRIPTION, FORMATS, HTML, SUGGESTIONS, Format
-from aggregator.httpcache import CachedPage, build_page, respond
+from aggregator.httpcache import CachedPage, body_etag, build_page, first_seen, remember, respond
 from aggregator.icons import play_icon
 from aggregator.limiter import Limiter, shared_storage
 from aggregator.metrics import METRICS_TYPE, Metrics
@@ -307,10 +310,21 @@ async def _render(
         thumbnail_query=thumbnails.scope_query(_signing_secret(config), caller.visible_orgs),
     )
     now = app[CLOCK]()
+    # Last-Modified is when this representation first appeared with its current ETag, kept
+    # in the shared cache; a page with no dated entry is dated by that time too (never 1970).
+    record = cache_keys.key("page", cache_keys.query_digest(page_key))
+    seen_etag, seen_at = await first_seen(app[CACHE], record)
+    body = fmt.render(replace(view, first_seen=_utc(seen_at or now)))
+    if seen_etag != body_etag(body) and seen_at is not None and view.uses_first_seen:
+        body = fmt.render(replace(view, first_seen=_utc(now)))  # changed: dated by now, like its validator
+    etag = body_etag(body)
+    if etag != seen_etag:
+        seen_at = now
+        await remember(app[CACHE], record, etag, now)
     page = build_page(
-        fmt.render(view),
+        body,
         fmt.content_type,
-        view.updated,
+        seen_at or now,
         answer.fresh_until,
         answer.reports,
         answer.complete,
@@ -413,6 +427,10 @@ async def thumbnail(request: web.Request) -> web.Response:
         raise web.HTTPNotFound(text="No thumbnail known for this video.\n")
     cache_control = "private, max-age=60" if redirect.cacheable else "no-store"
     raise web.HTTPFound(redirect.location, headers={"Cache-Control": cache_control})
+
+
+def _utc(epoch: float) -> datetime:
+    return datetime.fromtimestamp(int(epoch), UTC)
 
 
 def _signing_secret(config: Config) -> str | None:

@@ -6,6 +6,7 @@ import asyncio
 import subprocess
 import sys
 import time
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import aiohttp
@@ -241,7 +242,21 @@ async def test_compression_and_errors_not_stored(client) -> None:
     import gzip
 
     assert gzip.decompress(await resp.read()) == await plain.read()
-    assert resp.headers["ETag"] == plain.headers["ETag"]
+    # Each content coding has its own strong validator (RFC 9110 8.8.3), and each gets its 304.
+    assert resp.headers["ETag"] == plain.headers["ETag"][:-1] + '-gzip"'
+    for etag, coding in ((resp.headers["ETag"], "gzip"), (plain.headers["ETag"], "identity")):
+        again = await client.get(
+            "/search.atom",
+            params={"q": "onboarding"},
+            headers={"Accept-Encoding": coding, "If-None-Match": etag},
+        )
+        assert again.status == 304 and again.headers["ETag"] == etag
+    crossed = await client.get(
+        "/search.atom",
+        params={"q": "onboarding"},
+        headers={"Accept-Encoding": "identity", "If-None-Match": resp.headers["ETag"]},
+    )
+    assert crossed.status == 200
     bad = await client.get("/search.atom", params={"q": "a", "count": "0"})
     assert bad.status == 400 and bad.headers["Cache-Control"] == "no-store"
     missing = await client.get("/nowhere")
@@ -366,3 +381,44 @@ def test_a_status_read_back_from_a_shared_store_is_checked() -> None:
     assert OrgStatus.parse(b"ok") is OrgStatus.OK
     assert OrgStatus.parse(b"\xff garbage") is OrgStatus.ERROR
     assert OrgStatus.parse("") is OrgStatus.ERROR
+
+
+async def test_last_modified_is_when_the_representation_first_appeared(redis_client_app, sim, clock) -> None:
+    client = await redis_client_app()
+    since = {"If-Modified-Since": "Thu, 01 Jan 2026 00:00:00 GMT"}
+    # Never fetched before: not "unchanged since 2026", whatever its newest entry's date.
+    first = await client.get("/search.atom", params={"q": "safety"}, headers=since)
+    assert first.status == 200
+    page_two = await client.get(
+        "/search.atom", params={"q": "onboarding", "count": "3", "startIndex": "4"}, headers=since
+    )
+    assert page_two.status == 200
+    modified = first.headers["Last-Modified"]
+    assert parsedate_to_datetime(modified).timestamp() == int(clock())
+    clock.advance(400)  # past search_ttl: fetched again, the same bytes
+    again = await client.get("/search.atom", params={"q": "safety"})
+    assert again.headers["ETag"] == first.headers["ETag"] and again.headers["Last-Modified"] == modified
+    assert (
+        await client.get("/search.atom", params={"q": "safety"}, headers={"If-Modified-Since": modified})
+    ).status == 304
+    # Shared through Redis: another replica says the same.
+    other = await redis_client_app()
+    clock.advance(400)
+    there = await other.get("/search.atom", params={"q": "safety"})
+    assert there.headers["Last-Modified"] == modified
+
+
+async def test_an_empty_result_is_dated_by_when_it_appeared(redis_client_app, clock) -> None:
+    client = await redis_client_app()
+    resp = await client.get("/search.atom", params={"q": "zzzz nothing matches"})
+    doc = assert_valid_atom(await resp.read())
+    assert doc.findall("a:entry", NS) == []
+    updated = doc.findtext("a:updated", namespaces=NS)
+    assert not updated.startswith("1970") and not resp.headers["Last-Modified"].endswith("1970 00:00:00 GMT")
+    rss = await (await client.get("/search.rss", params={"q": "zzzz nothing matches"})).text()
+    assert "1970" not in rss
+    clock.advance(400)  # fetched again later: still the same bytes, ETag and date
+    later = await client.get(
+        "/search.atom", params={"q": "zzzz nothing matches"}, headers={"If-None-Match": resp.headers["ETag"]}
+    )
+    assert later.status == 304 and later.headers["Last-Modified"] == resp.headers["Last-Modified"]
