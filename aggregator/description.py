@@ -44,7 +44,8 @@ def render_description(config: Config) -> bytes:
             add("Url", type=fmt.media_type, rel="self", template=f"{base}{fmt.path}")
             continue
         template = f"{base}{fmt.path}?q={{searchTerms}}" + (f"&{PAGING}" if fmt.paged else "")
-        add("Url", type=fmt.media_type, method="get", rel=fmt.rel, template=template)
+        # No `method`: OpenSearch 1.1 has no such Url attribute (validators flag it); GET is the default.
+        add("Url", type=fmt.media_type, rel=fmt.rel, template=template)
     add("Image", f"{base}/icon-16.png", height="16", width="16", type="image/png")
     add("Image", f"{base}/icon-64.png", height="64", width="64", type="image/png")
     add("Query", role="example", searchTerms=d.example_query)
@@ -77,4 +78,5 @@ def render_osdx(config: Config) -> bytes:
     etree.SubElement(
         root, f"{{{OPENSEARCH_NS}}}Url", type=HTML.media_type, template=f"{base}{HTML.path}?q={{searchTerms}}"
     )
+    etree.SubElement(root, f"{{{OPENSEARCH_NS}}}Query", role="example", searchTerms=d.example_query)
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)

@@ -19,6 +19,7 @@ MAX_COUNT = 100
 DEFAULT_COUNT = 20
 MAX_START = 100_000
 _SPACE_RE = re.compile(r"\s+")
+_TOKEN_RE = re.compile(r"\{(?:[A-Za-z][A-Za-z0-9]{0,30}:)?[A-Za-z][A-Za-z0-9]{0,40}\??\}")
 
 
 class ParamError(ValueError):
@@ -85,13 +86,24 @@ def fold(text: str) -> str:
 
 
 def _single(query: Mapping[str, str], name: str) -> str | None:
+    """The parameter's one value; an unsubstituted OpenSearch token counts as absent."""
     getall = getattr(query, "getall", None)
     if getall is not None:
-        values = getall(name, [])
+        values = [v for v in getall(name, []) if not is_template_token(v)]
         if len(values) > 1:
             raise ParamError(name, "must be given once")
         return values[0] if values else None
-    return query.get(name)
+    value = query.get(name)
+    return None if value is None or is_template_token(value) else value
+
+
+def is_template_token(value: str) -> bool:
+    """`{count}`, `{startIndex?}`, `{opensearch:itemsPerPage}`: what some clients send unfilled.
+
+    SharePoint and other OpenSearch clients are known to pass a template
+    parameter through literally when they have nothing for it.
+    """
+    return _TOKEN_RE.fullmatch(value.strip()) is not None
 
 
 def _integer(query: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:

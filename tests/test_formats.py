@@ -327,3 +327,28 @@ async def test_page_states(client, sim) -> None:
         org.fault = "500"
     down = await (await client.get("/", params={"q": "failing"})).text()
     assert "<strong>Engineering</strong>: failed, its results are missing" in down
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "q=onboarding&count={count}&startIndex={startIndex?}",
+        "q=onboarding&count={itemsPerPage}&startPage={startPage?}&sort={sort?}",
+        "q=onboarding&count=%7Bopensearch%3Acount%3F%7D&org={org?}",
+    ],
+)
+async def test_unsubstituted_opensearch_tokens_count_as_absent(client, query) -> None:
+    """SharePoint and other clients send template parameters they have nothing for literally."""
+    for path in ("/search.atom", "/search.rss", "/search.json", "/"):
+        resp = await client.get(f"{path}?{query}")
+        assert resp.status == 200, (path, query)
+    doc = etree.fromstring(await (await client.get(f"/search.atom?{query}")).read())
+    assert doc.findtext(f"{{{OS}}}itemsPerPage") == "20" and doc.findtext(f"{{{OS}}}startIndex") == "1"
+    assert (await client.get("/search.atom?q={searchTerms}")).status == 400  # q is still required
+
+
+async def test_description_urls_carry_no_method_and_the_connector_an_example(client) -> None:
+    description = etree.fromstring(await (await client.get("/opensearch.xml")).read())
+    assert all("method" not in url.attrib for url in description.findall(f"{{{OS}}}Url"))
+    osdx = etree.fromstring(await (await client.get("/search.osdx")).read())
+    assert osdx.find(f"{{{OS}}}Query").get("role") == "example"
