@@ -110,6 +110,7 @@ class DescriptionConfig:
     tags: str = "video lectures recordings ilos vidgrid"
     contact: str | None = None  # an e-mail address people can write to
     example_query: str = "onboarding"
+    language: str = "en"  # the language of titles and pages, said in every format (BCP 47)
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,6 +282,10 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.enviro
     web_t.finish()
 
     desc_t = root.table("description")
+    language = desc_t.string("language", _DESCRIPTION.language) or _DESCRIPTION.language
+    if not re.fullmatch(r"[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8}){0,4}", language):
+        problems.append("description.language: must be a language tag such as en, de or en-GB")
+        language = _DESCRIPTION.language
     short_name = desc_t.string("short_name", _DESCRIPTION.short_name) or _DESCRIPTION.short_name
     if len(short_name) > 16:
         problems.append("description.short_name: must be at most 16 characters (OpenSearch 1.1)")
@@ -294,6 +299,7 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.enviro
         tags=(desc_t.string("tags", _DESCRIPTION.tags) or "")[:256],
         contact=contact,
         example_query=desc_t.string("example_query", _DESCRIPTION.example_query) or "onboarding",
+        language=language,
     )
     desc_t.finish()
 

@@ -93,6 +93,9 @@ def new_feed(view: View, fmt: str) -> Any:
     fg = FeedGenerator()
     fg.load_extension("media", atom=True, rss=True)
     fg.load_extension("dc", atom=False, rss=True)
+    # itunes:duration: the duration field most readers and podcatchers show (RSS only).
+    fg.load_extension("podcast", atom=False, rss=True)
+    fg.language(view.language)  # Atom xml:lang, RSS <language>
     fg.register_extension("opensearch", OpenSearchExtension, OpenSearchEntryExtension)
     fg.id(view.feed_id)
     fg.title(view.title)
@@ -148,6 +151,7 @@ def new_feed(view: View, fmt: str) -> Any:
         }
         if v.duration_ms is not None:
             media["duration"] = str(duration_seconds(v.duration_ms))
+            fe.podcast.itunes_duration(duration_seconds(v.duration_ms))
         fe.media.content(media)
         thumb = view.thumbnail_url(result)
         if thumb:

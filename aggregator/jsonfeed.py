@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+from aggregator.model import duration_seconds
 from aggregator.presentation import View
 
 
@@ -23,7 +24,7 @@ def render_json_feed(view: View) -> bytes:
         "feed_url": view.url("json"),
         "icon": f"{view.base_url}/icon-64.png",
         "favicon": f"{view.base_url}/icon-16.png",
-        "language": "en",
+        "language": view.language,
     }
     links = view.paging_links("json")
     if "next" in links:
@@ -56,6 +57,11 @@ def render_json_feed(view: View) -> bytes:
         if v.author:
             item["authors"] = [{"name": v.author}]
         item["tags"] = view.org_labels(result)
+        # The video as JSON Feed 1.1 sees a media file: its embed page, with its length in seconds.
+        attachment: dict[str, object] = {"url": v.embed_url, "mime_type": "text/html", "title": v.title}
+        if v.duration_ms is not None:
+            attachment["duration_in_seconds"] = duration_seconds(v.duration_ms)
+        item["attachments"] = [attachment]
         item["_ilos"] = {
             "about": f"{view.base_url}/opensearch.xml",
             "randtag": v.randtag,

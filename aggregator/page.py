@@ -40,6 +40,7 @@ def render_page(view: View) -> bytes:
     return _render(
         base_url=view.base_url,
         short_name=view.short_name,
+        language=view.language,
         q=view.page.params.q,
         view=view,
         troubled=view.troubled,
@@ -49,10 +50,16 @@ def render_page(view: View) -> bytes:
 
 
 def render_form(
-    base_url: str, short_name: str, *, q: str = "", error: str | None = None, embed: bool = False
+    base_url: str,
+    short_name: str,
+    *,
+    q: str = "",
+    error: str | None = None,
+    embed: bool = False,
+    language: str = "en",
 ) -> str:
     """The page without results: the empty search form, or a search that could not be run."""
-    return _render(base_url=base_url, short_name=short_name, q=q, error=error, embed=embed)
+    return _render(base_url=base_url, short_name=short_name, q=q, error=error, embed=embed, language=language)
 
 
 def _render(**values: object) -> str:
@@ -65,6 +72,7 @@ def _render(**values: object) -> str:
         "sort": "relevance",
         "version": __version__,
         "product": PRODUCT,
+        "language": "en",
     }
     context.update(values)
     return _TEMPLATE.render(context)

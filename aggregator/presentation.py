@@ -43,6 +43,7 @@ class View:
     all_orgs: tuple[str, ...]  # the orgs this client may see (an `org` param naming all is dropped)
     formats: Mapping[str, FormatInfo]  # by name: every format the service answers in
     short_name: str = "ilos videos"  # the service's OpenSearch ShortName
+    language: str = "en"  # [description] language: every format says it
     reports: tuple[OrgReport, ...] = ()  # what each org did for this answer
     variant: str = ""  # "embed": the compact page for iframes
     thumbnail_query: str = ""  # the caller's signed thumbnail scope (thumbnails.scope_query)

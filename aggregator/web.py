@@ -200,6 +200,7 @@ def error_response(
             q=request.query.get("q", "")[:MAX_QUERY],
             error=message,
             embed=variant == "embed",
+            language=config.description.language,
         )
         return web.Response(text=html, content_type=HTML.media_type, status=status, headers=headers)
     prefix = "Bad request: " if status == 400 else ""
@@ -304,6 +305,7 @@ async def _render(
         all_orgs=caller.visible_orgs,
         formats=BY_NAME,
         short_name=config.description.short_name,
+        language=config.description.language,
         reports=answer.reports,
         variant=variant,
         extra=extra,
@@ -342,7 +344,12 @@ async def search_page(request: web.Request) -> web.Response:
     headers = request.app[PAGE_HEADERS]
     if request.query.get("q", "").strip():
         return await serve_search(request, HTML, "embed" if embed else "", headers)
-    html = render_form(config.server.public_url, config.description.short_name, embed=embed)
+    html = render_form(
+        config.server.public_url,
+        config.description.short_name,
+        embed=embed,
+        language=config.description.language,
+    )
     return web.Response(
         text=html, content_type=HTML.media_type, headers={**headers, "Cache-Control": "public, max-age=300"}
     )

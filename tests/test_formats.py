@@ -352,3 +352,30 @@ async def test_description_urls_carry_no_method_and_the_connector_an_example(cli
     assert all("method" not in url.attrib for url in description.findall(f"{{{OS}}}Url"))
     osdx = etree.fromstring(await (await client.get("/search.osdx")).read())
     assert osdx.find(f"{{{OS}}}Query").get("role") == "example"
+
+
+async def test_durations_where_every_client_looks_and_the_language(aiohttp_client, sim) -> None:
+    config = make_config(sim, extra='[description]\nlanguage = "en-GB"\n')
+    client = await aiohttp_client(create_app(config))
+    q = {"q": "onboarding", "count": "100"}
+    _, atom = await get(client, "/search.atom", **q)
+    _, rss = await get(client, "/search.rss", **q)
+    _, js = await get(client, "/search.json", **q)
+    expected = atom_entries(atom)  # Media RSS seconds, by id
+    assert etree.fromstring(atom).get("{http://www.w3.org/XML/1998/namespace}lang") == "en-GB"
+    channel = etree.fromstring(rss).find("channel")
+    assert channel.findtext("language") == "en-GB"
+    itunes = "{http://www.itunes.com/dtds/podcast-1.0.dtd}duration"
+    assert {i.findtext("guid"): int(i.findtext(itunes)) for i in channel.findall("item")} == expected
+    feed = json.loads(js)
+    assert feed["language"] == "en-GB"
+    for item in feed["items"]:
+        [attachment] = item["attachments"]
+        assert attachment["mime_type"] == "text/html" and attachment["url"].startswith(
+            "https://app.ilosvideos.com/embed/"
+        )
+        assert attachment["duration_in_seconds"] == expected[item["id"]]
+    _, page = await get(client, "/", **q)
+    assert b'<html lang="en-GB">' in page
+    parsed = feedparser.parse(rss)
+    assert all(e.get("itunes_duration") for e in parsed.entries)  # what feedparser-based readers show
