@@ -92,6 +92,8 @@ class WebConfig:
     # CSP frame-ancestors sources for the search page. The default lets any
     # intranet embed it; list your intranet's origins to restrict it.
     frame_ancestors: tuple[str, ...] = ("*",)
+    # Origins whose scripts may read the feeds, suggestions and description (CORS); "*" is any.
+    cors_origins: tuple[str, ...] = ("*",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +151,7 @@ class Config:
 
 _SERVER, _CACHE, _UPSTREAM = ServerConfig(), CacheConfig(), UpstreamConfig()
 _WEB, _DESCRIPTION = WebConfig(), DescriptionConfig()
+_ORIGIN_RE = re.compile(r"https?://[A-Za-z0-9.-]+(?::\d{1,5})?/?")
 _CSP_SOURCE_RE = re.compile(r"\*|'self'|'none'|(?:https?://)?(?:\*\.)?[A-Za-z0-9.-]+(?::\d+|:\*)?|https?:")
 
 
@@ -278,7 +281,14 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.enviro
         elif "'none'" in ancestors and len(ancestors) > 1:
             problems.append("web.frame_ancestors: 'none' must stand alone")
             ancestors = None
-    web = WebConfig(tuple(ancestors) if ancestors else _WEB.frame_ancestors)
+    cors = web_t.string_list("cors_origins")
+    if cors is not None and not all(o == "*" or _ORIGIN_RE.fullmatch(o) for o in cors):
+        problems.append('web.cors_origins: must be "*" or origins like "https://intranet.example.edu"')
+        cors = None
+    web = WebConfig(
+        tuple(ancestors) if ancestors else _WEB.frame_ancestors,
+        tuple(cors) if cors is not None else _WEB.cors_origins,
+    )
     web_t.finish()
 
     desc_t = root.table("description")

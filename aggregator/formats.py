@@ -41,8 +41,8 @@ class Format:
 
 
 HTML = Format("html", "/", "text/html", "Search page", render_page, subscribable=False)
-ATOM = Format("atom", "/search.atom", "application/atom+xml", "Atom", render_atom)
-RSS = Format("rss", "/search.rss", "application/rss+xml", "RSS", render_rss)
+ATOM = Format("atom", "/search.atom", "application/atom+xml", "Atom", render_atom, cors=True)
+RSS = Format("rss", "/search.rss", "application/rss+xml", "RSS", render_rss, cors=True)
 JSON_FEED = Format("json", "/search.json", "application/feed+json", "JSON Feed", render_json_feed, cors=True)
 SUGGESTIONS = Format(
     "suggest",

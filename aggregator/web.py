@@ -29,6 +29,7 @@ from aggregator.budget import Budget
 from aggregator.cache import Cache, MemoryCache
 from aggregator.clientlimits import CallerLimits
 from aggregator.config import Config
+from aggregator.cors import Cors
 from aggregator.description import render_description, render_osdx
 from aggregator.flights import Flights
 from aggregator.formats import BY_NAME, DESCRIPTION, FORMATS, HTML, SUGGESTIONS, Format
@@ -60,13 +61,16 @@ PAGE_HEADERS = web.AppKey[dict[str, str]]("page_headers")
 LIMITS = web.AppKey("limits", CallerLimits)
 
 NO_STORE = {"Cache-Control": "no-store"}
-CORS = {"Access-Control-Allow-Origin": "*"}
+CORS_PATHS = frozenset(f.path for f in FORMATS if f.cors)
+CORS_POLICY = web.AppKey("cors", Cors)
 
 
 def create_app(config: Config, *, clock: Clock = time.time) -> web.Application:
     """`clock` (epoch seconds) decides every expiry; tests pass their own to move time."""
     app = web.Application(client_max_size=64 * 1024)
     app.on_response_prepare.append(_no_store_errors)
+    app.on_response_prepare.append(_cors)
+    app[CORS_POLICY] = Cors(config.web.cors_origins)
     app[CONFIG] = config
     app[CLOCK] = clock
     app[PAGES] = MemoryCache(caches.pages_share(config.cache.memory_max_bytes), clock=clock)
@@ -82,6 +86,8 @@ def create_app(config: Config, *, clock: Clock = time.time) -> web.Application:
     }
     for fmt in FORMATS:
         app.router.add_get(fmt.path, special.get(fmt.name) or _search_handler(fmt))
+        if fmt.cors:
+            app.router.add_route("OPTIONS", fmt.path, preflight)
     app.router.add_get("/embed", search_page)
     app.router.add_get("/search.osdx", windows_connector)
     app.router.add_get("/static/search.css", stylesheet)
@@ -154,6 +160,21 @@ async def _no_store_errors(request: web.Request, response: web.StreamResponse) -
         response.headers["Cache-Control"] = "no-store"
 
 
+async def _cors(request: web.Request, response: web.StreamResponse) -> None:
+    """Who may read the feeds, suggestions and description from a script, errors included."""
+    if request.path in CORS_PATHS:
+        headers = request.app[CORS_POLICY].headers(request.headers)
+        if "Vary" in headers and "Vary" in response.headers:
+            response.headers["Vary"] = f"{response.headers['Vary']}, Origin"
+            headers = {k: v for k, v in headers.items() if k != "Vary"}
+        response.headers.update(headers)
+
+
+async def preflight(request: web.Request) -> web.Response:
+    """The browser's OPTIONS before a cross-origin GET with Authorization: no token needed to ask."""
+    return web.Response(status=204, headers=request.app[CORS_POLICY].preflight(request.headers))
+
+
 def bad_request(
     request: web.Request,
     fmt: Format,
@@ -211,10 +232,8 @@ def error_response(
 
 
 def _search_handler(fmt: Format) -> Handler:
-    headers = CORS if fmt.cors else None
-
     async def handler(request: web.Request) -> web.StreamResponse:
-        return await serve_search(request, fmt, headers=headers)
+        return await serve_search(request, fmt)
 
     handler.__name__ = f"{fmt.name}_search"
     return handler
@@ -365,13 +384,13 @@ async def suggest(request: web.Request) -> web.Response:
             caller, request.remote, request.headers.get("X-Forwarded-For")
         )
         if retry_after is not None:
-            return too_many(request, SUGGESTIONS, retry_after, headers=CORS)
+            return too_many(request, SUGGESTIONS, retry_after)
     prefix = request.query.get("q", "")
     if len(prefix) > MAX_QUERY or any(ord(c) < 32 for c in prefix):
         return web.json_response(
             {"error": f"q: must be at most {MAX_QUERY} printable characters", "parameter": "q"},
             status=400,
-            headers={**NO_STORE, **CORS},
+            headers=NO_STORE,
         )
     found = request.app[SEARCHER].suggest(prefix, caller.visible_orgs)
     scope = "private" if caller.authenticated else "public"
@@ -379,7 +398,7 @@ async def suggest(request: web.Request) -> web.Response:
         body=json.dumps([prefix, found], ensure_ascii=False).encode(),
         content_type=SUGGESTIONS.media_type,
         charset="utf-8",
-        headers={"Cache-Control": f"{scope}, max-age=60", "Vary": "Authorization", **CORS},
+        headers={"Cache-Control": f"{scope}, max-age=60", "Vary": "Authorization"},
     )
 
 
@@ -392,7 +411,7 @@ async def description(request: web.Request) -> web.Response:
         body=body,
         content_type=DESCRIPTION.media_type,
         charset="utf-8",
-        headers={"Cache-Control": "public, max-age=86400", **CORS},
+        headers={"Cache-Control": "public, max-age=86400"},
     )
 
 

@@ -379,3 +379,48 @@ async def test_durations_where_every_client_looks_and_the_language(aiohttp_clien
     assert b'<html lang="en-GB">' in page
     parsed = feedparser.parse(rss)
     assert all(e.get("itunes_duration") for e in parsed.entries)  # what feedparser-based readers show
+
+
+async def test_cors_for_feeds_suggestions_and_the_description(client) -> None:
+    for path in (
+        "/search.atom?q=onboarding",
+        "/search.rss?q=onboarding",
+        "/search.json?q=onboarding",
+        "/suggest?q=onb",
+        "/opensearch.xml",
+        "/search.atom?q=onboarding&count=0",
+    ):
+        resp = await client.get(path, headers={"Origin": "https://intranet.example.edu"})
+        assert resp.headers["Access-Control-Allow-Origin"] == "*", path
+        assert "ETag" in resp.headers["Access-Control-Expose-Headers"]
+    page = await client.get("/?q=onboarding", headers={"Origin": "https://elsewhere.example"})
+    assert "Access-Control-Allow-Origin" not in page.headers  # the page is for people, not scripts
+    preflight = await client.options(
+        "/search.atom",
+        headers={
+            "Origin": "https://intranet.example.edu",
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization",
+        },
+    )
+    assert preflight.status == 204
+    assert "Authorization" in preflight.headers["Access-Control-Allow-Headers"]
+    assert "GET" in preflight.headers["Access-Control-Allow-Methods"]
+
+
+async def test_cors_for_listed_origins_only(aiohttp_client, sim) -> None:
+    config = make_config(sim, extra='[web]\ncors_origins = ["https://intranet.example.edu"]\n')
+    client = await aiohttp_client(create_app(config))
+    allowed = await client.get(
+        "/search.atom", params={"q": "onboarding"}, headers={"Origin": "https://intranet.example.edu"}
+    )
+    assert allowed.headers["Access-Control-Allow-Origin"] == "https://intranet.example.edu"
+    assert "Origin" in allowed.headers["Vary"] and "Accept-Encoding" in allowed.headers["Vary"]
+    other = await client.get(
+        "/search.atom", params={"q": "onboarding"}, headers={"Origin": "https://evil.example"}
+    )
+    assert "Access-Control-Allow-Origin" not in other.headers and "Origin" in other.headers["Vary"]
+    refused = await client.options(
+        "/search.json", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"}
+    )
+    assert "Access-Control-Allow-Origin" not in refused.headers
