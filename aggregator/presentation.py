@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
 
-from aggregator.model import EPOCH, OrgReport, Result, format_duration
+from aggregator.model import EPOCH, OrgReport, Result, Sort, format_duration
 from aggregator.paging import Page, search_query
+from aggregator.params import DEFAULT_COUNT
 
 
 class FormatInfo(Protocol):
@@ -54,6 +55,16 @@ class View:
         query = search_query(
             self.page.params, start_index=start_index, all_orgs=self.all_orgs, extra=self.extra
         )
+        return f"{self.base_url}{self.formats[fmt].path}?{query}"
+
+    def subscription_url(self, fmt: str) -> str:
+        """What to subscribe to: newest first, 20 items, from the start, exactly the URL that feed's
+        own `rel="self"` carries (with the caller's `key=`), so a reader that follows `self` keeps it.
+
+        A subscription that followed relevance would never see a new video that ranks 21st.
+        """
+        params = replace(self.page.params, sort=Sort.DATE, count=DEFAULT_COUNT, start_index=1)
+        query = search_query(params, all_orgs=self.all_orgs, extra=self.extra)
         return f"{self.base_url}{self.formats[fmt].path}?{query}"
 
     def paging_links(self, fmt: str) -> dict[str, str]:

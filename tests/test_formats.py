@@ -424,3 +424,27 @@ async def test_cors_for_listed_origins_only(aiohttp_client, sim) -> None:
         "/search.json", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"}
     )
     assert "Access-Control-Allow-Origin" not in refused.headers
+
+
+async def test_subscriptions_are_newest_first_and_the_url_the_feed_calls_itself(client) -> None:
+    page = await (await client.get("/", params={"q": "onboarding", "count": "5"})).text()
+    alternates = re.findall(r'<link rel="alternate" type="([^"]+)" href="([^"]+)"', page)
+    assert {t for t, _ in alternates} == {
+        "application/atom+xml",
+        "application/rss+xml",
+        "application/feed+json",
+    }
+    for media_type, href in alternates:
+        href = href.replace("&amp;", "&")
+        assert "sort=date" in href and "count=20" in href
+        assert href in page.replace("&amp;", "&").split("Subscribe to this search")[1]  # the same links
+        body = await (await client.get(href.replace("http://videos.test", ""))).read()
+        if media_type == "application/atom+xml":
+            self_href = etree.fromstring(body).find(f"{{{ATOM}}}link[@rel='self']").get("href")
+        elif media_type == "application/rss+xml":
+            self_href = etree.fromstring(body).find(f"channel/{{{ATOM}}}link[@rel='self']").get("href")
+        else:
+            self_href = json.loads(body)["feed_url"]
+        assert self_href == href  # a reader that follows rel=self keeps the URL it subscribed to
+    embed = await (await client.get("/embed", params={"q": "onboarding"})).text()
+    assert '<h1 class="visually-hidden">' in embed
