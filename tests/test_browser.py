@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -119,3 +120,70 @@ async def test_embedded_page_in_an_iframe(browser, site, artifacts, aiohttp_serv
     assert target == "_top"  # videos open in the whole window, not in the frame
     await page.screenshot(path=str(artifacts / "embedded-dark.png"))
     assert errors == []  # framing allowed, nothing blocked by the page's CSP
+
+
+async def test_a_script_on_another_origin_reads_every_feed_with_a_bearer_token(
+    browser, sim, aiohttp_server
+) -> None:
+    """CORS as a browser enforces it: a preflight for Authorization, then the feeds readable by script."""
+    from aggregator.config import parse_config_text
+    from tests.conftest import config_toml
+
+    token = "intranet-widget-token-0123456789"
+    port = free_port()
+    config = parse_config_text(
+        config_toml(
+            sim,
+            server={"public_url": f"http://127.0.0.1:{port}", "signing_secret": "s" * 20},
+            extra=f'[[clients]]\nname = "widget"\ntoken = "{token}"\n',
+        ),
+        environ={},
+    )
+    await aiohttp_server(create_app(config), port=port)
+    service = f"http://127.0.0.1:{port}"
+
+    async def widget_page(request: web.Request) -> web.Response:
+        return web.Response(content_type="text/html", text="<!doctype html><title>widget</title>")
+
+    widget = web.Application()
+    widget.router.add_get("/", widget_page)
+    other = await aiohttp_server(widget)  # another origin: another port
+    page = await browser.new_page()
+    await page.goto(str(other.make_url("/")))
+    results = await page.evaluate(
+        """async ([service, token]) => {
+            const out = {};
+            for (const path of ["/search.atom", "/search.rss", "/search.json"]) {
+                const resp = await fetch(service + path + "?q=onboarding", {headers: {Authorization: "Bearer " + token}});
+                out[path] = [resp.status, (await resp.text()).slice(0, 200), resp.headers.get("ETag")];
+            }
+            return out;
+        }""",
+        [service, token],
+    )
+    assert results["/search.atom"][0] == 200 and "<feed" in results["/search.atom"][1]
+    assert results["/search.rss"][0] == 200 and "<rss" in results["/search.rss"][1]
+    assert results["/search.json"][0] == 200 and "jsonfeed.org" in results["/search.json"][1]
+    assert all(etag for _, _, etag in results.values())  # exposed to the script
+
+
+AXE = Path(__file__).resolve().parent.parent / ".ci" / "npm" / "node_modules" / "axe-core" / "axe.min.js"
+
+
+@pytest.mark.skipif(
+    not AXE.exists(), reason="axe-core is not installed (.ci/run: npm install --prefix .ci/npm axe-core)"
+)
+@pytest.mark.parametrize(
+    "path", ["/", "/?q=onboarding", "/embed?q=onboarding", "/?q=zzzz+nothing", "/?q=a&count=0"]
+)
+async def test_axe_finds_no_accessibility_violations(browser, site, path) -> None:
+    # Our CSP allows no script at all; the test lifts it to inject axe, which the page never runs.
+    context = await browser.new_context(bypass_csp=True)
+    page = await context.new_page()
+    await page.goto(site + path)
+    await page.add_script_tag(path=str(AXE))
+    violations = await page.evaluate(
+        "async () => (await axe.run(document)).violations.map(v => v.id + ': ' + v.help)"
+    )
+    await context.close()
+    assert violations == []
