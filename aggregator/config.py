@@ -41,6 +41,7 @@ class ServerConfig:
     # Processes that run feedparser beside the event loop; 0 runs it in a thread.
     parse_workers: int = 2
     access_log: bool = True  # one line per request on stderr, client tokens redacted
+    log_format: str = "text"  # or "json": one JSON object per line, access log included
     anonymous_rate_limit: int = 0  # requests a minute per address without a token; 0 is off
     trusted_proxies: tuple[str, ...] = ()  # networks whose X-Forwarded-For is believed
     # How many replicas (machines or containers) share each org key; with Redis
@@ -189,6 +190,10 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.enviro
     public_url = server_t.url("public_url", None)
     parse_workers = server_t.integer("parse_workers", _SERVER.parse_workers, 0, 64)
     access_log = server_t.boolean("access_log", _SERVER.access_log)
+    log_format = server_t.string("log_format", "text") or "text"
+    if log_format not in ("text", "json"):
+        problems.append('server.log_format: must be "text" or "json"')
+        log_format = "text"
     anonymous_rate_limit = server_t.integer("anonymous_rate_limit", 0, 0, 1_000_000)
     proxies = server_t.string_list("trusted_proxies") or []
     for proxy in proxies:
@@ -215,6 +220,7 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.enviro
         public_url.rstrip("/"),
         parse_workers,
         access_log,
+        log_format,
         anonymous_rate_limit=anonymous_rate_limit,
         trusted_proxies=tuple(proxies),
         replicas_hint=replicas_hint,

@@ -63,6 +63,21 @@ class Repeats(logging.Filter):
         return count <= self.burst
 
 
+def use_json() -> None:
+    """`server.log_format = "json"`: every log line one JSON object (python-json-logger)."""
+    from pythonjsonlogger.json import JsonFormatter
+
+    from aggregator.accesslog import AccessLogger
+
+    formatter = JsonFormatter(
+        "%(asctime)s %(levelname)s %(name)s %(message)s",
+        rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+    )
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(formatter)
+    AccessLogger.json_lines = True
+
+
 def configure(level: int = logging.INFO, fmt: str = FORMAT) -> None:
     """Root logging on stderr with both filters; called once per process (cli, workers)."""
     logging.basicConfig(level=level, format=fmt)

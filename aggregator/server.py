@@ -29,6 +29,8 @@ async def serve_forever(
     config: Config, *, reuse_port: bool = False, ready: Callable[[], None] | None = None
 ) -> None:
     """Run the service until SIGINT or SIGTERM; `ready` is called once it listens."""
+    if config.server.log_format == "json":
+        logs.use_json()
     limits = Limits(
         config.server.header_timeout, config.server.keepalive_timeout, config.server.max_connections
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
@@ -24,6 +25,7 @@ from aiohttp import web
 from aggregator import cache as cache_keys
 from aggregator import cache as caches
 from aggregator import thumbnails
+from aggregator.accesslog import CLIENT
 from aggregator.auth import Authenticator, Caller, unauthorized
 from aggregator.budget import Budget
 from aggregator.cache import Cache, MemoryCache
@@ -61,6 +63,7 @@ PAGE_HEADERS = web.AppKey[dict[str, str]]("page_headers")
 LIMITS = web.AppKey("limits", CallerLimits)
 
 NO_STORE = {"Cache-Control": "no-store"}
+_SAFE_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 CORS_PATHS = frozenset(f.path for f in FORMATS if f.cors)
 CORS_POLICY = web.AppKey("cors", Cors)
 
@@ -70,6 +73,7 @@ def create_app(config: Config, *, clock: Clock = time.time) -> web.Application:
     app = web.Application(client_max_size=64 * 1024)
     app.on_response_prepare.append(_no_store_errors)
     app.on_response_prepare.append(_cors)
+    app.on_response_prepare.append(_request_id)
     app[CORS_POLICY] = Cors(config.web.cors_origins)
     app[CONFIG] = config
     app[CLOCK] = clock
@@ -170,6 +174,17 @@ async def _cors(request: web.Request, response: web.StreamResponse) -> None:
         response.headers.update(headers)
 
 
+async def _request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """X-Request-Id on every answer: the caller's own if it is safe to repeat, else a new one.
+
+    The access log line carries the same id, which ties a response to its log line.
+    """
+    given = request.headers.get("X-Request-Id")
+    if given is None or not _SAFE_ID_RE.fullmatch(given):
+        given = secrets.token_hex(8)
+    response.headers["X-Request-Id"] = given
+
+
 async def preflight(request: web.Request) -> web.Response:
     """The browser's OPTIONS before a cross-origin GET with Authorization: no token needed to ask."""
     return web.Response(status=204, headers=request.app[CORS_POLICY].preflight(request.headers))
@@ -251,6 +266,8 @@ async def serve_search(
     caller = app[AUTH].caller(request)
     if caller is None:
         return unauthorized(fmt.name)
+    if caller.client is not None:
+        request[CLIENT] = caller.client.name  # for the JSON access log: the name, never the token
     if app[LIMITS].active:
         retry_after = await app[LIMITS].admit(caller, request.remote, request.headers.get("X-Forwarded-For"))
         if retry_after is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -142,3 +143,46 @@ def test_logs_carry_no_token_and_no_flood(tmp_path) -> None:
     assert "Traceback" not in log
     lines = [line for line in log.splitlines() if "malformed request" in line]
     assert 1 <= len(lines) <= 20 and all(len(line) < 200 for line in lines)
+
+
+def test_json_logs_and_request_ids(tmp_path) -> None:
+    """log_format = "json": every line one object; X-Request-Id ties a response to its access line."""
+    import json
+
+    port = free_port()
+    token = "json-log-client-token-0123456789"
+    config = tmp_path / "aggregator.toml"
+    config.write_text(
+        f'[server]\nport = {port}\nparse_workers = 0\nlog_format = "json"\nsigning_secret = "s-0123456789abcdef"\n'
+        f'[[orgs]]\nid = "a"\napi_key = "k"\nbase_url = "http://127.0.0.1:9"\n'
+        f'[[clients]]\nname = "widget"\ntoken = "{token}"\n'
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aggregator", "serve", "--config", str(config)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/healthz", proc)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/search.json?q=x&key={token}",
+            headers={"X-Request-Id": "intranet-42.a_b"},
+        )
+        with urllib.request.urlopen(request) as resp:
+            assert resp.headers["X-Request-Id"] == "intranet-42.a_b"  # a safe id is kept
+        unsafe = urllib.request.Request(
+            f"http://127.0.0.1:{port}/healthz", headers={"X-Request-Id": "x" * 65}
+        )
+        with urllib.request.urlopen(unsafe) as resp:
+            fresh = resp.headers["X-Request-Id"]
+            assert fresh != "x" * 65 and re.fullmatch(r"[A-Za-z0-9._-]{1,64}", fresh)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+    lines = [json.loads(line) for line in err.decode().splitlines() if line.strip()]  # every line is JSON
+    [access] = [r for r in lines if r.get("request_id") == "intranet-42.a_b"]
+    assert access["route"] == "/search.json" and access["status"] == 200 and access["client"] == "widget"
+    assert access["orgs"] == {"a": "error"}
+    assert token not in err.decode()
+    assert any(r.get("request_id") == fresh for r in lines)
