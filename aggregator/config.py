@@ -53,6 +53,9 @@ class ServerConfig:
     workers: int = 1  # processes of this replica: set by `serve --workers`, not by the file
     # Signs scoped thumbnail URLs so feed readers need no token for pictures; shared by every replica.
     signing_secret: str | None = field(default=None, repr=False)
+    metrics_token: str | None = field(
+        default=None, repr=False
+    )  # optional: /metrics needs it as a Bearer token
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +211,9 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.enviro
     keepalive_timeout = server_t.number("keepalive_timeout", 15.0, 0.0, 3600.0, exclusive_min=True)
     max_connections = server_t.integer("max_connections", 1000, 1, 1_000_000)
     signing_secret = server_t.secret("signing_secret", environ, required=False)
+    metrics_token = server_t.secret("metrics_token", environ, required=False)
+    if metrics_token is not None and len(metrics_token) < MIN_TOKEN_LENGTH:
+        problems.append(f"server.metrics_token: must be at least {MIN_TOKEN_LENGTH} characters")
     if signing_secret is not None and len(signing_secret) < MIN_TOKEN_LENGTH:
         problems.append(f"server.signing_secret: must be at least {MIN_TOKEN_LENGTH} characters")
     server_t.finish()
@@ -228,6 +234,7 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.enviro
         keepalive_timeout=keepalive_timeout,
         max_connections=max_connections,
         signing_secret=signing_secret,
+        metrics_token=metrics_token,
     )
     warnings: list[str] = []
 

@@ -21,9 +21,9 @@ STYLESHEET = template("search.css").read_bytes()
 
 
 def _environment() -> jinja2.Environment:
-    source = template("search.html").read_text(encoding="utf-8")
+    sources = {name: template(name).read_text(encoding="utf-8") for name in ("search.html", "status.html")}
     env = jinja2.Environment(
-        loader=jinja2.DictLoader({"search.html": source}),
+        loader=jinja2.DictLoader(sources),
         autoescape=True,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -32,7 +32,14 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-_TEMPLATE = _environment().get_template("search.html")
+_ENV = _environment()
+_TEMPLATE = _ENV.get_template("search.html")
+_STATUS = _ENV.get_template("status.html")
+
+
+def render_status(**values: object) -> str:
+    """The operators' page (/status): see web.status for what it is given."""
+    return _STATUS.render({"version": __version__, "product": PRODUCT, **values})
 
 
 def render_page(view: View) -> bytes:

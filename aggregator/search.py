@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -37,7 +38,9 @@ from aggregator.thumbnails import Redirect, Thumbnails
 
 log = logging.getLogger(__name__)
 DRAIN_INTERVAL = 0.5
-MERGE_OFF_LOOP = 1000  # videos past which the merge runs in a thread  # seconds between passes over the deferred duration lookups
+MERGE_OFF_LOOP = 1000
+LATENCY_WINDOW = 300.0  # seconds of answers /status summarises
+LATENCY_SAMPLES = 2000  # per org, at most  # videos past which the merge runs in a thread  # seconds between passes over the deferred duration lookups
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +86,8 @@ class Searcher:
         self._answers = AnswerSource(config, session, cache, parse_pool, self.metrics, budget, clock)
         self._thumbnails = Thumbnails(cache, self._answers.refresh, clock)
         self._last_reports: dict[str, OrgReport] = {}
+        self._last_errors: dict[str, str] = {}  # safe to show: statuses and details never carry keys
+        self._latency: dict[str, deque[tuple[float, float]]] = {}  # org -> (monotonic time, ms)
         self._suggestions = SuggestionIndex(
             min_callers=config.suggest.min_query_count, retention_days=config.suggest.retention, clock=clock
         )
@@ -105,6 +110,13 @@ class Searcher:
         reports = tuple(report for _, report in timed)
         for report in reports:
             self._last_reports[report.org_id] = report
+            self._latency.setdefault(report.org_id, deque(maxlen=LATENCY_SAMPLES)).append(
+                (time.monotonic(), report.elapsed_ms)
+            )
+            if not report.status.good and report.status is not OrgStatus.STALE:
+                self._last_errors[report.org_id] = (
+                    f"{report.status}: {report.detail}" if report.detail else report.status
+                )
             self.metrics.org_answers.labels(report.org_id, report.status).inc()
             self.metrics.org_seconds.labels(report.org_id).observe(report.elapsed_ms / 1000)
         self._learn(query, answers, caller)
@@ -120,6 +132,17 @@ class Searcher:
     def reports(self) -> dict[str, OrgReport]:
         """Each org's last report in this process."""
         return dict(self._last_reports)
+
+    def latency(self, org_id: str, window: float = LATENCY_WINDOW) -> tuple[float, float] | None:
+        """(p50, p95) milliseconds of this process's answers for the org in the last `window` s."""
+        since = time.monotonic() - window
+        samples = sorted(ms for at, ms in self._latency.get(org_id, ()) if at >= since)
+        if not samples:
+            return None
+        return samples[len(samples) // 2], samples[min(len(samples) - 1, int(len(samples) * 0.95))]
+
+    def last_error(self, org_id: str) -> str | None:
+        return self._last_errors.get(org_id)
 
     async def health(self) -> dict[str, OrgHealth]:
         """Each org's breaker and budget (fleet-wide, from the cache) and its last report here."""

@@ -11,6 +11,7 @@ outcomes go out as `Server-Timing`.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import re
 import secrets
@@ -40,7 +41,7 @@ from aggregator.icons import play_icon
 from aggregator.limiter import Limiter, shared_storage
 from aggregator.metrics import METRICS_TYPE, Metrics
 from aggregator.model import RANDTAG_RE, Clock
-from aggregator.page import STYLESHEET, render_form, security_headers
+from aggregator.page import STYLESHEET, render_form, render_status, security_headers
 from aggregator.paging import page_of
 from aggregator.params import MAX_QUERY, ParamError, SearchParams, parse_search_params
 from aggregator.parsepool import ParsePool
@@ -101,6 +102,7 @@ def create_app(config: Config, *, clock: Clock = time.time) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/status", status)
     return app
 
 
@@ -493,11 +495,77 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    """Prometheus; behind `server.metrics_token` (a Bearer token) when one is set."""
+    token = request.app[CONFIG].server.metrics_token
+    if token is not None:
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            return web.Response(
+                status=401,
+                text="A metrics token is needed.\n",
+                headers={**NO_STORE, "WWW-Authenticate": 'Bearer realm="metrics"'},
+            )
     m = request.app[METRICS]
     cache = request.app[CACHE]
     if isinstance(cache, caches.ResilientCache):
         m.redis_up.set(0 if caches.redis_unreachable(cache) else 1)
     return web.Response(body=m.exposition(), headers={"Content-Type": METRICS_TYPE, **NO_STORE})
+
+
+async def status(request: web.Request) -> web.Response:
+    """A small page for operators: each org's breaker, budget, latency and last error; the cache.
+
+    It names every org, so with [[clients]] it needs a client that may see them all.
+    """
+    app = request.app
+    config = app[CONFIG]
+    caller = app[AUTH].caller(request)
+    if caller is None:
+        return unauthorized(HTML.name)
+    if caller.client is not None and caller.client.orgs is not None:
+        return web.Response(
+            status=403,
+            text="This page names every organisation: a client limited to some may not see it.\n",
+            headers=NO_STORE,
+        )
+    searcher, cache, now = app[SEARCHER], app[CACHE], app[CLOCK]()
+    rows = []
+    for org in config.orgs:
+        health = (await searcher.health())[org.id]
+        latency = searcher.latency(org.id)
+        breaker = (
+            "open" if health.breaker.is_open(now) else "half-open" if health.breaker.open_until else "closed"
+        )
+        rows.append(
+            {
+                "id": org.id,
+                "name": org.name,
+                "breaker": f"{breaker} ({health.breaker.reason})" if health.breaker.reason else breaker,
+                "budget_remaining": health.budget.remaining,
+                "budget_limit": health.budget.limit,
+                "rate_limited_for": round(max(0.0, health.budget.cooling_until - now)) or None,
+                "deferred": health.deferred,
+                "p50": round(latency[0]) if latency else None,
+                "p95": round(latency[1]) if latency else None,
+                "last": str(health.report.status) if health.report else None,
+                "error": searcher.last_error(org.id),
+            }
+        )
+    memory = cache.memory if isinstance(cache, caches.ResilientCache) else cache
+    used = (memory.bytes if isinstance(memory, MemoryCache) else 0) + app[PAGES].bytes
+    html = render_status(
+        base_url=config.server.public_url,
+        short_name=config.description.short_name,
+        rows=rows,
+        cache=cache.describe(),
+        redis_down=caches.redis_unreachable(cache),
+        memory_mb=round(used / 1048576, 1),
+        memory_max_mb=round(config.cache.memory_max_bytes / 1048576),
+        pages=len(app[PAGES]),
+    )
+    headers = request.app[PAGE_HEADERS].copy()
+    headers["Cache-Control"] = "no-store"
+    return web.Response(text=html, content_type=HTML.media_type, headers=headers)
 
 
 async def readyz(request: web.Request) -> web.Response:

@@ -176,3 +176,32 @@ async def test_thumbnails_are_signed_for_a_scope(secured, sim) -> None:
 )
 def test_tokens_are_redacted_however_the_name_is_escaped(query) -> None:
     assert SP_TOKEN not in redact(f"/search.atom?{query}")
+
+
+async def test_status_page_for_operators(secured, sim) -> None:
+    full = {"Authorization": f"Bearer {SP_TOKEN}"}
+    sim.org("medicine").fault = "503"
+    await secured.get("/search.atom", params={"q": "onboarding"}, headers=full)
+    assert (await secured.get("/status")).status == 401
+    assert (await secured.get("/status", headers={"Authorization": f"Bearer {HR_TOKEN}"})).status == 403
+    resp = await secured.get("/status", headers=full)
+    assert resp.status == 200 and resp.headers["Cache-Control"] == "no-store"
+    html = await resp.text()
+    for name in ("Engineering", "Medicine", "Human Resources"):
+        assert name in html
+    assert "error: HTTP 503" in html and "of 60" in html
+    for secret in (SP_TOKEN, HR_TOKEN, SECRET, "sim-key-"):
+        assert secret not in html
+
+
+async def test_metrics_can_sit_behind_a_token(aiohttp_client, sim) -> None:
+    from aggregator.config import parse_config_text
+    from tests.conftest import config_toml
+
+    metrics_token = "prometheus-scrape-token-0123"
+    config = parse_config_text(config_toml(sim, server={"metrics_token": metrics_token}), environ={})
+    client = await aiohttp_client(create_app(config))
+    refused = await client.get("/metrics")
+    assert refused.status == 401 and refused.headers["WWW-Authenticate"].startswith("Bearer")
+    assert (await client.get("/metrics", headers={"Authorization": "Bearer wrong"})).status == 401
+    assert (await client.get("/metrics", headers={"Authorization": f"Bearer {metrics_token}"})).status == 200

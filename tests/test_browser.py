@@ -187,3 +187,13 @@ async def test_axe_finds_no_accessibility_violations(browser, site, path) -> Non
     )
     await context.close()
     assert violations == []
+
+
+async def test_status_page_renders(browser, site, artifacts) -> None:
+    page = await browser.new_page(viewport={"width": 1100, "height": 600})
+    await page.goto(site + "/?q=onboarding")
+    await page.goto(site + "/status")
+    rows = page.locator("tbody tr")
+    assert await rows.count() == 3
+    assert "closed" in await rows.first.inner_text()
+    await page.screenshot(path=str(artifacts / "status-page.png"), full_page=True)
