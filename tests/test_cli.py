@@ -100,17 +100,16 @@ def test_serve_with_workers_stops_every_process(tmp_path) -> None:
     assert not [p for p in children if alive(p)]
 
 
-def test_logs_carry_no_token_and_no_flood(tmp_path) -> None:
-    """Encoded parameter names are redacted; malformed requests are one short line each, and not a flood."""
-    import socket
-
+def serve_with_a_client(
+    tmp_path: Path, token: str, server_extra: str = ""
+) -> tuple[subprocess.Popen[bytes], int]:
+    """`serve` with one org (whose upstream refuses connections) and one client named "widget"."""
     port = free_port()
     config = tmp_path / "aggregator.toml"
-    token = "client-token-0123456789abcdef"
     config.write_text(
-        f'[server]\nport = {port}\nparse_workers = 0\nsigning_secret = "signing-secret-0123456789"\n'
+        f'[server]\nport = {port}\nparse_workers = 0\nsigning_secret = "signing-secret-0123456789"\n{server_extra}'
         f'[[orgs]]\nid = "a"\napi_key = "k"\nbase_url = "http://127.0.0.1:9"\n'
-        f'[[clients]]\nname = "c"\ntoken = "{token}"\n'
+        f'[[clients]]\nname = "widget"\ntoken = "{token}"\n'
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "aggregator", "serve", "--config", str(config)],
@@ -118,8 +117,17 @@ def test_logs_carry_no_token_and_no_flood(tmp_path) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+    wait_until_up(f"http://127.0.0.1:{port}/healthz", proc)
+    return proc, port
+
+
+def test_logs_carry_no_token_and_no_flood(tmp_path) -> None:
+    """Encoded parameter names are redacted; malformed requests are one short line each, and not a flood."""
+    import socket
+
+    token = "client-token-0123456789abcdef"
+    proc, port = serve_with_a_client(tmp_path, token)
     try:
-        wait_until_up(f"http://127.0.0.1:{port}/healthz", proc)
         for name in ("key", "k%65y", "%6B%65%79"):
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/search.atom?q=x&{name}={token}") as resp:
                 assert resp.status == 200  # accepted as the token, however the name is escaped
@@ -149,22 +157,9 @@ def test_json_logs_and_request_ids(tmp_path) -> None:
     """log_format = "json": every line one object; X-Request-Id ties a response to its access line."""
     import json
 
-    port = free_port()
     token = "json-log-client-token-0123456789"
-    config = tmp_path / "aggregator.toml"
-    config.write_text(
-        f'[server]\nport = {port}\nparse_workers = 0\nlog_format = "json"\nsigning_secret = "s-0123456789abcdef"\n'
-        f'[[orgs]]\nid = "a"\napi_key = "k"\nbase_url = "http://127.0.0.1:9"\n'
-        f'[[clients]]\nname = "widget"\ntoken = "{token}"\n'
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "aggregator", "serve", "--config", str(config)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    proc, port = serve_with_a_client(tmp_path, token, 'log_format = "json"\n')
     try:
-        wait_until_up(f"http://127.0.0.1:{port}/healthz", proc)
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/search.json?q=x&key={token}",
             headers={"X-Request-Id": "intranet-42.a_b"},
