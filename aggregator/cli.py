@@ -13,7 +13,7 @@ from aggregator import PRODUCT, __version__, logs
 from aggregator.config import Config, ConfigError, default_config_path, load_config
 from aggregator.demo import run_demo
 from aggregator.resources import sample_config
-from aggregator.server import run_workers, serve_forever
+from aggregator.server import serve_forever
 
 DEMO_CONFIG = sample_config("demo.toml")
 
@@ -57,7 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 0
 
-    config = _load_or_report(default_config_path(args.config))
+    config_path = default_config_path(args.config)
+    config = _load_or_report(config_path)
     if config is None:
         return 2
     config = _with_address(config, args.host, args.port)
@@ -72,7 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.workers == 1:
         asyncio.run(serve_forever(config))
         return 0
-    return run_workers(config, args.workers)
+    from aggregator import workers  # gunicorn: only for more than one process
+
+    return workers.run(config_path, config)
 
 
 def _load_or_report(path: str) -> Config | None:

@@ -2,24 +2,33 @@
 
 One registry per app, so several apps in one process (tests) do not collide.
 Labels are org ids, formats and outcome names: never a query, key or token.
-With `serve --workers N` each process has its own figures; scrape each, or
-run one worker per container.
+
+With `serve --workers N` (gunicorn) the workers write their figures to
+`PROMETHEUS_MULTIPROC_DIR` (prometheus-client's multiprocess mode), and a
+scrape of any worker reports the totals of all of them.
 """
 
 from __future__ import annotations
 
+import os
 from collections import Counter as Tally
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 METRICS_TYPE = CONTENT_TYPE_LATEST
+PAGES_HELP = "Search pages served, by format and whether the rendered page was reused"
+
+
+def multiprocess_mode() -> bool:
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 
 class Metrics:
     def __init__(self) -> None:
+        self.multiprocess = multiprocess_mode()
         r = self.registry = CollectorRegistry()
         self.org_answers = Counter(
             "ilosagg_org_answers",
@@ -52,9 +61,14 @@ class Metrics:
             ["org", "endpoint", "outcome"],
             registry=r,
         )
-        # Pages are counted on the warm path: a plain tally, read out at scrape time.
+        # Pages are counted on the warm path: a plain tally, read out at scrape time; with
+        # several processes, a real counter, which writes where every worker's scrape reads.
         self._pages: Tally[tuple[str, str]] = Tally()
-        r.register(_PagesCollector(self._pages))
+        self._pages_counter: Counter | None = None
+        if self.multiprocess:
+            self._pages_counter = Counter("ilosagg_pages", PAGES_HELP, ["format", "source"], registry=r)
+        else:
+            r.register(_PagesCollector(self._pages))
         self.loop_lag = Histogram(
             "ilosagg_event_loop_lag_seconds",
             "How late a 50 ms timer fires: time the event loop was busy",
@@ -65,19 +79,28 @@ class Metrics:
             "ilosagg_event_loop_lag_max_seconds",
             "The longest event-loop stall seen since the process started",
             registry=r,
+            multiprocess_mode="max",
         )
         self.redis_up = Gauge(
             "ilosagg_redis_up",
             "1 while Redis answers, 0 while the in-process cache stands in (absent without Redis)",
             registry=r,
+            multiprocess_mode="min",
         )
 
     def page(self, fmt: str, source: str) -> None:
         """`source`: "rendered", or "reused" from the page cache."""
-        self._pages[(fmt, source)] += 1
+        if self._pages_counter is not None:
+            self._pages_counter.labels(fmt, source).inc()
+        else:
+            self._pages[(fmt, source)] += 1
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        if not self.multiprocess:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()  # every worker's figures, summed, from the shared directory
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # untyped in prometheus-client
+        return generate_latest(registry)
 
 
 class _PagesCollector:
@@ -87,7 +110,7 @@ class _PagesCollector:
     def collect(self) -> Iterator[CounterMetricFamily]:
         family = CounterMetricFamily(
             "ilosagg_pages",
-            "Search pages served, by format and whether the rendered page was reused",
+            PAGES_HELP,
             labels=["format", "source"],
         )
         for (fmt, source), n in sorted(self.tally.items()):

@@ -11,15 +11,35 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import ctypes
+import ctypes.util
 import logging
 import multiprocessing
+import os
+import signal
 from concurrent.futures.process import BrokenProcessPool
 
 from aggregator.model import Video
 from aggregator.parsing import parse_search_answer
 
 log = logging.getLogger(__name__)
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _EMPTY_FEED = b"<rss version='2.0'><channel/></rss>"
+
+
+def _die_with_parent() -> None:
+    """In each parse worker: end when the process that started it ends, however it ends.
+
+    A serving process killed outright (SIGKILL, the OOM killer) cannot shut its
+    pool down; on Linux the kernel then sends its parse workers SIGTERM
+    (PR_SET_PDEATHSIG), so none is left behind holding memory and descriptors.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() == 1:  # the parent was already gone before prctl took effect
+        os._exit(0)
 
 
 class ParsePool:
@@ -32,7 +52,9 @@ class ParsePool:
             return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="parse")
         # spawn, not fork: forking a process that runs an event loop and sockets is unsafe.
         context = multiprocessing.get_context("spawn")
-        executor = concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=context)
+        executor = concurrent.futures.ProcessPoolExecutor(
+            self.workers, mp_context=context, initializer=_die_with_parent
+        )
         # Start the workers and import the parsers now, not on the first user's search.
         for _ in range(self.workers):
             executor.submit(parse_search_answer, _EMPTY_FEED)

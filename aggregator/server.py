@@ -1,4 +1,4 @@
-"""Running the app: one process until a signal, or N processes sharing one port.
+"""Running the app in one process until a signal (`serve`, `demo`); N processes are `workers`.
 
 `cli` and `demo` both start the service through `serve_forever`, so the
 access log, shutdown and signal handling are the same whichever way it runs.
@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
-import os
 import signal
 from collections.abc import Callable
-from types import FrameType
 
 from aiohttp import web
 
@@ -25,9 +22,7 @@ from aggregator.web import create_app
 log = logging.getLogger(PRODUCT)
 
 
-async def serve_forever(
-    config: Config, *, reuse_port: bool = False, ready: Callable[[], None] | None = None
-) -> None:
+async def serve_forever(config: Config, *, ready: Callable[[], None] | None = None) -> None:
     """Run the service until SIGINT or SIGTERM; `ready` is called once it listens."""
     if config.server.log_format == "json":
         logs.use_json()
@@ -41,7 +36,7 @@ async def serve_forever(
     else:
         runner = GuardedRunner(create_app(config), limits=limits, shutdown_timeout=5.0, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, config.server.host, config.server.port, reuse_port=reuse_port or None)
+    site = web.TCPSite(runner, config.server.host, config.server.port)
     await site.start()
     log.info(
         "serving on http://%s:%s (public URL %s), %d organisations",
@@ -65,27 +60,3 @@ async def wait_for_signal() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-
-
-def _worker(config: Config) -> None:
-    logs.configure(fmt=f"%(asctime)s %(levelname)s [{os.getpid()}] %(name)s: %(message)s")
-    asyncio.run(serve_forever(config, reuse_port=True))
-
-
-def run_workers(config: Config, workers: int) -> int:
-    """N processes on one port (SO_REUSEPORT); the kernel spreads connections between them."""
-    context = multiprocessing.get_context("spawn")
-    procs = [context.Process(target=_worker, args=(config,), name=f"worker-{i}") for i in range(workers)]
-    for p in procs:
-        p.start()
-
-    def stop(_sig: int, _frame: FrameType | None) -> None:
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    for p in procs:
-        p.join()
-    return 0 if all(p.exitcode in (0, -signal.SIGTERM) for p in procs) else 1
