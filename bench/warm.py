@@ -48,12 +48,13 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=20)
     parser.add_argument("--access-log", choices=("on", "off"), default="on")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
+    parser.add_argument("--workers", type=int, default=1, help="serve --workers N (gunicorn above 1)")
     parser.add_argument(
         "--bare-access-log", action="store_true", help="the bare handler writes aiohttp's access log too"
     )
     args = parser.parse_args()
     sim, sim_url, keys = start_simulator(3, 25, 0.05, 0.02)
-    service, base = start_service(sim_url, keys, access_log=args.access_log == "on")
+    service, base = start_service(sim_url, keys, access_log=args.access_log == "on", workers=args.workers)
     url = f"{base}/search.atom?q=lecture&count={args.count}"
     with urllib.request.urlopen(url) as resp:
         body, etag = resp.read(), resp.headers["ETag"]
