@@ -376,7 +376,7 @@ async def from_config(config: CacheConfig, clock: Callable[[], float] = time.tim
     if not config.redis_url:
         yield memory
         return
-    client = redis_client(config.redis_url)
+    client = redis_client(config)
     try:
         yield ResilientCache(RedisCache(client), memory, config.redis_retry_seconds, clock)
     finally:
@@ -398,15 +398,29 @@ def redis_unreachable(cache: Cache) -> bool:
     return isinstance(cache, ResilientCache) and not cache.redis_up
 
 
-def redis_client(url: str) -> aioredis.Redis:
+def redis_options(config: CacheConfig) -> dict[str, Any]:
+    """What every Redis client of the service is made with: timeouts, pool size and TLS files."""
+    options: dict[str, Any] = {
+        "socket_connect_timeout": config.redis_connect_timeout,
+        "socket_timeout": config.redis_timeout,
+        "max_connections": config.redis_pool_size,
+    }
+    if config.redis_url and config.redis_url.startswith("rediss://"):
+        options.update(
+            ssl_ca_certs=config.redis_ca, ssl_certfile=config.redis_cert, ssl_keyfile=config.redis_key
+        )
+    return options
+
+
+def redis_client(config: CacheConfig) -> aioredis.Redis:
     """Short timeouts: a cache that makes requests wait is worse than no cache."""
+    assert config.redis_url is not None
     # One immediate retry on a fresh connection covers a pooled connection that
     # died with a Redis restart; anything longer is an outage for ResilientCache.
     return aioredis.Redis.from_url(
-        url,
-        socket_connect_timeout=0.5,
-        socket_timeout=1.0,
+        config.redis_url,
         retry=Retry(NoBackoff(), 1),
         retry_on_error=[RedisConnectionError],
         health_check_interval=15,
+        **redis_options(config),
     )

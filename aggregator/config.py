@@ -68,6 +68,13 @@ class CacheConfig:
     failed_duration_ttl: int = 600
     memory_max_bytes: int = 256 * 1024 * 1024  # the in-process caches of one process, in bytes
     redis_retry_seconds: float = 5.0  # after Redis fails, how long to use memory before trying again
+    # TLS (rediss://): file paths, or env:NAME; the client certificate and key only if Redis asks.
+    redis_ca: str | None = None
+    redis_cert: str | None = None
+    redis_key: str | None = field(default=None, repr=False)
+    redis_pool_size: int = 64  # connections per Redis client (the cache's and the limiter's each)
+    redis_timeout: float = 1.0  # seconds a Redis command may take before it counts as an outage
+    redis_connect_timeout: float = 0.5
     # Seconds past search_ttl during which an expired answer is served at once
     # (marked stale) while a fresh one is fetched in the background; 0 is off.
     stale_while_revalidate: int = 0
@@ -251,6 +258,12 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.enviro
         memory_max_bytes=cache_t.integer("memory_max_bytes", _CACHE.memory_max_bytes, 1 << 20, 1 << 40),
         stale_while_revalidate=cache_t.integer("stale_while_revalidate", 0, 0, 86_400),
         incomplete_ttl=cache_t.integer("incomplete_ttl", _CACHE.incomplete_ttl, 1, 86_400),
+        redis_ca=_existing_file(cache_t, "redis_ca", environ, problems),
+        redis_cert=_existing_file(cache_t, "redis_cert", environ, problems),
+        redis_key=_existing_file(cache_t, "redis_key", environ, problems),
+        redis_pool_size=cache_t.integer("redis_pool_size", 64, 1, 10_000),
+        redis_timeout=cache_t.number("redis_timeout", 1.0, 0.0, 60.0, exclusive_min=True),
+        redis_connect_timeout=cache_t.number("redis_connect_timeout", 0.5, 0.0, 60.0, exclusive_min=True),
         redis_retry_seconds=cache_t.number(
             "redis_retry_seconds", _CACHE.redis_retry_seconds, 0.0, 3600.0, exclusive_min=True
         ),
@@ -394,6 +407,15 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.enviro
     return Config(
         server, cache, upstream, tuple(orgs), tuple(clients), web, description, suggest, tuple(warnings)
     )
+
+
+def _existing_file(table: _Table, key: str, environ: Mapping[str, str], problems: list[str]) -> str | None:
+    """A path (or env:NAME holding one) to a file that exists; None when the key is absent."""
+    path = table.secret(key, environ, required=False)
+    if path is not None and not Path(path).is_file():
+        problems.append(f"{table.path}.{key}: no such file")
+        return None
+    return path
 
 
 class _Table:

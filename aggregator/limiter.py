@@ -106,13 +106,12 @@ async def shared_storage(config: CacheConfig) -> AsyncIterator[RedisStorage | No
     if not config.redis_url:
         yield None
         return
+    url = config.redis_url
+    # limits names the unix-socket scheme async+redis+unix://.
+    uri = "async+redis+" + url if url.startswith("unix://") else "async+" + url
+    options = {k: v for k, v in cache_keys.redis_options(config).items() if v is not None}
     storage = RedisStorage(
-        "async+" + config.redis_url,
-        implementation="redispy",
-        key_prefix=cache_keys.NAMESPACE,
-        wrap_exceptions=True,
-        socket_connect_timeout=0.5,
-        socket_timeout=1.0,
+        uri, implementation="redispy", key_prefix=cache_keys.NAMESPACE, wrap_exceptions=True, **options
     )
     try:
         yield storage

@@ -1,0 +1,179 @@
+"""Redis as operators run it: TLS (rediss://, with a CA made here) and a unix socket.
+
+Each test starts its own redis-server and runs the cache suite's core cases
+through it: an answer fetched once is served from Redis, identical
+concurrent misses share one upstream request, the budget counts there, and
+every key the service writes sits under its namespace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from aggregator.cache import NAMESPACE
+from aggregator.web import create_app
+from tests.conftest import KEYS, free_port, make_config
+from tests.test_cache import timing
+
+REDIS = shutil.which("redis-server")
+pytestmark = pytest.mark.skipif(REDIS is None, reason="redis-server is not installed")
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def start_redis(*args: str, client: redis.Redis, workdir: Path) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [REDIS or "redis-server", "--save", "", "--appendonly", "no", "--dir", str(workdir), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            if client.ping():
+                return proc
+        except redis.RedisError:
+            pass
+        assert time.monotonic() < deadline, "redis-server did not start"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A redis-server speaking only TLS, its certificate signed by a throwaway CA."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=aggregator test CA",
+        cwd=tmp_path,
+    )
+    openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+        cwd=tmp_path,
+    )
+    (tmp_path / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+        cwd=tmp_path,
+    )
+    port = free_port()
+    url = f"rediss://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url, ssl_ca_certs=str(tmp_path / "ca.crt"), socket_connect_timeout=0.5)
+    proc = start_redis(
+        "--port",
+        "0",
+        "--tls-port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--tls-cert-file",
+        str(tmp_path / "server.crt"),
+        "--tls-key-file",
+        str(tmp_path / "server.key"),
+        "--tls-ca-cert-file",
+        str(tmp_path / "ca.crt"),
+        "--tls-auth-clients",
+        "no",
+        client=client,
+        workdir=tmp_path,
+    )
+    yield url, tmp_path / "ca.crt"
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+def unix_redis(tmp_path: Path) -> Iterator[str]:
+    sock = tmp_path / "redis.sock"
+    url = f"unix://{sock}?db=0"
+    proc = start_redis(
+        "--port", "0", "--unixsocket", str(sock), client=redis.Redis.from_url(url), workdir=tmp_path
+    )
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+async def core_cases(aiohttp_client, sim, cache: dict[str, object], direct: redis.Redis) -> None:
+    client = await aiohttp_client(create_app(make_config(sim, cache=cache)))
+    for org in sim.orgs:
+        org.latency = 0.2
+    answers = await asyncio.gather(
+        *(client.get("/search.atom", params={"q": "onboarding"}) for _ in range(20))
+    )
+    assert {r.status for r in answers} == {200}
+    assert {o: len(sim.calls(o, "search")) for o in KEYS} == dict.fromkeys(KEYS, 1)  # one per org, shared
+    again = await client.get("/search.atom", params={"q": "onboarding", "count": "5"})
+    assert set(timing(again).values()) == {"cached"}
+    ready = await (await client.get("/readyz")).json()
+    assert ready["cache"] == "redis" and ready["orgs"]["hr"]["budget_remaining"] == 59  # counted in Redis
+    keys = direct.keys("*")
+    assert keys and all(k.startswith(NAMESPACE.encode() + b":") for k in keys)
+    assert any(b":answer:" in k for k in keys) and any(b"LIMITER" in k for k in keys)
+
+
+async def test_tls_redis(aiohttp_client, sim, tls_redis) -> None:
+    url, ca = tls_redis
+    direct = redis.Redis.from_url(url, ssl_ca_certs=str(ca))
+    await core_cases(aiohttp_client, sim, {"redis_url": url, "redis_ca": str(ca)}, direct)
+
+
+async def test_unix_socket_redis(aiohttp_client, sim, unix_redis) -> None:
+    await core_cases(aiohttp_client, sim, {"redis_url": unix_redis}, redis.Redis.from_url(unix_redis))
+
+
+def test_tls_files_must_exist() -> None:
+    from aggregator.config import ConfigError, parse_config_text
+
+    with pytest.raises(ConfigError) as info:
+        parse_config_text(
+            '[cache]\nredis_url = "rediss://r:6380/0"\nredis_ca = "/nonexistent/ca.crt"\n'
+            '[[orgs]]\nid = "a"\napi_key = "k"\n',
+            environ={},
+        )
+    assert info.value.problems == ["cache.redis_ca: no such file"]
