@@ -196,8 +196,16 @@ class MemoryCache:
 
 
 class RedisCache:
-    def __init__(self, client: aioredis.Redis) -> None:
+    """One Redis, or a Redis Cluster (`cache.redis_cluster`).
+
+    Every multi-key command here touches keys that may live in different slots
+    of a cluster: reads go through the cluster client's non-atomic MGET (one
+    MGET per node), and pipelines are per key. Nothing needs them atomic.
+    """
+
+    def __init__(self, client: aioredis.Redis | aioredis.RedisCluster) -> None:
         self.client = client
+        self.cluster = isinstance(client, aioredis.RedisCluster)
 
     # The client is made without decode_responses, so values come back as bytes;
     # redis-py's annotations allow str too, hence the casts.
@@ -205,7 +213,11 @@ class RedisCache:
         return cast("bytes | None", await self.client.get(key))
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
-        return cast("list[bytes | None]", list(await self.client.mget(keys))) if keys else []
+        if not keys:
+            return []
+        if isinstance(self.client, aioredis.RedisCluster):
+            return cast("list[bytes | None]", list(await self.client.mget_nonatomic(keys)))
+        return cast("list[bytes | None]", list(await self.client.mget(keys)))
 
     async def set(self, key: str, value: bytes, ttl: float) -> None:
         await self.client.set(key, value, px=_px(ttl))
@@ -260,6 +272,8 @@ class RedisCache:
 
     async def reset(self) -> None:
         """Drop pooled connections: after an outage they are all dead."""
+        if isinstance(self.client, aioredis.RedisCluster):
+            return  # the cluster client re-reads its topology and reconnects by itself
         with suppress(RedisError, OSError):
             await self.client.connection_pool.disconnect()
 
@@ -412,9 +426,11 @@ def redis_options(config: CacheConfig) -> dict[str, Any]:
     return options
 
 
-def redis_client(config: CacheConfig) -> aioredis.Redis:
+def redis_client(config: CacheConfig) -> aioredis.Redis | aioredis.RedisCluster:
     """Short timeouts: a cache that makes requests wait is worse than no cache."""
     assert config.redis_url is not None
+    if config.redis_cluster:
+        return aioredis.RedisCluster.from_url(config.redis_url, **redis_options(config))
     # One immediate retry on a fresh connection covers a pooled connection that
     # died with a Redis restart; anything longer is an outage for ResilientCache.
     return aioredis.Redis.from_url(

@@ -72,6 +72,7 @@ class CacheConfig:
     redis_ca: str | None = None
     redis_cert: str | None = None
     redis_key: str | None = field(default=None, repr=False)
+    redis_cluster: bool = False  # redis_url names one node of a Redis Cluster
     redis_pool_size: int = 64  # connections per Redis client (the cache's and the limiter's each)
     redis_timeout: float = 1.0  # seconds a Redis command may take before it counts as an outage
     redis_connect_timeout: float = 0.5
@@ -261,6 +262,7 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.enviro
         redis_ca=_existing_file(cache_t, "redis_ca", environ, problems),
         redis_cert=_existing_file(cache_t, "redis_cert", environ, problems),
         redis_key=_existing_file(cache_t, "redis_key", environ, problems),
+        redis_cluster=cache_t.boolean("redis_cluster", False),
         redis_pool_size=cache_t.integer("redis_pool_size", 64, 1, 10_000),
         redis_timeout=cache_t.number("redis_timeout", 1.0, 0.0, 60.0, exclusive_min=True),
         redis_connect_timeout=cache_t.number("redis_connect_timeout", 0.5, 0.0, 60.0, exclusive_min=True),

@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager, suppress
 from typing import Any, cast
 
 from limits import RateLimitItem
-from limits.aio.storage import MemoryStorage, RedisStorage
+from limits.aio.storage import MemoryStorage, RedisClusterStorage, RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 from redis.exceptions import RedisError
@@ -109,8 +109,11 @@ async def shared_storage(config: CacheConfig) -> AsyncIterator[RedisStorage | No
     url = config.redis_url
     # limits names the unix-socket scheme async+redis+unix://.
     uri = "async+redis+" + url if url.startswith("unix://") else "async+" + url
+    if config.redis_cluster:
+        uri = "async+redis+cluster://" + url.split("://", 1)[1].split("/", 1)[0]
     options = {k: v for k, v in cache_keys.redis_options(config).items() if v is not None}
-    storage = RedisStorage(
+    kind = RedisClusterStorage if config.redis_cluster else RedisStorage
+    storage = kind(
         uri, implementation="redispy", key_prefix=cache_keys.NAMESPACE, wrap_exceptions=True, **options
     )
     try:

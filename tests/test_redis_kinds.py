@@ -152,7 +152,11 @@ async def core_cases(aiohttp_client, sim, cache: dict[str, object], direct: redi
     assert set(timing(again).values()) == {"cached"}
     ready = await (await client.get("/readyz")).json()
     assert ready["cache"] == "redis" and ready["orgs"]["hr"]["budget_remaining"] == 59  # counted in Redis
-    keys = direct.keys("*")
+    keys = (
+        direct.keys("*", target_nodes=redis.RedisCluster.ALL_NODES)
+        if isinstance(direct, redis.RedisCluster)
+        else direct.keys("*")
+    )
     assert keys and all(k.startswith(NAMESPACE.encode() + b":") for k in keys)
     assert any(b":answer:" in k for k in keys) and any(b"LIMITER" in k for k in keys)
 
@@ -177,3 +181,76 @@ def test_tls_files_must_exist() -> None:
             environ={},
         )
     assert info.value.problems == ["cache.redis_ca: no such file"]
+
+
+def cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free and valid too."""
+    import random
+    import socket
+
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20_000, 50_000)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10_000))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+@pytest.fixture
+def redis_cluster(tmp_path: Path) -> Iterator[str]:
+    """Three masters, no replicas: the smallest Redis Cluster, made with redis-cli --cluster create."""
+    cli = shutil.which("redis-cli")
+    if cli is None:
+        pytest.skip("redis-cli is not installed")
+    ports = [cluster_port() for _ in range(3)]
+    procs = []
+    for port in ports:
+        node = tmp_path / str(port)
+        node.mkdir()
+        procs.append(
+            start_redis(
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                str(node / "nodes.conf"),
+                client=redis.Redis(port=port),
+                workdir=node,
+            )
+        )
+    subprocess.run(
+        [
+            cli,
+            "--cluster",
+            "create",
+            *(f"127.0.0.1:{p}" for p in ports),
+            "--cluster-replicas",
+            "0",
+            "--cluster-yes",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    deadline = time.monotonic() + 20
+    while redis.Redis(port=ports[0]).cluster("info").get("cluster_state") != "ok":
+        assert time.monotonic() < deadline, "the cluster did not come up"
+        time.sleep(0.1)
+    yield f"redis://127.0.0.1:{ports[0]}/0"
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.wait(10)
+
+
+async def test_redis_cluster(aiohttp_client, sim, redis_cluster) -> None:
+    direct = redis.RedisCluster.from_url(redis_cluster)
+    await core_cases(aiohttp_client, sim, {"redis_url": redis_cluster, "redis_cluster": True}, direct)
