@@ -210,6 +210,7 @@ class AnswerSource:
             return await self._failed(org, digest, OrgStatus.SKIPPED, "no request budget left")
         fetched = await fetch_search(self.session, org, query, self.config.upstream)
         self.metrics.upstream.labels(org.id, "search", fetched.outcome.value).inc()
+        self.metrics.upstream_seconds.labels(org.id, "search").observe(fetched.elapsed_ms / 1000)
         await self.budget.believe(org, fetched.rate_remaining, fetched.retry_after)
         if not fetched.ok:
             await self._judge(org, fetched, probe)

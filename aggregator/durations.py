@@ -122,6 +122,7 @@ class DurationLookups:
         """One metadata request, whose budget was already taken; its result is cached."""
         answer = await fetch_duration(self.session, org, randtag, self.config.upstream)
         self.metrics.upstream.labels(org.id, "metadata", answer.outcome.value).inc()
+        self.metrics.upstream_seconds.labels(org.id, "metadata").observe(answer.elapsed_ms / 1000)
         await self.budget.believe(org, answer.rate_remaining, answer.retry_after)
         cache_key = cache_keys.key("duration", randtag)
         if answer.duration_ms is not None:

@@ -61,6 +61,19 @@ class Metrics:
             ["org", "endpoint", "outcome"],
             registry=r,
         )
+        self.upstream_seconds = Histogram(
+            "ilosagg_upstream_request_seconds",
+            "Time of requests to ilos, by org and endpoint",
+            ["org", "endpoint"],
+            registry=r,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8),
+        )
+        self.caller_rejected = Counter(
+            "ilosagg_caller_rejections",
+            "Requests answered 429 because the caller (client or address) was over its limit",
+            ["caller"],
+            registry=r,
+        )
         # Pages are counted on the warm path: a plain tally, read out at scrape time; with
         # several processes, a real counter, which writes where every worker's scrape reads.
         self._pages: Tally[tuple[str, str]] = Tally()

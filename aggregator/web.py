@@ -273,6 +273,7 @@ async def serve_search(
     if app[LIMITS].active:
         retry_after = await app[LIMITS].admit(caller, request.remote, request.headers.get("X-Forwarded-For"))
         if retry_after is not None:
+            app[METRICS].caller_rejected.labels("client" if caller.client else "anonymous").inc()
             return too_many(request, fmt, retry_after, variant, headers)
     private = caller.authenticated
     pages = app[PAGES]
@@ -403,6 +404,7 @@ async def suggest(request: web.Request) -> web.Response:
             caller, request.remote, request.headers.get("X-Forwarded-For")
         )
         if retry_after is not None:
+            request.app[METRICS].caller_rejected.labels("client" if caller.client else "anonymous").inc()
             return too_many(request, SUGGESTIONS, retry_after)
     prefix = request.query.get("q", "")
     if len(prefix) > MAX_QUERY or any(ord(c) < 32 for c in prefix):

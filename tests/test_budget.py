@@ -293,6 +293,8 @@ async def test_a_client_over_its_limit_gets_429s(aiohttp_client, sim, clock, pat
         path, params={"q": "onboarding"}, headers={"Authorization": "Bearer sharepoint-token-0123456789"}
     )
     assert other.status == 200  # another client's count is its own
+    metrics = await (await client.get("/metrics")).text()
+    assert 'ilosagg_caller_rejections_total{caller="client"} 1.0' in metrics
 
 
 async def test_anonymous_callers_are_limited_per_address_behind_a_trusted_proxy(

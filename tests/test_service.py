@@ -230,6 +230,7 @@ async def test_metrics(client, sim) -> None:
     assert 'ilosagg_pages_total{format="atom",source="rendered"} 1.0' in text
     assert 'ilosagg_pages_total{format="atom",source="reused"} 1.0' in text
     assert 'ilosagg_org_answer_seconds_bucket{le="8.0",org="medicine"}' in text
+    assert 'ilosagg_upstream_request_seconds_count{endpoint="search",org="hr"} 1.0' in text
     for key in KEYS.values():
         assert key not in text
 
