@@ -18,6 +18,8 @@ from urllib.parse import unquote_plus
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from aggregator.metrics import METRICS
+
 FLUSH_DELAY = 0.05
 _SECRET_NAMES = frozenset({"key", "api_key", "token"})
 _SEPARATORS_RE = re.compile(r"([&;])")
@@ -46,7 +48,10 @@ def redact(path_qs: str) -> str:
 
 class AccessLogger(AbstractAccessLogger):
     # Shared by every logger of the process: one buffer, one pending flush.
-    json_lines: ClassVar[bool] = False  # server.log_format = "json": one object per line
+    json_lines: ClassVar[bool] = False
+    write_lines: ClassVar[bool] = (
+        True  # server.access_log; requests are counted for /metrics either way  # server.log_format = "json": one object per line
+    )
     _lines: ClassVar[list[str]] = []
     _flush_scheduled: ClassVar[bool] = False
     _stamp_second: ClassVar[int] = -1
@@ -58,6 +63,15 @@ class AccessLogger(AbstractAccessLogger):
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time_taken: float) -> None:
         cls = AccessLogger
+        app = getattr(request, "app", None)
+        if app is not None and METRICS in app:
+            match_info = getattr(request, "match_info", None)
+            resource = match_info.route.resource if match_info is not None else None
+            app[METRICS].request(
+                resource.canonical if resource is not None else "-", response.status, time_taken
+            )
+        if not cls.write_lines:
+            return
         now = int(time.time())
         if now != cls._stamp_second:
             cls._stamp_second = now

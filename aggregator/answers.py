@@ -104,7 +104,9 @@ class AnswerSource:
         ttl = self.config.cache.search_ttl
         now = self.clock()
         if stored is not None and now < stored.fetched_at + ttl:
+            self.metrics.cache_lookups.labels("answer", "hit").inc()
             return OrgAnswer(stored.videos, OrgStatus.CACHED, self._fresh_until(stored))
+        self.metrics.cache_lookups.labels("answer", "stale" if stored is not None else "miss").inc()
         if stored is not None and now < stored.fetched_at + ttl + self.config.cache.stale_while_revalidate:
             # Stale-while-revalidate: answer now, refresh behind the answer (one fetch, shared).
             self._flight(org, query, digest)

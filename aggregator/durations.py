@@ -70,6 +70,8 @@ class DurationLookups:
                 started[tag] = self._flights.start(tag, functools.partial(self._lookup, org, tag))
             else:
                 wanted.append(tag)
+        self.metrics.cache_lookups.labels("duration", "hit").inc(len(found))
+        self.metrics.cache_lookups.labels("duration", "miss").inc(len(randtags) - len(found))
         # One request to the budget for all of them, not one each: granted ones start now.
         granted = await self.budget.take_many(org, Spend.DURATION, len(wanted)) if wanted else 0
         for n, tag in enumerate(wanted[:granted], start=1):

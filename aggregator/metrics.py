@@ -14,11 +14,13 @@ import os
 from collections import Counter as Tally
 from collections.abc import Iterator
 
+from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 METRICS_TYPE = CONTENT_TYPE_LATEST
+APP_KEY_NAME = "metrics"
 PAGES_HELP = "Search pages served, by format and whether the rendered page was reused"
 
 
@@ -61,6 +63,40 @@ class Metrics:
             ["org", "endpoint", "outcome"],
             registry=r,
         )
+        self.requests = Counter(
+            "ilosagg_requests",
+            "Requests answered, by route, format and status",
+            ["route", "format", "status"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "ilosagg_request_seconds",
+            "Time to answer a request, by route",
+            ["route"],
+            registry=r,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.cache_lookups = Counter(
+            "ilosagg_cache_lookups",
+            "Cache lookups by layer (answer, duration) and result (hit, miss, stale)",
+            ["layer", "result"],
+            registry=r,
+        )
+        self.breaker_open = Gauge(
+            "ilosagg_breaker_open",
+            "1 while an org's breaker is open (fleet-wide, read at scrape time)",
+            ["org"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.budget_remaining = Gauge(
+            "ilosagg_budget_remaining",
+            "Requests left in an org key's current window (read at scrape time)",
+            ["org"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.formats_by_route: dict[str, str] = {}  # route path -> format name, for the requests family
         self.upstream_seconds = Histogram(
             "ilosagg_upstream_request_seconds",
             "Time of requests to ilos, by org and endpoint",
@@ -101,6 +137,11 @@ class Metrics:
             multiprocess_mode="min",
         )
 
+    def request(self, route: str, status: int, seconds: float) -> None:
+        """One answered request (recorded by the access logger, which aiohttp calls for each)."""
+        self.requests.labels(route, self.formats_by_route.get(route, "-"), str(status)).inc()
+        self.request_seconds.labels(route).observe(seconds)
+
     def page(self, fmt: str, source: str) -> None:
         """`source`: "rendered", or "reused" from the page cache."""
         if self._pages_counter is not None:
@@ -129,3 +170,6 @@ class _PagesCollector:
         for (fmt, source), n in sorted(self.tally.items()):
             family.add_metric([fmt, source], n)
         yield family
+
+
+METRICS = web.AppKey(APP_KEY_NAME, Metrics)  # the app's Metrics: web sets it, the access logger reads it

@@ -29,12 +29,11 @@ async def serve_forever(config: Config, *, ready: Callable[[], None] | None = No
     limits = Limits(
         config.server.header_timeout, config.server.keepalive_timeout, config.server.max_connections
     )
-    if config.server.access_log:
-        runner = GuardedRunner(
-            create_app(config), limits=limits, shutdown_timeout=5.0, access_log_class=AccessLogger
-        )
-    else:
-        runner = GuardedRunner(create_app(config), limits=limits, shutdown_timeout=5.0, access_log=None)
+    # Our access logger always runs: it counts requests for /metrics, and writes lines if asked to.
+    AccessLogger.write_lines = config.server.access_log
+    runner = GuardedRunner(
+        create_app(config), limits=limits, shutdown_timeout=5.0, access_log_class=AccessLogger
+    )
     await runner.setup()
     site = web.TCPSite(runner, config.server.host, config.server.port)
     await site.start()

@@ -39,7 +39,7 @@ from aggregator.formats import BY_NAME, DESCRIPTION, FORMATS, HTML, SUGGESTIONS,
 from aggregator.httpcache import CachedPage, body_etag, build_page, first_seen, remember, respond
 from aggregator.icons import play_icon
 from aggregator.limiter import Limiter, shared_storage
-from aggregator.metrics import METRICS_TYPE, Metrics
+from aggregator.metrics import METRICS, METRICS_TYPE, Metrics
 from aggregator.model import RANDTAG_RE, Clock
 from aggregator.page import STYLESHEET, render_form, render_status, security_headers
 from aggregator.paging import page_of
@@ -58,7 +58,6 @@ PAGES = web.AppKey("pages", MemoryCache)
 RENDERING = web.AppKey[Flights[str, CachedPage]]("rendering")
 SEARCHER = web.AppKey("searcher", Searcher)
 PARSE_POOL = web.AppKey("parse_pool", ParsePool)
-METRICS = web.AppKey("metrics", Metrics)
 AUTH = web.AppKey("auth", Authenticator)
 PAGE_HEADERS = web.AppKey[dict[str, str]]("page_headers")
 LIMITS = web.AppKey("limits", CallerLimits)
@@ -81,6 +80,7 @@ def create_app(config: Config, *, clock: Clock = time.time) -> web.Application:
     app[PAGES] = MemoryCache(caches.pages_share(config.cache.memory_max_bytes), clock=clock)
     app[RENDERING] = Flights("render")
     app[METRICS] = Metrics()
+    app[METRICS].formats_by_route = {f.path: f.name for f in FORMATS} | {"/embed": HTML.name}
     app[AUTH] = Authenticator(config)
     app[PAGE_HEADERS] = security_headers(config.server.public_url, config.web.frame_ancestors)
     app.cleanup_ctx.append(_resources)
@@ -509,6 +509,10 @@ async def metrics(request: web.Request) -> web.Response:
             )
     m = request.app[METRICS]
     cache = request.app[CACHE]
+    now = request.app[CLOCK]()
+    for org_id, health in (await request.app[SEARCHER].health()).items():  # fleet-wide, from the cache
+        m.breaker_open.labels(org_id).set(1 if health.breaker.is_open(now) else 0)
+        m.budget_remaining.labels(org_id).set(health.budget.remaining)
     if isinstance(cache, caches.ResilientCache):
         m.redis_up.set(0 if caches.redis_unreachable(cache) else 1)
     return web.Response(body=m.exposition(), headers={"Content-Type": METRICS_TYPE, **NO_STORE})

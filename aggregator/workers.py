@@ -91,9 +91,8 @@ class ServiceApplication(BaseApplication):  # type: ignore[misc]  # gunicorn shi
             limits = Limits(
                 config.server.header_timeout, config.server.keepalive_timeout, config.server.max_connections
             )
-            kwargs: dict[str, Any] = (
-                {"access_log_class": AccessLogger} if config.server.access_log else {"access_log": None}
-            )
+            AccessLogger.write_lines = config.server.access_log  # requests are counted either way
+            kwargs: dict[str, Any] = {"access_log_class": AccessLogger}
             return GuardedRunner(
                 create_app(config), limits=limits, shutdown_timeout=GRACEFUL_TIMEOUT * 0.9, **kwargs
             )

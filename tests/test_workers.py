@@ -138,6 +138,13 @@ async def test_one_scrape_counts_every_workers_searches(sim, tmp_path) -> None:
                 )
                 totals.add(rendered)
             assert totals == {float(searches)}
+            assert re.search(
+                r'^ilosagg_requests_total\{format="json",route="/search.json",status="200"\} 12.0$',
+                text,
+                re.M,
+            )
+            assert re.search(r'^ilosagg_breaker_open\{org="hr"\} 0.0$', text, re.M)
+            assert re.search(r'^ilosagg_cache_lookups_total\{layer="answer",result="miss"\} ', text, re.M)
     finally:
         proc.terminate()
         proc.communicate(timeout=20)
