@@ -63,13 +63,13 @@ class AccessLogger(AbstractAccessLogger):
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time_taken: float) -> None:
         cls = AccessLogger
-        app = getattr(request, "app", None)
-        if app is not None and METRICS in app:
-            match_info = getattr(request, "match_info", None)
-            resource = match_info.route.resource if match_info is not None else None
-            app[METRICS].request(
-                resource.canonical if resource is not None else "-", response.status, time_taken
-            )
+        # A request aiohttp could not parse was never routed: its match_info is unset, and the
+        # public properties assert on that, so the attribute behind them is read.
+        match_info = getattr(request, "_match_info", None)
+        if match_info is not None and METRICS in match_info.current_app:
+            resource = match_info.route.resource
+            route = resource.canonical if resource is not None else "-"
+            match_info.current_app[METRICS].request(route, response.status, time_taken)
         if not cls.write_lines:
             return
         now = int(time.time())
