@@ -14,12 +14,15 @@ from aggregator.formats import FORMATS, HTML, RSS
 
 OPENSEARCH_NS = "http://a9.com/-/spec/opensearch/1.1/"
 PAGING = "count={count?}&startIndex={startIndex?}"
+# Our own optional parameters, in a namespace of ours as OpenSearch 1.1 asks of extensions.
+ILOS_NS = "urn:ilos-aggregator:opensearch-parameters"
+FILTERS = "duration={ilos:duration?}&after={ilos:after?}"
 
 
 def _document() -> etree._Element:
     """An empty OpenSearchDescription in the OpenSearch 1.1 namespace, as the default namespace."""
     # None is lxml's key for the default namespace; lxml-stubs do not allow it.
-    nsmap: dict[str | None, str] = {None: OPENSEARCH_NS}
+    nsmap: dict[str | None, str] = {None: OPENSEARCH_NS, "ilos": ILOS_NS}
     return etree.Element(f"{{{OPENSEARCH_NS}}}OpenSearchDescription", nsmap=nsmap)  # type: ignore[arg-type]
 
 
@@ -43,7 +46,7 @@ def render_description(config: Config) -> bytes:
         if fmt.rel == "self":
             add("Url", type=fmt.media_type, rel="self", template=f"{base}{fmt.path}")
             continue
-        template = f"{base}{fmt.path}?q={{searchTerms}}" + (f"&{PAGING}" if fmt.paged else "")
+        template = f"{base}{fmt.path}?q={{searchTerms}}" + (f"&{PAGING}&{FILTERS}" if fmt.paged else "")
         # No `method`: OpenSearch 1.1 has no such Url attribute (validators flag it); GET is the default.
         add("Url", type=fmt.media_type, rel=fmt.rel, template=template)
     add("Image", f"{base}/icon-16.png", height="16", width="16", type="image/png")

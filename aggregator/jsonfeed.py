@@ -29,6 +29,12 @@ def render_json_feed(view: View) -> bytes:
     links = view.paging_links("json")
     if "next" in links:
         feed["next_url"] = links["next"]
+    if page.params.length is not None or page.params.after is not None:
+        feed["_ilos"] = {
+            "duration": page.params.length,
+            "after": page.params.after.isoformat() if page.params.after else None,
+            "unknown_length_left_out": view.unknown_length_left_out,
+        }
     feed["_opensearch"] = {
         "about": "https://github.com/dewitt/opensearch",
         "totalResults": page.total,

@@ -64,6 +64,20 @@ class OrgStatus(StrEnum):
             return cls.ERROR
 
 
+class Length(StrEnum):
+    """The length buckets people know from video sites (contract: "Filters")."""
+
+    SHORT = "short"  # under 4 minutes
+    MEDIUM = "medium"  # 4 to 20 minutes
+    LONG = "long"  # over 20 minutes
+
+    @classmethod
+    def of(cls, duration_ms: int) -> Length:
+        if duration_ms < 4 * 60_000:
+            return cls.SHORT
+        return cls.MEDIUM if duration_ms <= 20 * 60_000 else cls.LONG
+
+
 class Sort(StrEnum):
     RELEVANCE = "relevance"
     DATE = "date"

@@ -8,9 +8,10 @@ Every format pages the same way over the same merged order (OpenSearch 1.1
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, time
 from urllib.parse import urlencode
 
-from aggregator.model import Result, Sort
+from aggregator.model import Length, Result, Sort
 from aggregator.params import SearchParams
 
 
@@ -43,6 +44,27 @@ class Page:
         return max(1, (self.total - 1) // count * count + 1)
 
 
+def filtered(params: SearchParams, merged: tuple[Result, ...]) -> tuple[tuple[Result, ...], int]:
+    """The results the `duration` and `after` filters keep, and how many of unknown length were left out."""
+    if params.length is None and params.after is None:
+        return merged, 0
+    kept: list[Result] = []
+    unknown = 0
+    since = datetime.combine(params.after, time.min, UTC) if params.after is not None else None
+    for r in merged:
+        v = r.video
+        if since is not None and (v.published is None or v.published < since):
+            continue
+        if params.length is not None:
+            if v.duration_ms is None:
+                unknown += 1
+                continue
+            if Length.of(v.duration_ms) is not params.length:
+                continue
+        kept.append(r)
+    return tuple(kept), unknown
+
+
 def page_of(params: SearchParams, merged: tuple[Result, ...]) -> Page:
     begin = params.start_index - 1
     return Page(params, merged[begin : begin + params.count], len(merged))
@@ -64,6 +86,10 @@ def search_query(
         pairs.append(("org", ",".join(params.orgs)))
     if params.sort is not Sort.RELEVANCE:
         pairs.append(("sort", params.sort))
+    if params.length is not None:
+        pairs.append(("duration", params.length))
+    if params.after is not None:
+        pairs.append(("after", params.after.isoformat()))
     pairs.append(("count", str(params.count)))
     pairs.append(("startIndex", str(start_index or params.start_index)))
     pairs.extend(extra)

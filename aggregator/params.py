@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 
-from aggregator.model import Sort
+from aggregator.model import Length, Sort
 from aggregator.text import xml_safe
 
 MAX_QUERY = 256
@@ -19,6 +20,7 @@ MAX_COUNT = 100
 DEFAULT_COUNT = 20
 MAX_START = 100_000
 _SPACE_RE = re.compile(r"\s+")
+_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _TOKEN_RE = re.compile(r"\{(?:[A-Za-z][A-Za-z0-9]{0,30}:)?[A-Za-z][A-Za-z0-9]{0,40}\??\}")
 
 
@@ -36,6 +38,8 @@ class SearchParams:
     start_index: int  # 1-based, over the merged list
     sort: Sort
     orgs: tuple[str, ...]  # the orgs to ask, in configuration order
+    length: Length | None = None  # the `duration` filter
+    after: date | None = None  # published on or after this day (UTC)
 
     @property
     def normalised_query(self) -> str:
@@ -78,7 +82,25 @@ def parse_search_params(query: Mapping[str, str], visible_orgs: Sequence[str]) -
         if unknown:
             raise ParamError("org", "must be a comma-separated list of known organisation ids")
         orgs = tuple(o for o in visible_orgs if o in wanted)
-    return SearchParams(q, count, start_index, sort, orgs)
+    length = None
+    raw_length = _single(query, "duration")
+    if raw_length:
+        try:
+            length = Length(raw_length.strip())
+        except ValueError:
+            raise ParamError(
+                "duration", "must be short (under 4 min), medium (4-20 min) or long (over 20 min)"
+            ) from None
+    after = None
+    raw_after = _single(query, "after")
+    if raw_after:
+        if not _DATE_RE.fullmatch(raw_after.strip()):
+            raise ParamError("after", "must be a date, YYYY-MM-DD")
+        try:
+            after = date.fromisoformat(raw_after.strip())
+        except ValueError:
+            raise ParamError("after", "must be a date, YYYY-MM-DD") from None
+    return SearchParams(q, count, start_index, sort, orgs, length, after)
 
 
 def fold(text: str) -> str:

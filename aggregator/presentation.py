@@ -16,9 +16,16 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
 
-from aggregator.model import EPOCH, OrgReport, Result, Sort, format_duration
+from aggregator.model import EPOCH, Length, OrgReport, Result, Sort, format_duration
 from aggregator.paging import Page, search_query
 from aggregator.params import DEFAULT_COUNT
+
+
+LENGTH_WORDS = {
+    Length.SHORT: "under 4 minutes",
+    Length.MEDIUM: "4 to 20 minutes",
+    Length.LONG: "over 20 minutes",
+}
 
 
 class FormatInfo(Protocol):
@@ -48,6 +55,7 @@ class View:
     reports: tuple[OrgReport, ...] = ()  # what each org did for this answer
     variant: str = ""  # "embed": the compact page for iframes
     thumbnail_query: str = ""  # the caller's signed thumbnail scope (thumbnails.scope_query)
+    unknown_length_left_out: int = 0  # a `duration` filter's videos whose length is not known yet
     first_seen: datetime = EPOCH  # when this page first appeared: the date of a page with no dated entry
     extra: tuple[tuple[str, str], ...] = ()  # carried into every link (a feed reader's key=)
 
@@ -100,8 +108,17 @@ class View:
 
     @property
     def subtitle(self) -> str:
-        names = [self.org_names.get(o, o) for o in self.page.params.orgs]
-        return f"ilos videos matching “{self.page.params.q}” in {', '.join(names)}"
+        p = self.page.params
+        names = [self.org_names.get(o, o) for o in p.orgs]
+        text = f"ilos videos matching “{p.q}” in {', '.join(names)}"
+        if p.length is not None:
+            text += f", {LENGTH_WORDS[p.length]}"
+        if p.after is not None:
+            text += f", published on or after {p.after.isoformat()}"
+        if self.unknown_length_left_out:
+            n = self.unknown_length_left_out
+            text += f" ({n} video{'s' if n != 1 else ''} of unknown length left out)"
+        return text
 
     @property
     def uses_first_seen(self) -> bool:

@@ -42,7 +42,7 @@ from aggregator.limiter import Limiter, shared_storage
 from aggregator.metrics import METRICS, METRICS_TYPE, Metrics
 from aggregator.model import RANDTAG_RE, Clock
 from aggregator.page import STYLESHEET, render_form, render_status, security_headers
-from aggregator.paging import page_of
+from aggregator.paging import filtered, page_of
 from aggregator.params import MAX_QUERY, ParamError, SearchParams, parse_search_params
 from aggregator.parsepool import ParsePool
 from aggregator.presentation import View
@@ -299,6 +299,8 @@ async def serve_search(
             params.sort,
             str(params.count),
             str(params.start_index),
+            params.length or "",
+            params.after.isoformat() if params.after else "",
         )
     )
     page = pages.get_now(page_key)
@@ -337,8 +339,10 @@ async def _render(
     assert fmt.render is not None  # only formats with a renderer are routed here
     answer = await app[SEARCHER].search(params.normalised_query, params.orgs, params.sort, caller_id)
     extra = (("key", caller.key_param),) if caller.key_param else ()
+    kept, left_out = filtered(params, answer.results)
     view = View(
-        page=page_of(params, answer.results),
+        page=page_of(params, kept),
+        unknown_length_left_out=left_out,
         base_url=config.server.public_url,
         org_names={o.id: o.name for o in config.orgs},
         all_orgs=caller.visible_orgs,

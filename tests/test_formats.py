@@ -226,7 +226,7 @@ async def test_description_document(client) -> None:
     )
     assert doc.find(f"{{{OS}}}Query").get("role") == "example"
     templates = {u.get("type"): u.get("template") for u in doc.findall(f"{{{OS}}}Url")}
-    paged = "q={searchTerms}&count={count?}&startIndex={startIndex?}"
+    paged = "q={searchTerms}&count={count?}&startIndex={startIndex?}&duration={ilos:duration?}&after={ilos:after?}"
     assert templates == {
         "text/html": f"http://videos.test/?{paged}",
         "application/atom+xml": f"http://videos.test/search.atom?{paged}",
@@ -448,3 +448,41 @@ async def test_subscriptions_are_newest_first_and_the_url_the_feed_calls_itself(
         assert self_href == href  # a reader that follows rel=self keeps the URL it subscribed to
     embed = await (await client.get("/embed", params={"q": "onboarding"})).text()
     assert '<h1 class="visually-hidden">' in embed
+
+
+@pytest.mark.parametrize(
+    "length, low, high", [("short", 0, 239), ("medium", 240, 1200), ("long", 1201, 10**6)]
+)
+async def test_length_filter_in_every_format(client, sim, length, low, high) -> None:
+    from aggregator.simulator import search_catalog
+
+    broken = search_catalog(sim.org("engineering").videos, "lecture")[0].randtag
+    sim.org("engineering").broken_durations.add(broken)  # its length cannot be had
+    q = {"q": "!", "count": "100", "duration": length}  # "!": everything, as the ilos plugin asked
+    _, atom = await get(client, "/search.atom", **q)
+    durations = atom_entries(atom)
+    assert durations and all(low <= d <= high for d in durations.values())
+    feed = etree.fromstring(atom)
+    assert "1 video of unknown length left out" in feed.findtext(f"{{{ATOM}}}subtitle")
+    self_href = feed.find(f"{{{ATOM}}}link[@rel='self']").get("href")
+    assert f"duration={length}" in self_href
+    _, rss = await get(client, "/search.rss", **q)
+    assert rss_entries(rss) == durations
+    _, js = await get(client, "/search.json", **q)
+    doc = json.loads(js)
+    assert json_entries(js) == durations and doc["_ilos"]["unknown_length_left_out"] == 1
+    _, page = await get(client, "/", **q)
+    assert b"1 video of unknown length left out." in page
+
+
+async def test_date_filter_and_bad_filter_values(client) -> None:
+    _, js = await get(client, "/search.json", q="!", count="100", after="2022-06-01")
+    items = json.loads(js)["items"]
+    assert items and all(i["date_published"] >= "2022-06-01" for i in items)
+    for params, message in (
+        ({"duration": "tiny"}, "duration: must be short"),
+        ({"after": "yesterday"}, "after: must be a date, YYYY-MM-DD"),
+        ({"after": "2024-02-30"}, "after: must be a date, YYYY-MM-DD"),
+    ):
+        resp = await client.get("/search.atom", params={"q": "lecture", **params})
+        assert resp.status == 400 and message in await resp.text()

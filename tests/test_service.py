@@ -199,7 +199,7 @@ async def test_description_health_and_page(client) -> None:
     assert resp.content_type == "application/opensearchdescription+xml"
     text = await resp.text()
     assert (
-        'template="http://videos.test/search.atom?q={searchTerms}&amp;count={count?}&amp;startIndex={startIndex?}"'
+        'template="http://videos.test/search.atom?q={searchTerms}&amp;count={count?}&amp;startIndex={startIndex?}&amp;duration={ilos:duration?}&amp;after={ilos:after?}"'
         in text
     )
     assert (await (await client.get("/healthz")).text()).strip() == "ok"
