@@ -20,7 +20,6 @@ from aggregator.model import EPOCH, Length, OrgReport, Result, Sort, format_dura
 from aggregator.paging import Page, search_query
 from aggregator.params import DEFAULT_COUNT
 
-
 LENGTH_WORDS = {
     Length.SHORT: "under 4 minutes",
     Length.MEDIUM: "4 to 20 minutes",
