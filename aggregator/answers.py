@@ -64,10 +64,6 @@ class OrgAnswer:
     fresh_until: float = 0.0  # epoch seconds; 0 when nothing fresh was had
     detail: str = ""  # safe to log and show: never a key or upstream text
 
-    @property
-    def pending(self) -> int:
-        return sum(1 for v in self.videos if v.duration_pending)
-
 
 @dataclass(frozen=True, slots=True)
 class _Stored:

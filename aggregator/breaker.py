@@ -46,6 +46,12 @@ class BreakerState:
     def is_open(self, now: float) -> bool:
         return self.open_until > now
 
+    def describe(self, now: float) -> str:
+        """`open` (skipped), `half-open` (its cool-down is over: the next request probes) or `closed`."""
+        if self.is_open(now):
+            return "open"
+        return "half-open" if self.open_until else "closed"
+
 
 CLOSED = BreakerState(0, 0.0, "")
 

@@ -64,18 +64,20 @@ class Budget:
         if await self._cooling_until(org) > self.clock():
             return False
         item, local = self._items[org.id], self._local[org.id]
-        keep = 0
-        if spend is Spend.DURATION:
-            keep = int(item.amount * self.config.upstream.search_reserve)
-        return await self.limiter.hit(item, local, self._ids[org.id], keep=keep)
+        return await self.limiter.hit(item, local, self._ids[org.id], keep=self._keep(item.amount, spend))
 
     async def take_many(self, org: Org, spend: Spend, wanted: int) -> int:
         """Take up to `wanted` requests at once; how many were taken (0 when none are left)."""
         if await self._cooling_until(org) > self.clock():
             return 0
         item, local = self._items[org.id], self._local[org.id]
-        keep = int(item.amount * self.config.upstream.search_reserve) if spend is Spend.DURATION else 0
-        return await self.limiter.hit_up_to(item, local, self._ids[org.id], wanted, keep)
+        return await self.limiter.hit_up_to(
+            item, local, self._ids[org.id], wanted, self._keep(item.amount, spend)
+        )
+
+    def _keep(self, limit: int, spend: Spend) -> int:
+        """What a request of this kind must leave in the window: the searches' reserve, for a lookup."""
+        return int(limit * self.config.upstream.search_reserve) if spend is Spend.DURATION else 0
 
     async def believe(self, org: Org, remaining: int | None, retry_after: float | None) -> None:
         """What ilos said about this key: `X-RateLimit-Remaining`, and a 429's Retry-After."""

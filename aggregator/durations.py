@@ -59,14 +59,13 @@ class DurationLookups:
         """
         if not randtags:
             return {}
-        found: dict[str, int | None] = {}
-        cached = await self.cache.get_many([cache_keys.key("duration", t) for t in randtags])
+        found = await self.known(randtags)
         started: dict[str, asyncio.Task[int | None]] = {}
         wanted: list[str] = []
-        for tag, value in zip(randtags, cached, strict=True):
-            if value is not None:
-                found[tag] = _read(value)
-            elif tag in self._flights:
+        for tag in randtags:
+            if tag in found:
+                continue
+            if tag in self._flights:
                 started[tag] = self._flights.start(tag, functools.partial(self._lookup, org, tag))
             else:
                 wanted.append(tag)

@@ -9,8 +9,8 @@ results and nothing else: even an unexpected exception in its task makes it
 a shared fetch, a stale copy) is `answers`'s job.
 
 `Searcher` is what the web layer talks to: `search`, `suggest`, `thumbnail`,
-`reports` and `health` are its public surface, and `run_background` does the
-work no request waits for (deferred duration lookups).
+`health`, `latency` and `last_error` are its public surface, and
+`run_background` does the work no request waits for (deferred duration lookups).
 """
 
 from __future__ import annotations
@@ -128,10 +128,6 @@ class Searcher:
 
     async def thumbnail(self, randtag: str, orgs: Sequence[str]) -> Redirect | None:
         return await self._thumbnails.redirect(randtag, orgs)
-
-    def reports(self) -> dict[str, OrgReport]:
-        """Each org's last report in this process."""
-        return dict(self._last_reports)
 
     def latency(self, org_id: str, window: float = LATENCY_WINDOW) -> tuple[float, float] | None:
         """(p50, p95) milliseconds of this process's answers for the org in the last `window` s."""

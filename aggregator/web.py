@@ -23,7 +23,6 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from aggregator import cache as cache_keys
 from aggregator import cache as caches
 from aggregator import thumbnails
 from aggregator.accesslog import CLIENT
@@ -357,7 +356,7 @@ async def _render(
     now = app[CLOCK]()
     # Last-Modified is when this representation first appeared with its current ETag, kept
     # in the shared cache; a page with no dated entry is dated by that time too (never 1970).
-    record = cache_keys.key("page", cache_keys.query_digest(page_key))
+    record = caches.key("page", caches.query_digest(page_key))
     seen_etag, seen_at = await first_seen(app[CACHE], record)
     body = fmt.render(replace(view, first_seen=_utc(seen_at or now)))
     if seen_etag != body_etag(body) and seen_at is not None and view.uses_first_seen:
@@ -540,12 +539,11 @@ async def status(request: web.Request) -> web.Response:
         )
     searcher, cache, now = app[SEARCHER], app[CACHE], app[CLOCK]()
     rows = []
+    healths = await searcher.health()  # one read of the shared state for every org
     for org in config.orgs:
-        health = (await searcher.health())[org.id]
+        health = healths[org.id]
         latency = searcher.latency(org.id)
-        breaker = (
-            "open" if health.breaker.is_open(now) else "half-open" if health.breaker.open_until else "closed"
-        )
+        breaker = health.breaker.describe(now)
         rows.append(
             {
                 "id": org.id,
@@ -586,10 +584,7 @@ async def readyz(request: web.Request) -> web.Response:
     orgs: dict[str, object] = {}
     for org_id, health in (await request.app[SEARCHER].health()).items():
         last = health.report.status if health.report else None
-        if health.breaker.is_open(now):
-            breaker = "open"
-        else:
-            breaker = "half-open" if health.breaker.open_until else "closed"
+        breaker = health.breaker.describe(now)
         orgs[org_id] = {
             "last": str(last) if last else None,
             "breaker": breaker,
