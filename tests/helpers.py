@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from lxml import etree
@@ -49,3 +51,16 @@ def server_timing(resp) -> dict[str, str]:
         desc = next(p for p in params if p.startswith("desc=")).split("=", 1)[1].strip('"')
         out[name] = desc
     return out
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def serve(config: Path, *args: str) -> subprocess.Popen[bytes]:
+    """`python -m aggregator serve --config CONFIG [ARGS]` as its own process; its stderr is piped."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "aggregator", "serve", "--config", str(config), *args],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,7 +21,7 @@ from aggregator.cache import NAMESPACE, query_digest
 from aggregator.config import parse_config_text
 from aggregator.web import create_app
 from tests.conftest import KEYS, config_toml, free_port, make_config
-from tests.helpers import NS, assert_valid_atom, server_timing
+from tests.helpers import NS, assert_valid_atom, serve, server_timing
 from tests.test_cache import timing, wait_until_up
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,14 +72,7 @@ async def test_a_burst_over_two_processes_draws_no_429_and_loses_no_org(sim, red
                 cache={"redis_url": redis_clean, "incomplete_ttl": 1},
             )
         )
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "aggregator", "serve", "--config", str(path)],
-                cwd=ROOT,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
-        )
+        procs.append(serve(path))
     try:
         async with aiohttp.ClientSession() as session:
             for port in ports:

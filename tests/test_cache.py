@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -17,7 +15,7 @@ from aggregator.cache import NAMESPACE, MemoryCache
 from aggregator.simulator import search_catalog
 from aggregator.web import create_app
 from tests.conftest import KEYS, config_toml, free_port, make_config
-from tests.helpers import NS, assert_valid_atom, entry_ids, server_timing
+from tests.helpers import NS, assert_valid_atom, entry_ids, serve, server_timing
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,14 +85,7 @@ async def test_two_processes_on_one_redis_share_one_request_per_org(sim, redis_c
         path.write_text(
             config_toml(sim, server={"port": port, "parse_workers": 0}, cache={"redis_url": redis_clean})
         )
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "aggregator", "serve", "--config", str(path)],
-                cwd=ROOT,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
-        )
+        procs.append(serve(path))
     try:
         async with aiohttp.ClientSession() as session:
             for port in ports:

@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 from tests.conftest import free_port
+from tests.helpers import serve
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,12 +76,7 @@ def test_serve_with_workers_stops_every_process(tmp_path) -> None:
     port = free_port()
     config = tmp_path / "aggregator.toml"
     config.write_text(f'[server]\nport = {port}\nparse_workers = 1\n[[orgs]]\nid = "a"\napi_key = "k"\n')
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "aggregator", "serve", "--config", str(config), "--workers", "2"],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    proc = serve(config, "--workers", "2")
     try:
         wait_until_up(f"http://127.0.0.1:{port}/healthz", proc)
         # Two workers, each with a parse process (and the resource tracker): poll until all are up.
@@ -111,12 +107,7 @@ def serve_with_a_client(
         f'[[orgs]]\nid = "a"\napi_key = "k"\nbase_url = "http://127.0.0.1:9"\n'
         f'[[clients]]\nname = "widget"\ntoken = "{token}"\n'
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "aggregator", "serve", "--config", str(config)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    proc = serve(config)
     wait_until_up(f"http://127.0.0.1:{port}/healthz", proc)
     return proc, port
 

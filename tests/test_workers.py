@@ -12,13 +12,13 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import aiohttp
 
 from tests.conftest import config_toml, free_port
+from tests.helpers import serve
 from tests.test_cache import wait_until_up
 from tests.test_cli import alive, descendants
 
@@ -29,12 +29,7 @@ def start(sim, tmp_path: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     path = tmp_path / "aggregator.toml"
     path.write_text(config_toml(sim, server={"port": port, "parse_workers": 1}))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "aggregator", "serve", "--config", str(path), "--workers", "2"],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    proc = serve(path, "--workers", "2")
     return proc, f"http://127.0.0.1:{port}"
 
 
