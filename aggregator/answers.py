@@ -24,9 +24,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import ParamSpec, TypeVar
 
 import aiohttp
 
@@ -37,6 +35,7 @@ from aggregator.budget import Budget, Spend
 from aggregator.cache import Cache
 from aggregator.config import Config, Org
 from aggregator.durations import DurationLookups
+from aggregator.eventloop import off_loop
 from aggregator.flights import Flights
 from aggregator.metrics import Metrics
 from aggregator.model import Clock, OrgStatus, Video
@@ -44,8 +43,6 @@ from aggregator.parsepool import ParsePool
 from aggregator.upstream import Fetched, Outcome, fetch_search
 
 log = logging.getLogger(__name__)
-P = ParamSpec("P")
-R = TypeVar("R")
 
 _STATUS_OF = {Outcome.OK: OrgStatus.OK, Outcome.TIMEOUT: OrgStatus.TIMEOUT, Outcome.DENIED: OrgStatus.DENIED}
 # What says an org is down (and counts towards its breaker), as against a bad answer or a full budget.
@@ -144,7 +141,7 @@ class AnswerSource:
         if raw is None:
             return None
         try:
-            stored = await _off_loop(len(raw) > OFF_LOOP_BYTES, _decode, raw)
+            stored = await off_loop(len(raw) > OFF_LOOP_BYTES, _decode, raw)
         except (ValueError, KeyError, TypeError):
             log.warning("dropping an unreadable cached answer for org=%s", org.id)
             return None
@@ -223,7 +220,7 @@ class AnswerSource:
         except Exception as exc:  # UnparseableAnswer, or anything feedparser trips on
             log.warning("search failed: org=%s outcome=unparseable (%s)", org.id, type(exc).__name__)
             return await self._failed(org, digest, OrgStatus.ERROR, "answer is not RSS or Atom")
-        records = await _off_loop(len(parsed) > OFF_LOOP_VIDEOS, thumbnails.records, org.id, query, parsed)
+        records = await off_loop(len(parsed) > OFF_LOOP_VIDEOS, thumbnails.records, org.id, query, parsed)
         await self.cache.set_many(records, self.config.cache.stale_ttl)
         missing = [v.randtag for v in parsed if v.duration_ms is None]
         durations = await self.durations.resolve(org, missing, self.config.upstream.duration_wait)
@@ -253,7 +250,7 @@ class AnswerSource:
 
     async def _store(self, key: str, stored: _Stored) -> None:
         ttl = max(self.config.cache.stale_ttl, self.config.cache.search_ttl)
-        await self.cache.set(key, await _off_loop(len(stored.videos) > OFF_LOOP_VIDEOS, _encode, stored), ttl)
+        await self.cache.set(key, await off_loop(len(stored.videos) > OFF_LOOP_VIDEOS, _encode, stored), ttl)
 
     async def _failed(self, org: Org, digest: str, status: OrgStatus, detail: str) -> OrgAnswer:
         await self.cache.set(cache_keys.key("failed", org.id, digest), status.encode(), FAILURE_MEMORY)
@@ -269,14 +266,6 @@ def _decode(raw: bytes) -> _Stored:
     """Raises ValueError, KeyError or TypeError for a record of another shape."""
     doc = json.loads(raw)
     return _Stored(float(doc["fetched_at"]), tuple(Video.from_json(v) for v in doc["videos"]))
-
-
-async def _off_loop(large: bool, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-    """Run `fn` in a thread when its input is large: a 500-video answer's JSON takes several ms,
-    and the loop must not stall on it (the thread still yields the GIL every few ms)."""
-    if large:
-        return await asyncio.to_thread(fn, *args, **kwargs)
-    return fn(*args, **kwargs)
 
 
 def _with_durations(videos: tuple[Video, ...], landed: dict[str, int | None]) -> tuple[Video, ...]:

@@ -5,7 +5,8 @@ whatever query or org found the video (a randtag is global in ilos); a video
 whose duration cannot be had is remembered as such for `failed_duration_ttl`.
 
 Searches come before durations (`budget.Spend.DURATION`): a lookup the budget
-allows starts at once, all of them together, and an answer waits for them at
+allows starts at once, at a steady pace so that their answers do not all land
+in one turn of the loop, and an answer waits for them at
 most `duration_wait`; the rest finish behind it. A lookup the budget refuses,
 or one that fails for a passing reason (timeout, 429, network), is deferred:
 queued in the cache per org, deduplicated by randtag, and run by
@@ -26,6 +27,7 @@ from aggregator import cache as cache_keys
 from aggregator.budget import Budget, Spend
 from aggregator.cache import Cache
 from aggregator.config import Config, Org
+from aggregator.eventloop import Pacer
 from aggregator.flights import Flights
 from aggregator.metrics import Metrics
 from aggregator.upstream import Outcome, fetch_duration
@@ -33,9 +35,10 @@ from aggregator.upstream import Outcome, fetch_duration
 log = logging.getLogger(__name__)
 UNKNOWN = b"-"  # cached for a video whose duration cannot be had
 LATER = -1  # a lookup that failed for a passing reason: deferred, not known
-# Lookups started in one go each open a connection in the loop's next turn: 500 at once
-# held the loop ~40 ms. Started this many at a time, with a turn of the loop between.
-START_BATCH = 32
+# Lookups start at most this many per 10 ms in the whole process (eventloop.Pacer): about
+# 2,000 a second, far above any key's budget, and each turn of the loop then handles
+# one batch of answers (~6 ms), not hundreds at once.
+START_PACE = 32
 LEASE_TTL = 5.0  # seconds a drainer holds the lease without renewing it
 DEFERRED_TTL = 86_400.0  # a queue nobody drains for a day is dropped
 
@@ -51,6 +54,7 @@ class DurationLookups:
         self.budget = budget
         self._flights: Flights[str, int | None] = Flights("duration lookup")
         self._lease = secrets.token_hex(8).encode()
+        self._pace = Pacer(START_PACE, 0.01, least=8)
 
     async def resolve(self, org: Org, randtags: Sequence[str], wait: float) -> dict[str, int | None]:
         """The durations known within `wait` seconds: randtag -> ms, or None when it cannot be had.
@@ -73,10 +77,8 @@ class DurationLookups:
         self.metrics.cache_lookups.labels("duration", "miss").inc(len(randtags) - len(found))
         # One request to the budget for all of them, not one each: granted ones start now.
         granted = await self.budget.take_many(org, Spend.DURATION, len(wanted)) if wanted else 0
-        for n, tag in enumerate(wanted[:granted], start=1):
+        for tag in wanted[:granted]:
             started[tag] = self._flights.start(tag, functools.partial(self._lookup, org, tag))
-            if n % START_BATCH == 0:
-                await asyncio.sleep(0)  # let the loop run what is ready between batches
         deferred = wanted[granted:]
         if deferred:
             await self.defer(org, deferred)
@@ -121,6 +123,7 @@ class DurationLookups:
 
     async def _lookup(self, org: Org, randtag: str) -> int | None:
         """One metadata request, whose budget was already taken; its result is cached."""
+        await self._pace.admit()
         answer = await fetch_duration(self.session, org, randtag, self.config.upstream)
         self.metrics.upstream.labels(org.id, "metadata", answer.outcome.value).inc()
         self.metrics.upstream_seconds.labels(org.id, "metadata").observe(answer.elapsed_ms / 1000)

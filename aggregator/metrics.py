@@ -20,6 +20,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from aggregator.eventloop import Tick
+
 METRICS_TYPE = CONTENT_TYPE_LATEST
 APP_KEY_NAME = "metrics"
 PAGES_HELP = "Search pages served, by format and whether the rendered page was reused"
@@ -120,24 +122,48 @@ class Metrics:
             self._pages_counter = Counter("ilosagg_pages", PAGES_HELP, ["format", "source"], registry=r)
         else:
             r.register(_PagesCollector(self._pages))
+        lag_buckets = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1, 5)
         self.loop_lag = Histogram(
             "ilosagg_event_loop_lag_seconds",
-            "How late a 50 ms timer fires: time the event loop was busy",
+            "How late a 50 ms timer fires, whatever the reason",
             registry=r,
-            buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1, 5),
+            buckets=lag_buckets,
         )
         self.loop_lag_max = Gauge(
             "ilosagg_event_loop_lag_max_seconds",
-            "The longest event-loop stall seen since the process started",
+            "The latest a 50 ms timer has fired since the process started",
             registry=r,
             multiprocess_mode="max",
         )
+        self.loop_busy = Histogram(
+            "ilosagg_event_loop_busy_seconds",
+            "Of a timer's lateness, the part the loop itself was busy (not waiting for a CPU)",
+            registry=r,
+            buckets=lag_buckets,
+        )
+        self.loop_busy_max = Gauge(
+            "ilosagg_event_loop_busy_max_seconds",
+            "The longest the loop itself has held up a timer since the process started",
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self._worst_lag = self._worst_busy = 0.0
         self.redis_up = Gauge(
             "ilosagg_redis_up",
             "1 while Redis answers, 0 while the in-process cache stands in (absent without Redis)",
             registry=r,
             multiprocess_mode="min",
         )
+
+    def loop_tick(self, tick: Tick) -> None:
+        self.loop_lag.observe(tick.lag)
+        self.loop_busy.observe(tick.busy)
+        if tick.lag > self._worst_lag:
+            self._worst_lag = tick.lag
+            self.loop_lag_max.set(tick.lag)
+        if tick.busy > self._worst_busy:
+            self._worst_busy = tick.busy
+            self.loop_busy_max.set(tick.busy)
 
     def request(self, route: str, status: int, seconds: float) -> None:
         """One answered request (recorded by the access logger, which aiohttp calls for each).

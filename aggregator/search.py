@@ -29,6 +29,7 @@ from aggregator.breaker import BreakerState
 from aggregator.budget import Budget, BudgetState
 from aggregator.cache import Cache
 from aggregator.config import Config, Org
+from aggregator.eventloop import off_loop
 from aggregator.merge import merge
 from aggregator.metrics import Metrics
 from aggregator.model import Clock, OrgReport, OrgStatus, Result, Sort
@@ -38,7 +39,8 @@ from aggregator.thumbnails import Redirect, Thumbnails
 
 log = logging.getLogger(__name__)
 DRAIN_INTERVAL = 0.5
-MERGE_OFF_LOOP = 1000
+MERGE_OFF_LOOP = 1000  # videos: below that a merge takes less than the GIL waits a thread costs
+LEARN_BATCH = 100
 LATENCY_WINDOW = 300.0  # seconds of answers /status summarises
 LATENCY_SAMPLES = 2000  # per org, at most  # videos past which the merge runs in a thread  # seconds between passes over the deferred duration lookups
 
@@ -103,10 +105,8 @@ class Searcher:
         timed = await asyncio.gather(*(self._timed(org, query, deadline) for org in orgs))
         answers = [(org.id, answer) for org, (answer, _) in zip(orgs, timed, strict=True)]
         lists = [(org_id, answer.videos) for org_id, answer in answers]
-        if sum(len(videos) for _, videos in lists) > MERGE_OFF_LOOP:
-            merged = await asyncio.to_thread(merge, lists, sort)  # thousands of videos: not on the loop
-        else:
-            merged = merge(lists, sort)
+        large = sum(len(videos) for _, videos in lists) > MERGE_OFF_LOOP
+        merged = await off_loop(large, merge, lists, sort)
         reports = tuple(report for _, report in timed)
         for report in reports:
             self._last_reports[report.org_id] = report
@@ -119,7 +119,7 @@ class Searcher:
                 )
             self.metrics.org_answers.labels(report.org_id, report.status).inc()
             self.metrics.org_seconds.labels(report.org_id).observe(report.elapsed_ms / 1000)
-        self._learn(query, answers, caller)
+        await self._learn(query, answers, caller)
         fresh = [answer.fresh_until for _, answer in answers if answer.fresh_until]
         return SearchAnswer(tuple(merged), reports, min(fresh, default=0.0))
 
@@ -174,11 +174,18 @@ class Searcher:
         elapsed = (time.perf_counter() - started) * 1000
         return answer, OrgReport(org.id, answer.status, elapsed, answer.detail)
 
-    def _learn(self, query: str, answers: list[tuple[str, OrgAnswer]], caller: str) -> None:
-        """Feed the suggestions: titles, and the query itself where it found something."""
+    async def _learn(self, query: str, answers: list[tuple[str, OrgAnswer]], caller: str) -> None:
+        """Feed the suggestions: titles, and the query itself where it found something.
+
+        On the loop (the index is the loop's), a turn of it every `LEARN_BATCH` titles.
+        """
         found_by = [org_id for org_id, answer in answers if answer.videos]
         if found_by:
             self._suggestions.add_query(query, found_by, caller)
+        learned = 0
         for org_id, answer in answers:
             for video in answer.videos:
                 self._suggestions.add_title(video.title, (org_id,))
+                learned += 1
+                if learned % LEARN_BATCH == 0:
+                    await asyncio.sleep(0)
