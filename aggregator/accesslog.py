@@ -21,6 +21,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aggregator.metrics import METRICS
 
 FLUSH_DELAY = 0.05
+HOOKS_PREFIX = "/hooks/"
 _SECRET_NAMES = frozenset({"key", "api_key", "token"})
 _SEPARATORS_RE = re.compile(r"([&;])")
 
@@ -33,6 +34,9 @@ def redact(path_qs: str) -> str:
     escapes and no such name, is one scan and no parsing.
     """
     path, sep, query = path_qs.partition("?")
+    if path.startswith(HOOKS_PREFIX):  # /hooks/ilos/{org}/{secret}: the secret is the last segment
+        path = path.rpartition("/")[0] + "/REDACTED"
+        path_qs = path + sep + query
     if not sep:
         return path_qs
     lowered = query.lower()
@@ -49,9 +53,7 @@ def redact(path_qs: str) -> str:
 class AccessLogger(AbstractAccessLogger):
     # Shared by every logger of the process: one buffer, one pending flush.
     json_lines: ClassVar[bool] = False
-    write_lines: ClassVar[bool] = (
-        True  # server.access_log; requests are counted for /metrics either way  # server.log_format = "json": one object per line
-    )
+    write_lines: ClassVar[bool] = True  # server.access_log; requests are counted for /metrics either way
     _lines: ClassVar[list[str]] = []
     _flush_scheduled: ClassVar[bool] = False
     _stamp_second: ClassVar[int] = -1

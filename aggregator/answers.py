@@ -51,6 +51,7 @@ FAILURE_MEMORY = 5.0  # seconds other processes are told that a fetch just faile
 WAIT_POLL = 0.02
 OFF_LOOP_VIDEOS = 50  # encode answers of more videos than this in a thread
 OFF_LOOP_BYTES = 64 * 1024  # decode stored answers larger than this in a thread
+RETRY_REFRESH = 30.0  # seconds before a refresh that could not be made is tried again
 REFRESH_AFTER = 60.0  # seconds: an answer younger than this has the newest signatures to be had
 
 
@@ -128,6 +129,32 @@ class AnswerSource:
             return
         await self._flight(org, query, digest)
 
+    async def refresh_ahead(
+        self, org: Org, query: str, lead: float, forced_since: float | None = None
+    ) -> tuple[str, float]:
+        """Keep a polled feed's answer fresh: fetch it again when it expires within `lead` seconds.
+
+        Returns what happened ("fresh", "refreshed", "failed" or "later") and when
+        to look again. Spent as `Spend.REFRESH`: after searches and lookups, within
+        `refresh_share`; an org with deferred lookups has them run first.
+        `forced_since` (when an upload webhook came) fetches even a fresh answer,
+        unless it was fetched since.
+        """
+        digest = cache_keys.query_digest(query)
+        now = self.clock()
+        ttl = self.config.cache.search_ttl
+        retry = now + min(RETRY_REFRESH, ttl / 2)
+        stored = await self._read(org, digest)
+        forced = forced_since is not None and (stored is None or stored.fetched_at <= forced_since)
+        if stored is not None and not forced and stored.fetched_at + ttl - now > lead:
+            return "fresh", stored.fetched_at + ttl - lead
+        if await self.durations.pending(org):
+            return "later", retry  # deferred lookups come before refreshes
+        answer = await self._flight(org, query, digest, Spend.REFRESH)
+        if answer.status.good:
+            return "refreshed", self.clock() + ttl - lead
+        return ("later" if answer.status is OrgStatus.SKIPPED else "failed"), retry
+
     def _fresh_until(self, stored: _Stored) -> float:
         """How long pages built on this answer may be reused: not past `incomplete_ttl` while it lacks durations."""
         until = stored.fetched_at + self.config.cache.search_ttl
@@ -156,22 +183,24 @@ class AnswerSource:
         await self._store(key, healed)
         return healed
 
-    def _flight(self, org: Org, query: str, digest: str) -> asyncio.Task[OrgAnswer]:
+    def _flight(
+        self, org: Org, query: str, digest: str, spend: Spend = Spend.SEARCH
+    ) -> asyncio.Task[OrgAnswer]:
         """The fetch under way for this org and query, started if there is none."""
-        return self._flights.start((org.id, digest), lambda: self._locked_fetch(org, query, digest))
+        return self._flights.start((org.id, digest), lambda: self._locked_fetch(org, query, digest, spend))
 
-    async def _locked_fetch(self, org: Org, query: str, digest: str) -> OrgAnswer:
+    async def _locked_fetch(self, org: Org, query: str, digest: str, spend: Spend) -> OrgAnswer:
         """One fetch per org and query across the processes that share the cache."""
         lock = cache_keys.key("lock", org.id, digest)
         token = secrets.token_hex(8).encode()
         hold = self.config.upstream.timeout * 2 + self.config.upstream.duration_wait + 2
         if await self.cache.add(lock, token, hold):
             try:
-                return await self._fetch(org, query, digest)
+                return await self._fetch(org, query, digest, spend)
             finally:
                 await self.cache.delete_if(lock, token)
         waited = await self._wait_for_other(org, digest, lock, self.clock(), hold)
-        return waited if waited is not None else await self._fetch(org, query, digest)
+        return waited if waited is not None else await self._fetch(org, query, digest, spend)
 
     async def _wait_for_other(
         self, org: Org, digest: str, lock: str, since: float, hold: float
@@ -194,12 +223,12 @@ class AnswerSource:
                 return None  # the holder gave up without a word: ask ourselves
         return None
 
-    async def _fetch(self, org: Org, query: str, digest: str) -> OrgAnswer:
+    async def _fetch(self, org: Org, query: str, digest: str, spend: Spend) -> OrgAnswer:
         decision, probe = await self.breakers.decide(org.id)
         if decision is Decision.SKIP:
             return await self._failed(org, digest, OrgStatus.SKIPPED, "cooling down after failures")
-        if not await self.budget.take(org, Spend.SEARCH):
-            self.metrics.budget_refused.labels(org.id, "search").inc()
+        if not await self.budget.take(org, spend):
+            self.metrics.budget_refused.labels(org.id, spend.value).inc()
             if probe is not None:
                 await self.breakers.succeeded(org.id, probe)  # no verdict: let another request probe
             return await self._failed(org, digest, OrgStatus.SKIPPED, "no request budget left")
@@ -223,7 +252,8 @@ class AnswerSource:
         records = await off_loop(len(parsed) > OFF_LOOP_VIDEOS, thumbnails.records, org.id, query, parsed)
         await self.cache.set_many(records, self.config.cache.stale_ttl)
         missing = [v.randtag for v in parsed if v.duration_ms is None]
-        durations = await self.durations.resolve(org, missing, self.config.upstream.duration_wait)
+        lookups = Spend.REFRESH if spend is Spend.REFRESH else Spend.DURATION
+        durations = await self.durations.resolve(org, missing, self.config.upstream.duration_wait, lookups)
         videos = tuple(
             v
             if v.duration_ms is not None

@@ -6,7 +6,10 @@ is taken from that budget first; what finds none is not sent:
 
 - a search may spend the whole window;
 - a duration lookup only what leaves `search_reserve` of the window for
-  searches, so searches come first.
+  searches, so searches come first;
+- a refresh of a polled feed (its search and its lookups) the same, and also
+  at most `refresh_share` of each window, counted on its own; the refresher
+  runs an org's deferred lookups before its refreshes.
 
 The count lives in Redis (`limiter.Limiter`), so N processes on M machines
 together stay under it. With Redis absent or down each process counts alone,
@@ -36,6 +39,7 @@ from aggregator.model import Clock
 class Spend(enum.Enum):
     SEARCH = "search"  # a user's search: may take the whole window
     DURATION = "duration"  # leaves search_reserve of the window for searches
+    REFRESH = "refresh"  # as DURATION, and at most refresh_share of each window in all
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,10 +62,20 @@ class Budget:
             o.id: RateLimitItemPerSecond(max(1, o.rate_limit // share), window) for o in config.orgs
         }
         self._ids = {o.id: "budget/" + _key_id(o) for o in config.orgs}
+        share_of = config.upstream.refresh_share
+        self._refresh_items = {
+            o.id: RateLimitItemPerSecond(int(o.rate_limit * share_of), window) for o in config.orgs
+        }
+        self._refresh_local = {
+            o.id: RateLimitItemPerSecond(int(o.rate_limit * share_of) // share, window) for o in config.orgs
+        }
+        self._refresh_ids = {o.id: "refresh/" + _key_id(o) for o in config.orgs}
 
     async def take(self, org: Org, spend: Spend) -> bool:
         """Take one request from the org's budget; False, and nothing taken, when there is none."""
         if await self._cooling_until(org) > self.clock():
+            return False
+        if spend is Spend.REFRESH and not await self._take_refresh(org, 1):
             return False
         item, local = self._items[org.id], self._local[org.id]
         return await self.limiter.hit(item, local, self._ids[org.id], keep=self._keep(item.amount, spend))
@@ -70,14 +84,26 @@ class Budget:
         """Take up to `wanted` requests at once; how many were taken (0 when none are left)."""
         if await self._cooling_until(org) > self.clock():
             return 0
+        if spend is Spend.REFRESH:
+            wanted = await self._take_refresh(org, wanted)
+            if not wanted:
+                return 0
         item, local = self._items[org.id], self._local[org.id]
         return await self.limiter.hit_up_to(
             item, local, self._ids[org.id], wanted, self._keep(item.amount, spend)
         )
 
+    async def _take_refresh(self, org: Org, wanted: int) -> int:
+        """Up to `wanted` from the refreshes' own share of the window (taken even if the budget
+        then refuses: a refresh share counted a little high errs towards users)."""
+        item, local = self._refresh_items[org.id], self._refresh_local[org.id]
+        if item.amount < 1 or local.amount < 1:
+            return 0
+        return await self.limiter.hit_up_to(item, local, self._refresh_ids[org.id], wanted, 0)
+
     def _keep(self, limit: int, spend: Spend) -> int:
-        """What a request of this kind must leave in the window: the searches' reserve, for a lookup."""
-        return int(limit * self.config.upstream.search_reserve) if spend is Spend.DURATION else 0
+        """What a request of this kind must leave in the window: the searches' reserve, unless a search."""
+        return 0 if spend is Spend.SEARCH else int(limit * self.config.upstream.search_reserve)
 
     async def believe(self, org: Org, remaining: int | None, retry_after: float | None) -> None:
         """What ilos said about this key: `X-RateLimit-Remaining`, and a 429's Retry-After."""

@@ -16,7 +16,7 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any, Protocol, TypeVar, cast
 
@@ -70,6 +70,15 @@ class Cache(Protocol):
         ...
 
     async def queue_size(self, key: str) -> int: ...
+    async def schedule(self, key: str, members: Mapping[str, float], ttl: float) -> None:
+        """Set each member's time (a sorted set), keeping the whole set `ttl` from now."""
+        ...
+
+    async def scheduled(self, key: str, until: float, count: int) -> list[tuple[str, float]]:
+        """Up to `count` members whose time is at most `until`, earliest first (nothing removed)."""
+        ...
+
+    async def unschedule(self, key: str, members: Sequence[str]) -> None: ...
     def describe(self) -> str: ...
 
 
@@ -105,6 +114,10 @@ class MemoryCache:
 
     def __len__(self) -> int:
         return len(self._data)
+
+    def clear(self) -> None:
+        self._data.clear()
+        self.bytes = 0
 
     def get_now(self, key: str) -> Any:
         """Synchronous read, for hot paths that must not yield to the loop."""
@@ -191,6 +204,25 @@ class MemoryCache:
         queue = self.get_now(key)
         return len(queue) if isinstance(queue, OrderedDict) else 0
 
+    async def schedule(self, key: str, members: Mapping[str, float], ttl: float) -> None:
+        times = self.get_now(key)
+        if not isinstance(times, dict):
+            times = {}
+        times.update(members)
+        self.set_now(key, times, ttl)
+
+    async def scheduled(self, key: str, until: float, count: int) -> list[tuple[str, float]]:
+        times = self.get_now(key)
+        if not isinstance(times, dict):
+            return []
+        return sorted(((m, t) for m, t in times.items() if t <= until), key=lambda mt: (mt[1], mt[0]))[:count]
+
+    async def unschedule(self, key: str, members: Sequence[str]) -> None:
+        times = self.get_now(key)
+        if isinstance(times, dict):
+            for member in members:
+                times.pop(member, None)
+
     def describe(self) -> str:
         return "memory"
 
@@ -266,6 +298,25 @@ class RedisCache:
 
     async def queue_size(self, key: str) -> int:
         return int(await self.client.zcard(key))
+
+    async def schedule(self, key: str, members: Mapping[str, float], ttl: float) -> None:
+        if not members:
+            return
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.zadd(key, dict(members))
+            pipe.pexpire(key, _px(ttl))
+            await pipe.execute()
+
+    async def scheduled(self, key: str, until: float, count: int) -> list[tuple[str, float]]:
+        found = cast(
+            "list[tuple[bytes, float]]",
+            await self.client.zrangebyscore(key, "-inf", until, start=0, num=count, withscores=True),
+        )
+        return [(m.decode() if isinstance(m, bytes) else str(m), float(t)) for m, t in found]
+
+    async def unschedule(self, key: str, members: Sequence[str]) -> None:
+        if members:
+            await self.client.zrem(key, *members)
 
     def describe(self) -> str:
         return "redis"
@@ -374,6 +425,22 @@ class ResilientCache:
 
     async def queue_size(self, key: str) -> int:
         return await self._either(lambda: self.redis.queue_size(key), lambda: self.memory.queue_size(key))
+
+    async def schedule(self, key: str, members: Mapping[str, float], ttl: float) -> None:
+        await self._either(
+            lambda: self.redis.schedule(key, members, ttl), lambda: self.memory.schedule(key, members, ttl)
+        )
+
+    async def scheduled(self, key: str, until: float, count: int) -> list[tuple[str, float]]:
+        return await self._either(
+            lambda: self.redis.scheduled(key, until, count),
+            lambda: self.memory.scheduled(key, until, count),
+        )
+
+    async def unschedule(self, key: str, members: Sequence[str]) -> None:
+        await self._either(
+            lambda: self.redis.unschedule(key, members), lambda: self.memory.unschedule(key, members)
+        )
 
     def describe(self) -> str:
         return "redis" if self.redis_up else "memory (Redis unreachable)"

@@ -56,6 +56,7 @@ class ServerConfig:
     metrics_token: str | None = field(
         default=None, repr=False
     )  # optional: /metrics needs it as a Bearer token
+    websub_hub: str | None = None  # a WebSub hub: open feeds name it, and changed ones are announced
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +83,8 @@ class CacheConfig:
     # Seconds an org answer that still lacks some durations is fresh: the
     # missing ones are looked up behind it and show once they land.
     incomplete_ttl: int = 15
+    # Seconds a polled feed is kept fresh without being polled again, then forgotten.
+    subscription_idle: int = 172_800
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +100,7 @@ class UpstreamConfig:
     deadline: float = 5.0  # seconds a whole search may take, whatever the orgs do
     duration_wait: float = 0.3  # seconds an answer waits for its lookups after its org's search
     max_items: int = 500  # most items one org's answer may contribute
+    refresh_share: float = 0.3  # most of each window that keeping polled feeds fresh may spend
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +138,8 @@ class Org:
     api_key: str = field(repr=False)
     base_url: str
     rate_limit: int = 60  # requests per upstream.rate_window for this org's key
+    # The secret in the path of this org's upload webhook; None: no webhook for this org.
+    webhook_secret: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +169,7 @@ class Config:
 
 _SERVER, _CACHE, _UPSTREAM = ServerConfig(), CacheConfig(), UpstreamConfig()
 _WEB, _DESCRIPTION = WebConfig(), DescriptionConfig()
+_WEBHOOK_SECRET_RE = re.compile(rf"[A-Za-z0-9_-]{{{MIN_TOKEN_LENGTH},128}}")
 _ORIGIN_RE = re.compile(r"https?://[A-Za-z0-9.-]+(?::\d{1,5})?/?")
 _CSP_SOURCE_RE = re.compile(r"\*|'self'|'none'|(?:https?://)?(?:\*\.)?[A-Za-z0-9.-]+(?::\d+|:\*)?|https?:")
 
@@ -224,6 +231,7 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.enviro
         problems.append(f"server.metrics_token: must be at least {MIN_TOKEN_LENGTH} characters")
     if signing_secret is not None and len(signing_secret) < MIN_TOKEN_LENGTH:
         problems.append(f"server.signing_secret: must be at least {MIN_TOKEN_LENGTH} characters")
+    websub_hub = server_t.url("websub_hub", None)
     server_t.finish()
     if public_url is None:
         bracketed = f"[{host}]" if ":" in host else host
@@ -243,6 +251,7 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.enviro
         max_connections=max_connections,
         signing_secret=signing_secret,
         metrics_token=metrics_token,
+        websub_hub=websub_hub,
     )
     warnings: list[str] = []
 
@@ -259,6 +268,7 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.enviro
         memory_max_bytes=cache_t.integer("memory_max_bytes", _CACHE.memory_max_bytes, 1 << 20, 1 << 40),
         stale_while_revalidate=cache_t.integer("stale_while_revalidate", 0, 0, 86_400),
         incomplete_ttl=cache_t.integer("incomplete_ttl", _CACHE.incomplete_ttl, 1, 86_400),
+        subscription_idle=cache_t.integer("subscription_idle", _CACHE.subscription_idle, 60, 86_400 * 365),
         redis_ca=_existing_file(cache_t, "redis_ca", environ, problems),
         redis_cert=_existing_file(cache_t, "redis_cert", environ, problems),
         redis_key=_existing_file(cache_t, "redis_key", environ, problems),
@@ -289,6 +299,7 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.enviro
         deadline=up_t.number("deadline", _UPSTREAM.deadline, 0.0, 600.0, exclusive_min=True),
         duration_wait=up_t.number("duration_wait", _UPSTREAM.duration_wait, 0.0, 60.0),
         max_items=up_t.integer("max_items", _UPSTREAM.max_items, 1, 100_000),
+        refresh_share=up_t.number("refresh_share", _UPSTREAM.refresh_share, 0.0, 1.0),
     )
     if up_t.integer("metadata_concurrency", 4, 1, 100) and "metadata_concurrency" in up_t.data:
         warnings.append(
@@ -365,9 +376,16 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.enviro
         api_key = org_t.secret("api_key", environ, required=True)
         base_url = (org_t.url("base_url", upstream.base_url) or upstream.base_url).rstrip("/")
         org_rate_limit = org_t.integer("rate_limit", upstream.rate_limit, 1, 1_000_000)
+        webhook_secret = org_t.secret("webhook_secret", environ, required=False)
+        if webhook_secret is not None and not _WEBHOOK_SECRET_RE.fullmatch(webhook_secret):
+            problems.append(
+                f"orgs[{i}].webhook_secret: must be {MIN_TOKEN_LENGTH} to 128 letters, digits, - or _ "
+                "(it is a URL path segment)"
+            )
+            webhook_secret = None
         org_t.finish()
         if org_id is not None and api_key is not None:
-            orgs.append(Org(org_id, name, api_key, base_url, org_rate_limit))
+            orgs.append(Org(org_id, name, api_key, base_url, org_rate_limit, webhook_secret))
 
     clients: list[Client] = []
     seen_tokens: set[str] = set()

@@ -56,7 +56,9 @@ class DurationLookups:
         self._lease = secrets.token_hex(8).encode()
         self._pace = Pacer(START_PACE, 0.01, least=8)
 
-    async def resolve(self, org: Org, randtags: Sequence[str], wait: float) -> dict[str, int | None]:
+    async def resolve(
+        self, org: Org, randtags: Sequence[str], wait: float, spend: Spend = Spend.DURATION
+    ) -> dict[str, int | None]:
         """The durations known within `wait` seconds: randtag -> ms, or None when it cannot be had.
 
         A randtag missing from the answer is pending: being looked up, or deferred.
@@ -76,7 +78,7 @@ class DurationLookups:
         self.metrics.cache_lookups.labels("duration", "hit").inc(len(found))
         self.metrics.cache_lookups.labels("duration", "miss").inc(len(randtags) - len(found))
         # One request to the budget for all of them, not one each: granted ones start now.
-        granted = await self.budget.take_many(org, Spend.DURATION, len(wanted)) if wanted else 0
+        granted = await self.budget.take_many(org, spend, len(wanted)) if wanted else 0
         for tag in wanted[:granted]:
             started[tag] = self._flights.start(tag, functools.partial(self._lookup, org, tag))
         deferred = wanted[granted:]

@@ -116,6 +116,8 @@ def new_feed(view: View, fmt: str) -> Any:
     extra_links += [
         {"href": href, "rel": rel, "type": media_type} for rel, href in view.paging_links(fmt).items()
     ]
+    if view.hub:  # WebSub: the topic is the rel="self" above
+        extra_links.append({"href": view.hub, "rel": "hub"})
     if fmt == "atom":
         for link in extra_links:
             fg.link(**link)

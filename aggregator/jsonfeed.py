@@ -26,6 +26,8 @@ def render_json_feed(view: View) -> bytes:
         "favicon": f"{view.base_url}/icon-16.png",
         "language": view.language,
     }
+    if view.hub:  # JSON Feed 1.1 "hubs": the topic is feed_url
+        feed["hubs"] = [{"type": "WebSub", "url": view.hub}]
     links = view.paging_links("json")
     if "next" in links:
         feed["next_url"] = links["next"]

@@ -48,6 +48,24 @@ class Metrics:
             registry=r,
             buckets=(0.01, 0.05, 0.1, 0.2, 0.5, 1, 2, 4, 8),
         )
+        self.refreshes = Counter(
+            "ilosagg_refreshes",
+            "Polled feeds' org answers looked at ahead of expiry, by outcome (fresh, refreshed, failed, later)",
+            ["org", "outcome"],
+            registry=r,
+        )
+        self.webhooks = Counter(
+            "ilosagg_webhooks",
+            "Upload webhooks received, by outcome (accepted, refused, too_large, bad_json)",
+            ["outcome"],
+            registry=r,
+        )
+        self.websub_pings = Counter(
+            "ilosagg_websub_pings",
+            "Publish pings sent to the WebSub hub, by outcome",
+            ["outcome"],
+            registry=r,
+        )
         self.deferred = Counter(
             "ilosagg_durations_deferred",
             "Duration lookups deferred for want of budget or by a passing failure",

@@ -65,6 +65,41 @@ def filtered(params: SearchParams, merged: tuple[Result, ...]) -> tuple[tuple[Re
     return tuple(kept), unknown
 
 
+@dataclass(frozen=True, slots=True)
+class Facets:
+    """Exact counts over the whole merged answer (not one page), for the page's refine links.
+
+    Each facet counts what the other filters keep, as shops do: the length
+    counts follow `after` but not `duration`, so every bucket stays reachable;
+    the org counts follow both. A video several orgs hold counts for each.
+    """
+
+    lengths: tuple[tuple[Length, int], ...]  # every bucket, in order, zeros included
+    unknown_length: int
+    orgs: tuple[tuple[str, int], ...]  # the orgs asked, in configuration order
+
+
+def facets(params: SearchParams, merged: tuple[Result, ...]) -> Facets:
+    since = datetime.combine(params.after, time.min, UTC) if params.after is not None else None
+    by_length = dict.fromkeys(Length, 0)
+    unknown = 0
+    by_org = dict.fromkeys(params.orgs, 0)
+    for r in merged:
+        v = r.video
+        if since is not None and (v.published is None or v.published < since):
+            continue
+        length = Length.of(v.duration_ms) if v.duration_ms is not None else None
+        if length is None:
+            unknown += 1
+        else:
+            by_length[length] += 1
+        if params.length is None or length is params.length:
+            for org_id in r.orgs:
+                if org_id in by_org:
+                    by_org[org_id] += 1
+    return Facets(tuple(by_length.items()), unknown, tuple(by_org.items()))
+
+
 def page_of(params: SearchParams, merged: tuple[Result, ...]) -> Page:
     begin = params.start_index - 1
     return Page(params, merged[begin : begin + params.count], len(merged))

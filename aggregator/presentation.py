@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Protocol
 
 from aggregator.model import EPOCH, Length, OrgReport, Result, Sort, format_duration
-from aggregator.paging import Page, search_query
+from aggregator.paging import Facets, Page, search_query
 from aggregator.params import DEFAULT_COUNT
 
 LENGTH_WORDS = {
@@ -57,6 +57,8 @@ class View:
     unknown_length_left_out: int = 0  # a `duration` filter's videos whose length is not known yet
     first_seen: datetime = EPOCH  # when this page first appeared: the date of a page with no dated entry
     extra: tuple[tuple[str, str], ...] = ()  # carried into every link (a feed reader's key=)
+    hub: str | None = None  # a WebSub hub, named by open feeds only (never beside a key=)
+    facets: Facets | None = None  # the page's refine counts (the HTML page only)
 
     def url(self, fmt: str, start_index: int | None = None) -> str:
         query = search_query(
@@ -73,6 +75,19 @@ class View:
         params = replace(self.page.params, sort=Sort.DATE, count=DEFAULT_COUNT, start_index=1)
         query = search_query(params, all_orgs=self.all_orgs, extra=self.extra)
         return f"{self.base_url}{self.formats[fmt].path}?{query}"
+
+    def refine_url(self, **changes: object) -> str:
+        """The search page with some filters changed (`length`, `after`, `orgs`), from its first result."""
+        params = replace(self.page.params, start_index=1, **changes)  # type: ignore[arg-type]
+        query = search_query(params, all_orgs=self.all_orgs, extra=self.extra)
+        return f"{self.base_url}{self.formats['html'].path}?{query}"
+
+    def names_of(self, org_ids: tuple[str, ...]) -> str:
+        return ", ".join(self.org_names.get(o, o) for o in org_ids)
+
+    @property
+    def length_words(self) -> Mapping[Length, str]:
+        return LENGTH_WORDS
 
     def paging_links(self, fmt: str) -> dict[str, str]:
         """RFC 5005 section 3: first, previous, next and last, where they apply."""

@@ -152,6 +152,27 @@ class Searcher:
             )
         return out
 
+    async def refresh_ahead(
+        self, query: str, org_ids: Sequence[str], lead: float, forced_since: float | None = None
+    ) -> tuple[bool, float]:
+        """Keep one polled search fresh in each of its orgs: (whether any answer was fetched
+        again, when to look again). See `AnswerSource.refresh_ahead`."""
+        refreshed, next_at = False, float("inf")
+        for org in self.config.orgs:
+            if org.id not in org_ids:
+                continue
+            outcome, at = await self._answers.refresh_ahead(org, query, lead, forced_since)
+            self.metrics.refreshes.labels(org.id, outcome).inc()
+            refreshed |= outcome == "refreshed"
+            next_at = min(next_at, at)
+        return refreshed, next_at
+
+    async def look_up_duration(self, org_id: str, randtag: str) -> None:
+        """Start a duration lookup for one new video (an upload webhook's), within the budget."""
+        org = self.config.org(org_id)
+        if org is not None:
+            await self._answers.durations.resolve(org, [randtag], 0.0)
+
     async def run_background(self) -> None:
         """Until cancelled: run deferred duration lookups as the budget refills (one process at a time)."""
         while True:

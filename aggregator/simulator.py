@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from xml.sax.saxutils import escape, quoteattr
 
+import aiohttp
 from aiohttp import web
 
 from aggregator.icons import png
@@ -100,6 +101,28 @@ class Simulator:
     def matches(self, org: SimOrg, query: str) -> list[SimVideo]:
         """The org's videos that answer `query`, in its order (a subclass may match otherwise)."""
         return search_catalog(org.videos, query)
+
+    async def upload(
+        self, org_name: str, video: SimVideo, webhook_url: str | None = None, extras: object = None
+    ) -> int | None:
+        """Add a video to an org now, as its Recording or Uploading API does; with `webhook_url`
+        (the call's `video_endpoint`), then POST ilos's webhook body there. The webhook's status."""
+        self.org(org_name).videos.insert(0, video)
+        if webhook_url is None:
+            return None
+        view = f"https://app.ilosvideos.com/view/{video.randtag}"
+        embed = f"https://app.ilosvideos.com/embed/{video.randtag}"
+        body = {
+            "token": secrets.token_hex(16),  # the recording session's token, not an API key
+            "randtag": video.randtag,
+            "videoURL": view,
+            "embedURL": embed,
+            "iframe": f"<iframe src='{embed}'></iframe>",
+            "video_endpoint_extras": extras,
+        }
+        async with aiohttp.ClientSession() as session, session.post(webhook_url, json=body) as resp:
+            await resp.read()
+            return resp.status
 
     def org(self, name: str) -> SimOrg:
         return next(o for o in self.orgs if o.name == name)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import re
 import secrets
 import time
@@ -20,11 +21,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
 from dataclasses import replace
 from datetime import UTC, datetime
+from urllib.parse import parse_qsl, urlsplit
 
+import aiohttp
 from aiohttp import web
+from multidict import MultiDict
 
 from aggregator import cache as caches
-from aggregator import eventloop, thumbnails
+from aggregator import eventloop, hooks, thumbnails, websub
+from aggregator import refresher as refresher_mod
 from aggregator.accesslog import CLIENT
 from aggregator.auth import Authenticator, Caller, unauthorized
 from aggregator.budget import Budget
@@ -41,11 +46,13 @@ from aggregator.limiter import Limiter, shared_storage
 from aggregator.metrics import METRICS, METRICS_TYPE, Metrics
 from aggregator.model import RANDTAG_RE, Clock, Result, Sort, Video
 from aggregator.page import STYLESHEET, render_form, render_status, security_headers
-from aggregator.paging import filtered, page_of
+from aggregator.paging import facets, filtered, page_of
 from aggregator.params import MAX_QUERY, ParamError, SearchParams, parse_search_params
 from aggregator.parsepool import ParsePool
 from aggregator.presentation import View
+from aggregator.refresher import Refresher
 from aggregator.search import Searcher
+from aggregator.subscriptions import Subscription, Subscriptions
 from aggregator.upstream import new_session
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -60,15 +67,26 @@ PARSE_POOL = web.AppKey("parse_pool", ParsePool)
 AUTH = web.AppKey("auth", Authenticator)
 PAGE_HEADERS = web.AppKey[dict[str, str]]("page_headers")
 LIMITS = web.AppKey("limits", CallerLimits)
+SUBSCRIPTIONS = web.AppKey("subscriptions", Subscriptions)
+REFRESHER = web.AppKey("refresher", Refresher)
+REFRESH_EVERY = web.AppKey[float | None]("refresh_every")
 
+log = logging.getLogger(__name__)
+REFRESHER_ID = "refresher"  # who asked, for the suggestions' count of callers
 NO_STORE = {"Cache-Control": "no-store"}
 _SAFE_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 CORS_PATHS = frozenset(f.path for f in FORMATS if f.cors)
 CORS_POLICY = web.AppKey("cors", Cors)
 
 
-def create_app(config: Config, *, clock: Clock = time.time) -> web.Application:
-    """`clock` (epoch seconds) decides every expiry; tests pass their own to move time."""
+def create_app(
+    config: Config, *, clock: Clock = time.time, refresh_every: float | None = refresher_mod.INTERVAL
+) -> web.Application:
+    """`clock` (epoch seconds) decides every expiry; tests pass their own to move time.
+
+    `refresh_every`: seconds between refresh-ahead passes; None runs none (tests drive
+    `app[REFRESHER].run_once()` themselves).
+    """
     app = web.Application(client_max_size=64 * 1024)
     app.on_response_prepare.append(_no_store_errors)
     app.on_response_prepare.append(_cors)
@@ -82,6 +100,7 @@ def create_app(config: Config, *, clock: Clock = time.time) -> web.Application:
     app[METRICS].formats_by_route = {f.path: f.name for f in FORMATS} | {"/embed": HTML.name}
     app[AUTH] = Authenticator(config)
     app[PAGE_HEADERS] = security_headers(config.server.public_url, config.web.frame_ancestors)
+    app[REFRESH_EVERY] = refresh_every
     app.cleanup_ctx.append(_resources)
     special: dict[str, Handler] = {
         HTML.name: search_page,
@@ -102,6 +121,7 @@ def create_app(config: Config, *, clock: Clock = time.time) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/status", status)
+    app.router.add_post("/hooks/ilos/{org_id}/{secret}", ilos_upload)
     return app
 
 
@@ -120,12 +140,30 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             app[LIMITS] = CallerLimits(config, limiter)
             budget = Budget(config, cache, limiter, app[CLOCK])
             app[SEARCHER] = Searcher(config, session, cache, parse_pool, budget, app[METRICS], app[CLOCK])
+            app[SUBSCRIPTIONS] = Subscriptions(config, cache, app[CLOCK])
+
+            async def republish(sub: Subscription, fronted: bool) -> None:
+                await _announce(app, session, sub)
+
+            refresher = app[REFRESHER] = Refresher(
+                config,
+                cache,
+                app[SUBSCRIPTIONS],
+                app[SEARCHER],
+                republish,
+                app[PAGES].clear,
+                {f.name: f.path for f in FORMATS},
+                app[CLOCK],
+            )
             _warm_up_renderers(config)
             eventloop.settle_heap()
             background = [
                 asyncio.create_task(app[SEARCHER].run_background()),
                 asyncio.create_task(eventloop.watch(app[METRICS].loop_tick)),
             ]
+            every = app[REFRESH_EVERY]
+            if every is not None:
+                background.append(asyncio.create_task(refresher.run(every)))
             yield
             for task in background:
                 task.cancel()
@@ -137,6 +175,59 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         # without waiting leaves their stop sentinel in a queue whose feeder
         # thread dies at exit, and the process then hangs joining them.
         await asyncio.get_running_loop().run_in_executor(None, parse_pool.shutdown)
+
+
+async def _announce(app: web.Application, session: aiohttp.ClientSession, sub: Subscription) -> None:
+    """After a refresh: render an open subscribed feed again (so its next poll is a page-cache
+    hit) and, with a WebSub hub, announce it if it changed."""
+    hub = app[CONFIG].server.websub_hub
+    fmt = BY_NAME.get(sub.fmt)
+    if hub is None or not sub.open or fmt is None or fmt.render is None:
+        return
+    caller = app[AUTH].anyone
+    query = MultiDict(parse_qsl(urlsplit(sub.url).query, keep_blank_values=True))
+    try:
+        params = parse_search_params(query, caller.visible_orgs)
+    except ParamError:
+        return
+    page_key = _page_key(fmt, "", caller, params)
+    served_before, _ = await first_seen(app[CACHE], caches.key("page", caches.query_digest(page_key)))
+    page = await app[RENDERING].join(
+        page_key, lambda: _render(app, page_key, params, caller, REFRESHER_ID, fmt, "")
+    )
+    keep(app[PAGES], page_key, page, app[CLOCK]())
+    outcome = await websub.announce_if_changed(
+        session, app[CACHE], hub, sub.id, sub.url, page.etag, served_before
+    )
+    if outcome is not None:
+        app[METRICS].websub_pings.labels(outcome).inc()
+
+
+async def ilos_upload(request: web.Request) -> web.Response:
+    """ilos's upload webhook: look the video's duration up and refresh the org's subscribed feeds first."""
+    app = request.app
+    metrics = app[METRICS]
+    org_id = request.match_info["org_id"]
+    if not hooks.secret_matches(app[CONFIG], org_id, request.match_info["secret"]):
+        metrics.webhooks.labels("refused").inc()
+        raise web.HTTPNotFound()  # as for any path that does not exist
+    try:
+        upload = await hooks.read_upload(request, org_id)
+    except hooks.HookRefused as exc:
+        metrics.webhooks.labels("too_large" if exc.status == 413 else "bad_json").inc()
+        return web.json_response({"error": exc.reason}, status=exc.status, headers=NO_STORE)
+    await app[SEARCHER].look_up_duration(upload.org_id, upload.randtag)
+    fronted = await app[SUBSCRIPTIONS].front(upload.org_id)
+    metrics.webhooks.labels("accepted").inc()
+    log.info(
+        "upload webhook: org=%s randtag=%s, %d subscribed searches to refresh",
+        org_id,
+        upload.randtag,
+        fronted,
+    )
+    return web.json_response(
+        {"accepted": upload.randtag, "refreshing": fronted}, status=202, headers=NO_STORE
+    )
 
 
 def _warm_up_renderers(config: Config) -> None:
@@ -283,6 +374,8 @@ async def serve_search(
         if retry_after is not None:
             app[METRICS].caller_rejected.labels("client" if caller.client else "anonymous").inc()
             return too_many(request, fmt, retry_after, variant, headers)
+    if fmt.subscribable:
+        app[SUBSCRIPTIONS].polled(fmt.name, request.raw_path, caller)
     private = caller.authenticated
     pages = app[PAGES]
     clock = app[CLOCK]
@@ -297,20 +390,7 @@ async def serve_search(
         params = parse_search_params(request.query, caller.visible_orgs)
     except ParamError as exc:
         return bad_request(request, fmt, exc, variant, headers)
-    page_key = "\x1f".join(
-        (
-            fmt.name,
-            variant,
-            caller.cache_scope,
-            params.q,
-            ",".join(params.orgs),
-            params.sort,
-            str(params.count),
-            str(params.start_index),
-            params.length or "",
-            params.after.isoformat() if params.after else "",
-        )
-    )
+    page_key = _page_key(fmt, variant, caller, params)
     page = pages.get_now(page_key)
     if page is not None:
         app[METRICS].page(fmt.name, "reused")
@@ -325,6 +405,24 @@ async def serve_search(
     app[METRICS].page(fmt.name, "rendered")
     keep(pages, raw_key, page, clock())
     return respond(request, page, private=private, hit=False, now=clock(), extra=headers)
+
+
+def _page_key(fmt: Format, variant: str, caller: Caller, params: SearchParams) -> str:
+    """What tells rendered pages apart: everything that changes the bytes, nothing else."""
+    return "\x1f".join(
+        (
+            fmt.name,
+            variant,
+            caller.cache_scope,
+            params.q,
+            ",".join(params.orgs),
+            params.sort,
+            str(params.count),
+            str(params.start_index),
+            params.length or "",
+            params.after.isoformat() if params.after else "",
+        )
+    )
 
 
 def keep(pages: MemoryCache, key: str, page: CachedPage, now: float) -> None:
@@ -349,6 +447,7 @@ async def _render(
     extra = (("key", caller.key_param),) if caller.key_param else ()
     kept, left_out = filtered(params, answer.results)
     view = View(
+        facets=facets(params, answer.results) if fmt is HTML else None,
         page=page_of(params, kept),
         unknown_length_left_out=left_out,
         base_url=config.server.public_url,
@@ -361,6 +460,7 @@ async def _render(
         variant=variant,
         extra=extra,
         thumbnail_query=thumbnails.scope_query(_signing_secret(config), caller.visible_orgs),
+        hub=config.server.websub_hub if caller.client is None else None,
     )
     now = app[CLOCK]()
     # Last-Modified is when this representation first appeared with its current ETag, kept

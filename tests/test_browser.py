@@ -174,7 +174,15 @@ AXE = Path(__file__).resolve().parent.parent / ".ci" / "npm" / "node_modules" / 
     not AXE.exists(), reason="axe-core is not installed (.ci/run: npm install --prefix .ci/npm axe-core)"
 )
 @pytest.mark.parametrize(
-    "path", ["/", "/?q=onboarding", "/embed?q=onboarding", "/?q=zzzz+nothing", "/?q=a&count=0"]
+    "path",
+    [
+        "/",
+        "/?q=onboarding",
+        "/embed?q=onboarding",
+        "/?q=zzzz+nothing",
+        "/?q=a&count=0",
+        "/?q=lecture&duration=long&org=engineering&after=2020-01-01",
+    ],
 )
 async def test_axe_finds_no_accessibility_violations(browser, site, path) -> None:
     # Our CSP allows no script at all; the test lifts it to inject axe, which the page never runs.
@@ -197,3 +205,32 @@ async def test_status_page_renders(browser, site, artifacts) -> None:
     assert await rows.count() == 3
     assert "closed" in await rows.first.inner_text()
     await page.screenshot(path=str(artifacts / "status-page.png"), full_page=True)
+
+
+async def test_facets_refine_and_chips_remove_on_a_phone_and_in_the_frame(browser, site, artifacts) -> None:
+    page = await browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2)
+    await page.goto(site + "/?q=lecture")
+    facets = page.get_by_role("navigation", name="Refine these results")
+    medium = facets.get_by_role("link", name=re.compile(r"^Medium \d+$"))
+    count = int((await medium.inner_text()).split()[-1])
+    await medium.click()
+    await page.wait_for_selector("ul.chips")
+    summary = await page.locator("p.summary").inner_text()
+    assert f"of {count} for" in summary  # the facet's count is the filtered total
+    assert await page.locator("ol.results .duration").count() == min(count, 20)
+    engineering = facets.get_by_role("link", name=re.compile(r"^Engineering \d+$"))
+    await engineering.click()
+    chips = page.get_by_role("list", name="Active filters")
+    assert await chips.get_by_role("link").count() == 2
+    # Nothing scrolls sideways on a phone.
+    assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    await page.screenshot(path=str(artifacts / "facets-phone.png"), full_page=True)
+    await chips.get_by_role("link", name=re.compile(r"^Medium \(remove this filter")).click()
+    await page.wait_for_url(re.compile("org=engineering"))
+    assert "duration=" not in page.url and "org=engineering" in page.url
+
+    frame = await browser.new_page(viewport={"width": 480, "height": 700})
+    await frame.goto(site + "/embed?q=lecture")
+    assert await frame.get_by_role("navigation", name="Refine these results").count() == 1
+    assert await frame.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    await frame.screenshot(path=str(artifacts / "facets-embed.png"), full_page=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from html import unescape
 from urllib.parse import urlsplit
 
 import pytest
@@ -347,3 +349,35 @@ async def test_absurd_metadata_durations_are_unknown(data) -> None:
 
     duration, detail = parse_metadata_answer(jsonlib.dumps({"level": "success", "data": data}).encode())
     assert duration is None and detail
+
+
+async def test_facet_counts_are_exact_whatever_the_page_size(client) -> None:
+    """Each length link's count is the total its filter gives, in every format; so are the orgs'."""
+    expected = {}
+    for length in ("short", "medium", "long"):
+        resp = await client.get(f"/search.json?q=recorded&duration={length}&count=1")
+        expected[length.capitalize()] = (await resp.json())["_opensearch"]["totalResults"]
+    for org, name in (("engineering", "Engineering"), ("medicine", "Medicine"), ("hr", "Human Resources")):
+        resp = await client.get(f"/search.json?q=recorded&org={org}&count=1")
+        expected[name] = (await resp.json())["_opensearch"]["totalResults"]
+    assert expected["Engineering"] > 0 and sum(expected[k] for k in ("Short", "Medium", "Long")) > 20
+    for count in (1, 20, 100):
+        html = await (await client.get(f"/?q=recorded&count={count}")).text()
+        nav = html[html.index('aria-label="Refine these results"') : html.index("</nav>")]
+        shown = dict(re.findall(r">([A-Z][A-Za-z ]+?) <span class=\"n\">(\d+)</span>", nav))
+        assert {k: int(v) for k, v in shown.items()} == expected, count
+
+
+async def test_active_filters_are_chips_that_remove_themselves(client) -> None:
+    html = await (await client.get("/?q=lecture&duration=long&after=2020-01-01&org=engineering")).text()
+    chips = html[
+        html.index('aria-label="Active filters"') : html.index("</ul>", html.index("Active filters"))
+    ]
+    links = [unescape(h) for h in re.findall(r'href="([^"]+)"', chips)]
+    assert len(links) == 3
+    assert "duration=" not in links[0] and "after=2020-01-01" in links[0] and "org=engineering" in links[0]
+    assert "after=" not in links[1] and "duration=long" in links[1]
+    assert "org=" not in links[2] and "duration=long" in links[2]
+    # The feeds do not carry the page's facets.
+    atom_body = await (await client.get("/search.atom?q=lecture&duration=long")).text()
+    assert "Refine" not in atom_body

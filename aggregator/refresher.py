@@ -1,0 +1,120 @@
+"""Keeping polled feeds fresh ahead of `search_ttl`, and announcing the ones that change.
+
+Each process, every `INTERVAL` seconds:
+
+1. writes its tally of feed polls to the shared cache (`Subscriptions.flush`);
+2. if it holds the refresher's lease (one process across all replicas), takes
+   the subscriptions due, those fronted by an upload webhook first and then the
+   most polled, and asks their orgs again where an answer expires within
+   `lead_time` (`Searcher.refresh_ahead`, spent as `Spend.REFRESH`);
+3. drops its rendered pages when another process says an upload made them
+   old (a counter in the shared cache), so the new video shows at the next poll.
+
+`on_refreshed` is the web layer's: it renders a refreshed open feed again and
+pings the WebSub hub when its ETag changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import secrets
+from collections.abc import Awaitable, Callable
+
+from aggregator import cache as cache_keys
+from aggregator.cache import Cache
+from aggregator.config import Config
+from aggregator.model import Clock
+from aggregator.search import Searcher
+from aggregator.subscriptions import Subscription, Subscriptions
+
+log = logging.getLogger(__name__)
+INTERVAL = 1.0  # seconds between passes
+BATCH = 100  # subscriptions looked at in one pass
+LEASE_TTL = 10.0
+PAGES_GENERATION = cache_keys.key("pages", "generation")
+
+OnRefreshed = Callable[[Subscription, bool], Awaitable[None]]
+
+
+def lead_time(search_ttl: float) -> float:
+    """How long before an answer expires it is fetched again: a fifth of the TTL, 1-60 s.
+
+    Long enough for a search and its lookups to land before the answer goes
+    stale, short enough that a refreshed answer lives most of its TTL.
+    """
+    return max(1.0, min(60.0, search_ttl * 0.2))
+
+
+class Refresher:
+    def __init__(
+        self,
+        config: Config,
+        cache: Cache,
+        subscriptions: Subscriptions,
+        searcher: Searcher,
+        on_refreshed: OnRefreshed,
+        drop_pages: Callable[[], None],
+        paths: dict[str, str],
+        clock: Clock,
+    ) -> None:
+        self.config = config
+        self.cache = cache
+        self.subscriptions = subscriptions
+        self.searcher = searcher
+        self.on_refreshed = on_refreshed
+        self.drop_pages = drop_pages
+        self.paths = paths
+        self.clock = clock
+        self.lead = lead_time(config.cache.search_ttl)
+        self._lease = secrets.token_hex(8).encode()
+        self._generation: int | None = None
+
+    async def run(self, every: float = INTERVAL) -> None:
+        """Until cancelled: a pass every `every` seconds."""
+        while True:
+            try:
+                await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # never let the loop die; the next pass tries again
+                log.warning("refresh-ahead: pass failed (%s)", type(exc).__name__)
+            await asyncio.sleep(every)
+
+    async def run_once(self) -> int:
+        """One pass; how many subscriptions had an answer fetched again."""
+        await self.subscriptions.flush(self.paths)
+        await self._follow_generation()
+        lease = cache_keys.key("lease", "refresh")
+        held = await self.cache.extend_if(lease, self._lease, LEASE_TTL)
+        if not held and not await self.cache.add(lease, self._lease, LEASE_TTL):
+            return 0
+        due = await self.subscriptions.due(self.clock(), BATCH)
+        # Fronted by a webhook (negative times) first, then the most polled.
+        due.sort(key=lambda item: (item[1] >= 0, -item[0].polls))
+        refreshed = 0
+        for sub, at in due:
+            forced_since = -at if at < 0 else None
+            fetched, next_at = await self.searcher.refresh_ahead(sub.query, sub.orgs, self.lead, forced_since)
+            if not math.isfinite(next_at):  # none of its orgs is configured any more
+                next_at = self.clock() + self.config.cache.search_ttl
+            await self.subscriptions.reschedule(sub.id, next_at)
+            if fetched:
+                refreshed += 1
+                if forced_since is not None:  # an upload: rendered pages everywhere are old now
+                    self._generation = await self.cache.incr(PAGES_GENERATION, self.config.cache.stale_ttl)
+                    self.drop_pages()
+                await self.on_refreshed(sub, forced_since is not None)
+        return refreshed
+
+    async def _follow_generation(self) -> None:
+        """Drop this process's rendered pages when an upload made them old."""
+        raw = await self.cache.get(PAGES_GENERATION)
+        try:
+            generation = int(raw) if raw is not None else 0  # bytes from Redis, an int in memory
+        except ValueError:
+            generation = 0
+        if self._generation is not None and generation != self._generation:
+            self.drop_pages()
+        self._generation = generation

@@ -1,0 +1,264 @@
+"""Polled feeds kept fresh, upload webhooks, WebSub: over loopback, with a real Redis and a moved clock.
+
+The refresher's background pass is off in these apps (`refresh_every=None`);
+each test runs a pass itself (`app[REFRESHER].run_once()`) after moving the
+clock, so nothing waits for a timer and nothing depends on wall time.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from aiohttp import web
+
+from aggregator.accesslog import redact
+from aggregator.config import ConfigError, parse_config_text
+from aggregator.refresher import lead_time
+from aggregator.simulator import SimVideo
+from aggregator.web import REFRESHER, create_app
+from tests.conftest import make_config
+from tests.helpers import NS, atom, entry_ids, link, server_timing
+
+SECRET = "hook-secret-engineering-0123456789"
+TTL = 300
+
+
+def config(sim, redis_url: str | None = None, **kw):
+    cache = {"search_ttl": TTL, **({"redis_url": redis_url} if redis_url else {}), **kw.pop("cache", {})}
+    return make_config(sim, cache=cache, **kw)
+
+
+def with_webhook(sim, redis_url: str, **kw):
+    cfg = config(sim, redis_url, **kw)
+    orgs = tuple(
+        o if o.id != "engineering" else type(o)(o.id, o.name, o.api_key, o.base_url, o.rate_limit, SECRET)
+        for o in cfg.orgs
+    )
+    return type(cfg)(
+        cfg.server, cfg.cache, cfg.upstream, orgs, cfg.clients, cfg.web, cfg.description, cfg.suggest
+    )
+
+
+async def subscribe(client, url: str) -> None:
+    """A feed reader's first two polls: a URL fetched again within a day is a subscription."""
+    for _ in range(2):
+        resp = await client.get(url)
+        assert resp.status == 200
+        await resp.read()
+
+
+def searches(sim, org: str) -> int:
+    return len(sim.calls(org, "search"))
+
+
+def new_video(randtag: str, title: str) -> SimVideo:
+    return SimVideo(randtag, title, "Ada Lovelace", datetime.now(UTC), 754_000, 0)
+
+
+async def test_a_polled_feed_is_fetched_again_before_it_expires(
+    aiohttp_client, sim, clock, redis_clean
+) -> None:
+    app = create_app(config(sim, redis_clean), clock=clock, refresh_every=None)
+    client = await aiohttp_client(app)
+    url = "/search.atom?q=lecture"
+    await subscribe(client, url)
+    before = searches(sim, "engineering")
+    assert await app[REFRESHER].run_once() == 0  # just fetched: nothing to do yet
+
+    clock.advance(TTL - lead_time(TTL) / 2)  # inside the lead time before expiry
+    assert await app[REFRESHER].run_once() == 1
+    assert searches(sim, "engineering") == before + 1
+
+    clock.advance(lead_time(TTL))  # past the first answer's expiry: the reader's next poll
+    resp = await client.get(url)
+    assert resp.status == 200
+    statuses = {k: v for k, v in server_timing(resp).items() if k.startswith("org-")}
+    assert set(statuses.values()) == {"cached"}, statuses  # answered without waiting for any org
+    assert searches(sim, "engineering") == before + 1
+
+
+async def test_a_feed_fetched_once_is_not_a_subscription(aiohttp_client, sim, clock, redis_clean) -> None:
+    app = create_app(config(sim, redis_clean), clock=clock, refresh_every=None)
+    client = await aiohttp_client(app)
+    resp = await client.get("/search.atom?q=lecture")
+    await resp.read()
+    await client.get("/?q=lecture")  # the page is not a feed: not counted
+    before = searches(sim, "engineering")
+    clock.advance(TTL - 1)
+    assert await app[REFRESHER].run_once() == 0
+    assert searches(sim, "engineering") == before
+
+
+async def test_an_idle_subscription_is_forgotten(aiohttp_client, sim, clock, redis_clean) -> None:
+    app = create_app(
+        config(sim, redis_clean, cache={"subscription_idle": 600}), clock=clock, refresh_every=None
+    )
+    client = await aiohttp_client(app)
+    await subscribe(client, "/search.rss?q=lecture")
+    await app[REFRESHER].run_once()
+    clock.advance(601)  # not polled for subscription_idle
+    before = searches(sim, "engineering")
+    assert await app[REFRESHER].run_once() == 0
+    assert searches(sim, "engineering") == before
+
+
+async def test_refreshes_take_at_most_their_share_and_leave_searches_their_budget(
+    aiohttp_client, sim, clock, redis_clean
+) -> None:
+    # 200 a window, 1.5 % for refreshes: 3 refreshes per org per window, whatever is due.
+    upstream = {"rate_limit": 200, "rate_window": 3600, "refresh_share": 0.015}
+    app = create_app(config(sim, redis_clean, upstream=upstream), clock=clock, refresh_every=None)
+    client = await aiohttp_client(app)
+    words = ["lecture", "analysis", "project", "induction", "mechanics", "circuit"]
+    for word in words:
+        await subscribe(client, f"/search.json?q={word}&org=engineering")
+    assert await app[REFRESHER].run_once() == 0
+    clock.advance(TTL)  # every answer expired: six subscriptions due
+    before = searches(sim, "engineering")
+    assert await app[REFRESHER].run_once() == 3
+    assert searches(sim, "engineering") == before + 3
+    # A user's new search still finds budget.
+    resp = await client.get("/search.json?q=statics&org=engineering")
+    assert server_timing(resp)["org-engineering"] == "ok"
+
+
+async def test_the_upload_webhook_refuses_what_is_not_ilos(
+    aiohttp_client, sim, clock, redis_clean, caplog
+) -> None:
+    app = create_app(with_webhook(sim, redis_clean), clock=clock, refresh_every=None)
+    client = await aiohttp_client(app)
+    body = {"randtag": "AbCdEf123456", "token": "x"}
+    assert (await client.post("/hooks/ilos/engineering/wrong-secret-000000000", json=body)).status == 404
+    assert (await client.post(f"/hooks/ilos/medicine/{SECRET}", json=body)).status == 404  # no hook there
+    assert (await client.post(f"/hooks/ilos/nobody/{SECRET}", json=body)).status == 404
+    big = {"randtag": "AbCdEf123456", "video_endpoint_extras": "x" * 17_000}
+    assert (await client.post(f"/hooks/ilos/engineering/{SECRET}", json=big)).status == 413
+    for bad in (b"{not json", b"[" * 7_000 + b"]" * 7_000, b'{"randtag": "../../etc"}', b'"text"'):
+        resp = await client.post(f"/hooks/ilos/engineering/{SECRET}", data=bad)
+        assert resp.status == 400, bad[:20]
+    assert (await client.get(f"/hooks/ilos/engineering/{SECRET}")).status == 405
+    assert SECRET not in caplog.text
+
+
+async def test_an_upload_shows_in_a_subscribed_feed_with_its_duration(
+    aiohttp_client, sim, clock, redis_clean
+) -> None:
+    app = create_app(with_webhook(sim, redis_clean), clock=clock, refresh_every=None)
+    client = await aiohttp_client(app)
+    url = "/search.atom?q=statics&org=engineering&sort=date"
+    await subscribe(client, url)
+    await app[REFRESHER].run_once()
+
+    hook = str(client.make_url(f"/hooks/ilos/engineering/{SECRET}"))
+    video = new_video("NeWvId000001", "Statics lecture 9: trusses, new")
+    assert await sim.upload("engineering", video, hook) == 202
+    assert await sim.upload("engineering", video, hook) == 202  # ilos retries: a replay is harmless
+    clock.advance(5)  # seconds, not search_ttl
+    assert await app[REFRESHER].run_once() == 1
+
+    doc = atom(await (await client.get(url)).read())
+    ids = entry_ids(doc)
+    assert ids.count("urn:ilos:video:NeWvId000001") == 1, ids
+    entry = next(e for e in doc.findall("a:entry", NS) if "NeWvId000001" in e.findtext("a:id", namespaces=NS))
+    content = entry.find("media:content", NS)
+    assert content is not None and content.get("duration") == "754"  # looked up on the webhook
+
+
+class Hub:
+    """A WebSub hub on loopback that records publish pings."""
+
+    def __init__(self) -> None:
+        self.pings: list[dict[str, str]] = []
+        self.app = web.Application()
+        self.app.router.add_post("/", self.publish)
+
+    async def publish(self, request: web.Request) -> web.Response:
+        self.pings.append(dict(await request.post()))
+        return web.Response(status=204)
+
+
+@pytest.fixture
+async def hub(aiohttp_server):
+    hub = Hub()
+    server = await aiohttp_server(hub.app)
+    hub.url = str(server.make_url("/"))
+    return hub
+
+
+async def test_open_feeds_name_the_hub_and_a_change_is_announced(
+    aiohttp_client, sim, clock, redis_clean, hub
+) -> None:
+    cfg = with_webhook(sim, redis_clean, server={"websub_hub": hub.url})
+    app = create_app(cfg, clock=clock, refresh_every=None)
+    client = await aiohttp_client(app)
+    url = "/search.atom?q=statics&org=engineering&sort=date"
+    doc = atom(await (await client.get(url)).read())
+    assert link(doc, "hub") == hub.url
+    topic = link(doc, "self")
+    rss = await (await client.get("/search.rss?q=statics")).text()
+    assert f'rel="hub" href="{hub.url}"' in rss or f'href="{hub.url}" rel="hub"' in rss
+    jf = json.loads(await (await client.get("/search.json?q=statics")).read())
+    assert jf["hubs"] == [{"type": "WebSub", "url": hub.url}]
+
+    await subscribe(client, url)
+    await app[REFRESHER].run_once()
+    assert hub.pings == []  # nothing changed yet
+
+    hook = str(client.make_url(f"/hooks/ilos/engineering/{SECRET}"))
+    assert (
+        await sim.upload("engineering", new_video("NeWvId000002", "Statics lecture 10: beams"), hook) == 202
+    )
+    assert await app[REFRESHER].run_once() == 1
+    assert hub.pings == [{"hub.mode": "publish", "hub.url": topic}]
+    assert await app[REFRESHER].run_once() == 0
+    assert len(hub.pings) == 1  # announced once per change
+
+
+async def test_no_hub_link_beside_a_token(aiohttp_client, sim, clock, redis_clean, hub) -> None:
+    token = "client-token-abcdefghijklmnop"
+    extra = f'[[clients]]\nname = "reader"\ntoken = "{token}"\n'
+    cfg = make_config(
+        sim,
+        server={"websub_hub": hub.url, "signing_secret": "signing-secret-0123456789"},
+        cache={"redis_url": redis_clean},
+        extra=extra,
+    )
+    client = await aiohttp_client(create_app(cfg, clock=clock, refresh_every=None))
+    body = await (await client.get(f"/search.atom?q=statics&key={token}")).read()
+    assert link(atom(body), "hub") is None
+    assert hub.url.encode() not in body
+
+
+def test_the_webhook_secret_never_reaches_the_access_log() -> None:
+    assert redact(f"/hooks/ilos/engineering/{SECRET}") == "/hooks/ilos/engineering/REDACTED"
+    assert (
+        redact(f"/hooks/ilos/engineering/{SECRET}?key=abc") == "/hooks/ilos/engineering/REDACTED?key=REDACTED"
+    )
+
+
+@pytest.mark.parametrize(
+    ("table", "problem"),
+    [
+        ("[upstream]\nrefresh_share = 1.5\n", "upstream.refresh_share"),
+        ("[cache]\nsubscription_idle = 5\n", "cache.subscription_idle"),
+        ('[server]\nwebsub_hub = "ftp://hub"\n', "server.websub_hub"),
+    ],
+)
+def test_bad_refresh_settings_are_config_errors(table: str, problem: str) -> None:
+    text = f'{table}\n[[orgs]]\nid = "a"\napi_key = "k"\n'
+    with pytest.raises(ConfigError) as caught:
+        parse_config_text(text, environ={})
+    assert any(p.startswith(problem) for p in caught.value.problems), caught.value.problems
+
+
+def test_a_webhook_secret_must_be_long_and_url_safe() -> None:
+    text = '[[orgs]]\nid = "a"\napi_key = "k"\nwebhook_secret = "short/one"\n'
+    with pytest.raises(ConfigError) as caught:
+        parse_config_text(text, environ={})
+    assert "orgs[0].webhook_secret" in str(caught.value)
+    ok = parse_config_text(
+        '[[orgs]]\nid = "a"\napi_key = "k"\nwebhook_secret = "env:HOOK"\n', environ={"HOOK": SECRET}
+    )
+    assert ok.orgs[0].webhook_secret == SECRET and SECRET not in repr(ok)
