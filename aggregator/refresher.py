@@ -7,6 +7,13 @@ Each process, every `INTERVAL` seconds:
    the subscriptions due, those fronted by an upload webhook first and then the
    most polled, and asks their orgs again where an answer expires within
    `lead_time` (`Searcher.refresh_ahead`, spent as `Spend.REFRESH`);
+
+   only while its reader's next poll is near, though: a reader that polls
+   every hour would otherwise cost twelve refreshes an hour at a five-minute
+   `search_ttl` for the one it reads. From its last two polls the next is
+   expected in a window (`Subscription.poll_window`), and the answers are kept
+   fresh from just before the window opens until the poll comes or the window
+   closes;
 3. drops its rendered pages when another process says an upload made them
    old (a counter in the shared cache), so the new video shows at the next poll.
 
@@ -31,7 +38,8 @@ from aggregator.subscriptions import Subscription, Subscriptions
 
 log = logging.getLogger(__name__)
 INTERVAL = 1.0  # seconds between passes
-BATCH = 100  # subscriptions looked at in one pass
+BATCH = 500  # subscriptions looked at in one pass
+CONCURRENCY = 16  # refreshes under way at once (each a search and maybe some lookups)
 LEASE_TTL = 10.0
 PAGES_GENERATION = cache_keys.key("pages", "generation")
 
@@ -93,20 +101,34 @@ class Refresher:
         due = await self.subscriptions.due(self.clock(), BATCH)
         # Fronted by a webhook (negative times) first, then the most polled.
         due.sort(key=lambda item: (item[1] >= 0, -item[0].polls))
-        refreshed = 0
-        for sub, at in due:
+        slots = asyncio.Semaphore(CONCURRENCY)
+        done = await asyncio.gather(*(self._keep_fresh(sub, at, slots) for sub, at in due))
+        return sum(done)
+
+    async def _keep_fresh(self, sub: Subscription, at: float, slots: asyncio.Semaphore) -> bool:
+        """Refresh one subscription if its reader's next poll is near; whether anything was fetched."""
+        async with slots:
+            now = self.clock()
             forced_since = -at if at < 0 else None
+            ttl = self.config.cache.search_ttl
+            opens, closes = sub.poll_window(ttl)
+            if forced_since is None:
+                if now < opens - self.lead:  # its reader is not due yet: nothing to keep fresh
+                    await self.subscriptions.reschedule(sub.id, opens - self.lead)
+                    return False
+                if now > closes:  # it missed its poll: look again later, fetch nothing meanwhile
+                    await self.subscriptions.reschedule(sub.id, now + (closes - opens))
+                    return False
             fetched, next_at = await self.searcher.refresh_ahead(sub.query, sub.orgs, self.lead, forced_since)
             if not math.isfinite(next_at):  # none of its orgs is configured any more
-                next_at = self.clock() + self.config.cache.search_ttl
+                next_at = now + ttl
             await self.subscriptions.reschedule(sub.id, next_at)
             if fetched:
-                refreshed += 1
                 if forced_since is not None:  # an upload: rendered pages everywhere are old now
                     self._generation = await self.cache.incr(PAGES_GENERATION, self.config.cache.stale_ttl)
                     self.drop_pages()
                 await self.on_refreshed(sub, forced_since is not None)
-        return refreshed
+            return fetched
 
     async def _follow_generation(self) -> None:
         """Drop this process's rendered pages when an upload made them old."""

@@ -32,6 +32,9 @@ from aggregator.params import ParamError, parse_search_params
 
 log = logging.getLogger(__name__)
 POLLED_AGAIN_WITHIN = 86_400.0  # a second poll within a day makes a feed URL a subscription
+# A reader's next poll is expected from 0.8 to 1.5 of its last interval after its last:
+# readers jitter their schedule by up to about a tenth, and some back off when nothing changes.
+WINDOW_OPENS, WINDOW_CLOSES = 0.8, 1.5
 MAX_PENDING = 10_000  # distinct feed URLs tallied between flushes; more wait for the next one
 DUE = cache_keys.key("subs", "due")
 
@@ -52,6 +55,17 @@ class Subscription:
     @property
     def subscribed(self) -> bool:
         return self.polls >= 2 and self.last - self.previous <= POLLED_AGAIN_WITHIN
+
+    def poll_window(self, ttl: float) -> tuple[float, float]:
+        """When its reader's next poll is expected (epoch seconds), from its last interval.
+
+        A reader that polls within `ttl` is kept fresh all along, until it has
+        not polled for two TTLs.
+        """
+        interval = self.last - self.previous
+        if interval <= ttl:
+            return self.last, self.last + 2 * ttl
+        return self.last + interval * WINDOW_OPENS, self.last + interval * WINDOW_CLOSES
 
     def to_json(self) -> bytes:
         return json.dumps(

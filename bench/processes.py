@@ -79,10 +79,12 @@ def start_service(
     workers: int = 1,
     access_log: bool = True,
     timeout: float = 4.0,
+    webhook_secret: str | None = None,
 ) -> tuple[subprocess.Popen, str]:
     port = port or free_port()
+    hook = f'webhook_secret = "{webhook_secret}"\n' if webhook_secret else ""
     orgs = "".join(
-        f'[[orgs]]\nid = "org{i}"\nname = "Org {i}"\napi_key = "{k}"\n\n' for i, k in enumerate(keys)
+        f'[[orgs]]\nid = "org{i}"\nname = "Org {i}"\napi_key = "{k}"\n{hook}\n' for i, k in enumerate(keys)
     )
     config = (
         f'[server]\nhost = "127.0.0.1"\nport = {port}\nparse_workers = {parse_workers}\n'

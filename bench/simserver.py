@@ -15,6 +15,7 @@ import json
 import random
 import secrets
 import signal
+from datetime import UTC, datetime
 
 from aiohttp import web
 
@@ -73,7 +74,22 @@ async def main(args: argparse.Namespace) -> None:
     sim = EverythingMatches(sim_orgs) if args.catalog == "uniform" else Simulator(sim_orgs)
 
     async def stats(request: web.Request) -> web.Response:
-        return web.json_response({"requests": len(sim.log), "throttled": len(sim.throttled())})
+        return web.json_response(
+            {
+                "requests": len(sim.log),
+                "throttled": len(sim.throttled()),
+                "search": len(sim.calls(endpoint="search")),
+                "metadata": len(sim.calls(endpoint="metadata")),
+            }
+        )
+
+    async def upload(request: web.Request) -> web.Response:
+        """`POST /_upload?org=org0&title=...&webhook=<url>`: a new video now, and ilos's webhook."""
+        rng = random.Random()
+        video = make_video(rng, request.query.get("title", "A new upload"), "new")
+        video.published = datetime.now(UTC)
+        status = await sim.upload(request.query["org"], video, request.query.get("webhook"))
+        return web.json_response({"randtag": video.randtag, "webhook_status": status})
 
     async def fault(request: web.Request) -> web.Response:
         """`POST /_fault?org=org3&fault=timeout` (an empty fault heals it)."""
@@ -82,6 +98,7 @@ async def main(args: argparse.Namespace) -> None:
 
     sim.app.router.add_get("/_stats", stats)
     sim.app.router.add_post("/_fault", fault)
+    sim.app.router.add_post("/_upload", upload)
     await sim.start(port=args.port)
     print(json.dumps([o.api_key for o in sim_orgs]), flush=True)
     stop = asyncio.Event()

@@ -262,3 +262,27 @@ def test_a_webhook_secret_must_be_long_and_url_safe() -> None:
         '[[orgs]]\nid = "a"\napi_key = "k"\nwebhook_secret = "env:HOOK"\n', environ={"HOOK": SECRET}
     )
     assert ok.orgs[0].webhook_secret == SECRET and SECRET not in repr(ok)
+
+
+async def test_a_reader_that_polls_hourly_is_kept_fresh_only_near_its_next_poll(
+    aiohttp_client, sim, clock, redis_clean
+) -> None:
+    app = create_app(config(sim, redis_clean), clock=clock, refresh_every=None)
+    client = await aiohttp_client(app)
+    url = "/search.atom?q=lecture&org=engineering"
+    resp = await client.get(url)
+    await resp.read()
+    await app[REFRESHER].run_once()
+    clock.advance(3600)
+    resp = await client.get(url)  # polled again an hour later: a subscription with an hourly reader
+    await resp.read()
+    await app[REFRESHER].run_once()
+    before = searches(sim, "engineering")
+    clock.advance(1800)  # its answer expired long ago, but its reader is not due for another half hour
+    assert await app[REFRESHER].run_once() == 0
+    clock.advance(0.8 * 3600 - 1800 - lead_time(TTL) / 2)  # the window for its next poll is opening
+    assert await app[REFRESHER].run_once() == 1
+    assert searches(sim, "engineering") == before + 1
+    clock.advance(0.8 * 3600)  # the reader never came: past its window nothing more is fetched
+    assert await app[REFRESHER].run_once() == 0
+    assert searches(sim, "engineering") == before + 1
