@@ -9,8 +9,10 @@ it likes. `GuardedRunner` is an `AppRunner` whose connections are watched:
   headers within this many seconds, or the connection is closed. (aiohttp's
   own keep-alive timer bounds the wait for each later request's headers.)
 - `keepalive_timeout`: an idle kept-alive connection is closed after this.
-- `max_connections`: past this many open connections in the process, a new
-  one gets `503` and is closed at once.
+- `max_connections`: at this many open connections in the process, a new one
+  takes the place of the oldest that has not sent a whole request yet; when
+  every one has, the new one gets `503` and is closed at once. The cap is kept
+  under the process's file limit (`limits_for`).
 
 Header size is bounded too (`max_headers`, `max_field_size`), so a connection
 that does trickle cannot make aiohttp buffer megabytes. It relies on aiohttp's
@@ -22,12 +24,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+import resource
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_server import Server
+
+from aggregator.config import Config
+from aggregator.upstream import UPSTREAM_CONNECTIONS
 
 log = logging.getLogger(__name__)
 BUSY = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\nRetry-After: 1\r\n\r\n"
@@ -42,15 +48,58 @@ class Limits:
     max_connections: int = 1000
 
 
+def limits_for(config: Config) -> Limits:
+    """The server's limits, with the connection cap kept under the process's file limit."""
+    limits = Limits(
+        config.server.header_timeout, config.server.keepalive_timeout, config.server.max_connections
+    )
+    # Besides clients' connections the process holds ilos connections, Redis pools (the
+    # cache's and the limiter's), parse workers' pipes and its logs.
+    reserved = UPSTREAM_CONNECTIONS + 2 * config.cache.redis_pool_size + 64
+    return fit_to_file_limit(limits, reserved)
+
+
+def fit_to_file_limit(limits: Limits, reserved: int) -> Limits:
+    """Past the file limit, accept() fails (EMFILE) before the cap is reached: asyncio then
+    stops accepting for a second and logs a traceback per attempt, and ilos or Redis
+    connections fail too. So the soft limit is raised towards the hard one as far as the
+    cap needs, and where even that is too low the cap comes down, with a warning.
+    """
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return limits
+    needed = limits.max_connections + reserved
+    unlimited = resource.RLIM_INFINITY
+    if soft != unlimited and soft < needed:
+        wanted = needed if hard == unlimited else min(needed, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (OSError, ValueError):
+            pass
+    if soft == unlimited or soft >= needed:
+        return limits
+    cap = max(16, soft - reserved)
+    log.warning(
+        "server.max_connections = %d does not fit the file limit (%d descriptors, %d kept for ilos, "
+        "Redis and the rest): at most %d connections are accepted; raise the limit (systemd "
+        "LimitNOFILE, ulimit -n) to allow more",
+        limits.max_connections,
+        soft,
+        reserved,
+        cap,
+    )
+    return replace(limits, max_connections=cap)
+
+
 class _GuardedHandler(RequestHandler):
     __slots__ = ("_header_timeout", "_header_timer", "_refused")
 
-    def __init__(
-        self, manager: Server, *, header_timeout: float, max_connections: int, **kwargs: Any
-    ) -> None:
+    def __init__(self, manager: Server, *, header_timeout: float, refuse: bool, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._header_timer: asyncio.TimerHandle | None = None
-        self._refused = len(manager.connections) >= max_connections
+        self._refused = refuse
         self._header_timeout = header_timeout
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -88,13 +137,28 @@ class _GuardedServer(Server):
         self._limits = limits
 
     def __call__(self) -> RequestHandler:
+        full = len(self.connections) >= self._limits.max_connections
         return _GuardedHandler(
             self,
             loop=self._loop,
             header_timeout=self._limits.header_timeout,
-            max_connections=self._limits.max_connections,
+            refuse=full and not self._evict_one_silent(),
             **self._kwargs,
         )
+
+    def _evict_one_silent(self) -> bool:
+        """At the cap, close the oldest connection that has not yet sent a whole request.
+
+        An idle or trickling connection holds a slot without being served, so a
+        flood of them would turn every newcomer away until header_timeout. The
+        newcomer is let in instead and the flood pays: a client that sends its
+        request at once is served long before it is the oldest silent one.
+        """
+        for handler in self.connections:  # oldest first
+            if not handler._request_count and not handler._force_close:
+                handler.force_close()
+                return True
+        return False
 
 
 class GuardedRunner(web.AppRunner):

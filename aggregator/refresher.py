@@ -102,8 +102,13 @@ class Refresher:
         # Fronted by a webhook (negative times) first, then the most polled.
         due.sort(key=lambda item: (item[1] >= 0, -item[0].polls))
         slots = asyncio.Semaphore(CONCURRENCY)
-        done = await asyncio.gather(*(self._keep_fresh(sub, at, slots) for sub, at in due))
-        return sum(done)
+        done = await asyncio.gather(
+            *(self._keep_fresh(sub, at, slots) for sub, at in due), return_exceptions=True
+        )
+        for outcome in done:
+            if isinstance(outcome, Exception):  # one subscription's trouble is not the pass's
+                log.warning("refresh-ahead: a refresh failed (%s)", type(outcome).__name__)
+        return sum(1 for outcome in done if outcome is True)
 
     async def _keep_fresh(self, sub: Subscription, at: float, slots: asyncio.Semaphore) -> bool:
         """Refresh one subscription if its reader's next poll is near; whether anything was fetched."""

@@ -16,7 +16,7 @@ from aiohttp import web
 from aggregator import PRODUCT, logs
 from aggregator.accesslog import AccessLogger, flush
 from aggregator.config import Config
-from aggregator.guard import GuardedRunner, Limits
+from aggregator.guard import GuardedRunner, limits_for
 from aggregator.web import create_app
 
 log = logging.getLogger(PRODUCT)
@@ -26,9 +26,7 @@ async def serve_forever(config: Config, *, ready: Callable[[], None] | None = No
     """Run the service until SIGINT or SIGTERM; `ready` is called once it listens."""
     if config.server.log_format == "json":
         logs.use_json()
-    limits = Limits(
-        config.server.header_timeout, config.server.keepalive_timeout, config.server.max_connections
-    )
+    limits = limits_for(config)
     # Our access logger always runs: it counts requests for /metrics, and writes lines if asked to.
     AccessLogger.write_lines = config.server.access_log
     runner = GuardedRunner(

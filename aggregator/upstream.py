@@ -61,11 +61,16 @@ class DurationAnswer:
     rate_remaining: int | None = None
 
 
+UPSTREAM_CONNECTIONS = 512  # open connections to ilos per process, at most
+
+
 def new_session() -> aiohttp.ClientSession:
     """The app's one client session; per-request timeouts are passed on each call."""
     return aiohttp.ClientSession(
         headers={"User-Agent": USER_AGENT},
-        connector=aiohttp.TCPConnector(limit=512, limit_per_host=256, ttl_dns_cache=300),
+        connector=aiohttp.TCPConnector(
+            limit=UPSTREAM_CONNECTIONS, limit_per_host=UPSTREAM_CONNECTIONS // 2, ttl_dns_cache=300
+        ),
         # No cookies: nothing from one org's answers may ride along to another's.
         cookie_jar=aiohttp.DummyCookieJar(),
         raise_for_status=False,

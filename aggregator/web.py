@@ -681,6 +681,7 @@ async def status(request: web.Request) -> web.Response:
         memory_mb=round(used / 1048576, 1),
         memory_max_mb=round(config.cache.memory_max_bytes / 1048576),
         pages=len(app[PAGES]),
+        subscriptions=await app[SUBSCRIPTIONS].count(),
     )
     headers = request.app[PAGE_HEADERS].copy()
     headers["Cache-Control"] = "no-store"

@@ -28,7 +28,7 @@ from gunicorn.app.base import BaseApplication
 from aggregator import logs
 from aggregator.accesslog import AccessLogger, flush
 from aggregator.config import Config, ConfigError, load_config
-from aggregator.guard import GuardedRunner, Limits
+from aggregator.guard import GuardedRunner, limits_for
 
 GRACEFUL_TIMEOUT = 10  # seconds requests under way may take to finish on SIGTERM
 
@@ -88,9 +88,7 @@ class ServiceApplication(BaseApplication):  # type: ignore[misc]  # gunicorn shi
             )
             if config.server.log_format == "json":
                 logs.use_json()
-            limits = Limits(
-                config.server.header_timeout, config.server.keepalive_timeout, config.server.max_connections
-            )
+            limits = limits_for(config)
             AccessLogger.write_lines = config.server.access_log  # requests are counted either way
             kwargs: dict[str, Any] = {"access_log_class": AccessLogger}
             return GuardedRunner(

@@ -8,11 +8,12 @@ a connection (polling the socket), never for a fixed time.
 from __future__ import annotations
 
 import asyncio
+import resource
 import time
 
 from aiohttp import web
 
-from aggregator.guard import GuardedRunner, Limits
+from aggregator.guard import GuardedRunner, Limits, fit_to_file_limit
 from tests.conftest import free_port
 
 
@@ -71,15 +72,24 @@ async def test_a_prompt_request_is_answered_and_idle_connections_close() -> None
         await runner.cleanup()
 
 
-async def test_past_the_cap_new_connections_get_503() -> None:
+async def wait_for_connections(runner, count: int) -> None:
+    for _ in range(100):
+        if len(runner.server.connections) == count:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"the server holds {len(runner.server.connections)} connections, not {count}")
+
+
+async def test_at_the_cap_served_connections_keep_their_place_and_a_newcomer_gets_503() -> None:
     runner, port = await serve(Limits(header_timeout=30, keepalive_timeout=30, max_connections=3))
     held = []
     try:
-        held.extend([await asyncio.open_connection("127.0.0.1", port) for _ in range(3)])
-        for _ in range(50):  # the server has accepted all three
-            if len(runner.server.connections) == 3:
-                break
-            await asyncio.sleep(0.02)
+        for _ in range(3):  # kept-alive connections that have been served
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert (await r.readuntil(b"hello")).startswith(b"HTTP/1.1 200")
+            held.append((r, w))
+        await wait_for_connections(runner, 3)
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         answer = await closed_by_server(reader)
         assert answer.startswith(b"HTTP/1.1 503 Service Unavailable")
@@ -92,6 +102,39 @@ async def test_past_the_cap_new_connections_get_503() -> None:
         for _, w in held:
             w.close()
         await runner.cleanup()
+
+
+async def test_at_the_cap_a_newcomer_takes_the_place_of_the_oldest_silent_connection() -> None:
+    """A flood of idle connections cannot lock out a client that asks at once."""
+    runner, port = await serve(Limits(header_timeout=30, keepalive_timeout=30, max_connections=3))
+    silent = []
+    try:
+        for _ in range(3):
+            silent.append(await asyncio.open_connection("127.0.0.1", port))
+            await wait_for_connections(runner, len(silent))
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await reader.readuntil(b"hello")).startswith(b"HTTP/1.1 200")
+        writer.close()
+        assert await closed_by_server(silent[0][0]) == b""  # the oldest silent one made room
+    finally:
+        for _, w in silent:
+            w.close()
+        await runner.cleanup()
+
+
+def test_the_cap_fits_under_the_file_limit() -> None:
+    """Past the file limit accept() fails before the cap: the soft limit is raised, or the cap lowered."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, soft), hard))
+        assert fit_to_file_limit(Limits(max_connections=1000), reserved=700).max_connections == 1000
+        if hard != resource.RLIM_INFINITY:
+            assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == min(1700, hard)
+            too_many = Limits(max_connections=hard)
+            assert fit_to_file_limit(too_many, reserved=700).max_connections == max(16, hard - 700)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 async def test_oversized_headers_are_refused_not_buffered() -> None:

@@ -41,6 +41,12 @@ def with_webhook(sim, redis_url: str, **kw):
     )
 
 
+async def start(aiohttp_client, cfg, clock):
+    """The app with no background refresher (the test runs its passes), and a client of it."""
+    app = create_app(cfg, clock=clock, refresh_every=None)
+    return app, await aiohttp_client(app)
+
+
 async def subscribe(client, url: str) -> None:
     """A feed reader's first two polls: a URL fetched again within a day is a subscription."""
     for _ in range(2):
@@ -60,8 +66,7 @@ def new_video(randtag: str, title: str) -> SimVideo:
 async def test_a_polled_feed_is_fetched_again_before_it_expires(
     aiohttp_client, sim, clock, redis_clean
 ) -> None:
-    app = create_app(config(sim, redis_clean), clock=clock, refresh_every=None)
-    client = await aiohttp_client(app)
+    app, client = await start(aiohttp_client, config(sim, redis_clean), clock)
     url = "/search.atom?q=lecture"
     await subscribe(client, url)
     before = searches(sim, "engineering")
@@ -70,6 +75,8 @@ async def test_a_polled_feed_is_fetched_again_before_it_expires(
     clock.advance(TTL - lead_time(TTL) / 2)  # inside the lead time before expiry
     assert await app[REFRESHER].run_once() == 1
     assert searches(sim, "engineering") == before + 1
+
+    assert "1 polled feed kept fresh" in await (await client.get("/status")).text()
 
     clock.advance(lead_time(TTL))  # past the first answer's expiry: the reader's next poll
     resp = await client.get(url)
@@ -80,8 +87,7 @@ async def test_a_polled_feed_is_fetched_again_before_it_expires(
 
 
 async def test_a_feed_fetched_once_is_not_a_subscription(aiohttp_client, sim, clock, redis_clean) -> None:
-    app = create_app(config(sim, redis_clean), clock=clock, refresh_every=None)
-    client = await aiohttp_client(app)
+    app, client = await start(aiohttp_client, config(sim, redis_clean), clock)
     resp = await client.get("/search.atom?q=lecture")
     await resp.read()
     await client.get("/?q=lecture")  # the page is not a feed: not counted
@@ -109,8 +115,7 @@ async def test_refreshes_take_at_most_their_share_and_leave_searches_their_budge
 ) -> None:
     # 200 a window, 1.5 % for refreshes: 3 refreshes per org per window, whatever is due.
     upstream = {"rate_limit": 200, "rate_window": 3600, "refresh_share": 0.015}
-    app = create_app(config(sim, redis_clean, upstream=upstream), clock=clock, refresh_every=None)
-    client = await aiohttp_client(app)
+    app, client = await start(aiohttp_client, config(sim, redis_clean, upstream=upstream), clock)
     words = ["lecture", "analysis", "project", "induction", "mechanics", "circuit"]
     for word in words:
         await subscribe(client, f"/search.json?q={word}&org=engineering")
@@ -127,8 +132,7 @@ async def test_refreshes_take_at_most_their_share_and_leave_searches_their_budge
 async def test_the_upload_webhook_refuses_what_is_not_ilos(
     aiohttp_client, sim, clock, redis_clean, caplog
 ) -> None:
-    app = create_app(with_webhook(sim, redis_clean), clock=clock, refresh_every=None)
-    client = await aiohttp_client(app)
+    _, client = await start(aiohttp_client, with_webhook(sim, redis_clean), clock)
     body = {"randtag": "AbCdEf123456", "token": "x"}
     assert (await client.post("/hooks/ilos/engineering/wrong-secret-000000000", json=body)).status == 404
     assert (await client.post(f"/hooks/ilos/medicine/{SECRET}", json=body)).status == 404  # no hook there
@@ -145,8 +149,7 @@ async def test_the_upload_webhook_refuses_what_is_not_ilos(
 async def test_an_upload_shows_in_a_subscribed_feed_with_its_duration(
     aiohttp_client, sim, clock, redis_clean
 ) -> None:
-    app = create_app(with_webhook(sim, redis_clean), clock=clock, refresh_every=None)
-    client = await aiohttp_client(app)
+    app, client = await start(aiohttp_client, with_webhook(sim, redis_clean), clock)
     url = "/search.atom?q=statics&org=engineering&sort=date"
     await subscribe(client, url)
     await app[REFRESHER].run_once()
@@ -191,8 +194,7 @@ async def test_open_feeds_name_the_hub_and_a_change_is_announced(
     aiohttp_client, sim, clock, redis_clean, hub
 ) -> None:
     cfg = with_webhook(sim, redis_clean, server={"websub_hub": hub.url})
-    app = create_app(cfg, clock=clock, refresh_every=None)
-    client = await aiohttp_client(app)
+    app, client = await start(aiohttp_client, cfg, clock)
     url = "/search.atom?q=statics&org=engineering&sort=date"
     doc = atom(await (await client.get(url)).read())
     assert link(doc, "hub") == hub.url
@@ -267,8 +269,7 @@ def test_a_webhook_secret_must_be_long_and_url_safe() -> None:
 async def test_a_reader_that_polls_hourly_is_kept_fresh_only_near_its_next_poll(
     aiohttp_client, sim, clock, redis_clean
 ) -> None:
-    app = create_app(config(sim, redis_clean), clock=clock, refresh_every=None)
-    client = await aiohttp_client(app)
+    app, client = await start(aiohttp_client, config(sim, redis_clean), clock)
     url = "/search.atom?q=lecture&org=engineering"
     resp = await client.get(url)
     await resp.read()
