@@ -287,3 +287,20 @@ async def test_a_reader_that_polls_hourly_is_kept_fresh_only_near_its_next_poll(
     clock.advance(0.8 * 3600)  # the reader never came: past its window nothing more is fetched
     assert await app[REFRESHER].run_once() == 0
     assert searches(sim, "engineering") == before + 1
+
+
+async def test_replicas_sharing_redis_refresh_each_feed_once(aiohttp_client, sim, clock, redis_clean) -> None:
+    one, client_one = await start(aiohttp_client, config(sim, redis_clean), clock)
+    two, client_two = await start(aiohttp_client, config(sim, redis_clean), clock)
+    url = "/search.rss?q=lecture&org=engineering"
+    resp = await client_one.get(url)  # a reader's polls land on either replica
+    await resp.read()
+    resp = await client_two.get(url)
+    await resp.read()
+    await one[REFRESHER].run_once()
+    await two[REFRESHER].run_once()
+    before = searches(sim, "engineering")
+    clock.advance(TTL - lead_time(TTL) / 2)
+    refreshed = await one[REFRESHER].run_once() + await two[REFRESHER].run_once()
+    assert refreshed == 1
+    assert searches(sim, "engineering") == before + 1
