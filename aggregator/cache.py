@@ -29,7 +29,7 @@ from redis.exceptions import RedisError
 from aggregator.config import CacheConfig
 
 log = logging.getLogger(__name__)
-NAMESPACE = "ilosagg:v2"  # v2: answers carry duration_pending; breakers, budgets, queues
+NAMESPACE = "ilosagg:v3"  # v3: answers stored as JSON lines; v2: duration_pending, breakers, budgets
 T = TypeVar("T")
 
 

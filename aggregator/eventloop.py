@@ -2,7 +2,7 @@
 
 Every request shares one loop, so one long step delays them all. Three tools:
 `watch` measures it, `settle_heap` keeps full garbage collections short, and
-`off_loop` moves large CPU work to a thread.
+`off_loop` moves work that cannot be cut into turns to a thread.
 
 A 50 ms timer that fires late means every request waited that long too. The
 lateness has two causes that call for different fixes:
@@ -93,11 +93,13 @@ def settle_heap() -> None:
 async def off_loop(large: bool, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
     """Run `fn` in a thread when its input is large, on the loop otherwise.
 
-    Python threads share the GIL, but the interpreter hands it over every 5 ms
-    (`sys.getswitchinterval`), so while a thread renders a 100-entry feed or
-    decodes a 500-video answer the loop still runs every few milliseconds. For
-    small inputs the hand-off would cost more than the work. `fn` must touch no
-    state the loop mutates.
+    A last resort, for work that cannot be cut into turns of the loop (merging
+    thousands of videos). Threads share the GIL: the interpreter hands it back
+    every 5 ms (`sys.getswitchinterval`), but a loop that sends and receives
+    while a thread computes waits up to that long at every socket call, so a
+    thread is dearer to the loop than it looks. Work that can be split (the
+    answers' JSON lines, `answers._encode`) yields between chunks instead.
+    `fn` must touch no state the loop mutates.
     """
     if large:
         return await asyncio.to_thread(fn, *args, **kwargs)

@@ -42,7 +42,7 @@ DRAIN_INTERVAL = 0.5
 MERGE_OFF_LOOP = 1000  # videos: below that a merge takes less than the GIL waits a thread costs
 LEARN_BATCH = 100
 LATENCY_WINDOW = 300.0  # seconds of answers /status summarises
-LATENCY_SAMPLES = 2000  # per org, at most  # videos past which the merge runs in a thread  # seconds between passes over the deferred duration lookups
+LATENCY_SAMPLES = 2000  # per org, at most
 
 
 @dataclass(frozen=True, slots=True)

@@ -158,8 +158,11 @@ class Subscriptions:
                     known.last,
                     now,
                 )
-            # Several polls in one flush interval are one poll again within a day, too.
-            await self.cache.set(_record(sub_id), sub.to_json(), idle)
+            # Several polls in one flush interval are one poll again within a day, too. A URL
+            # fetched once is remembered only as long as a second fetch would still count.
+            await self.cache.set(
+                _record(sub_id), sub.to_json(), idle if sub.subscribed else POLLED_AGAIN_WITHIN
+            )
             if sub.subscribed and (known is None or not known.subscribed):
                 new += 1
                 await self.cache.schedule(DUE, {sub_id: now}, idle)
@@ -212,7 +215,12 @@ class Subscriptions:
         the queue, and it still says since when they must be fetched again,
         fresh or not (`forced_since`).
         """
-        members = await self.cache.scheduled(_by_org(org_id), float("inf"), 100_000)
+        index = _by_org(org_id)
+        forgotten = await self.cache.scheduled(
+            index, self.clock() - self.config.cache.subscription_idle, 100_000
+        )
+        await self.cache.unschedule(index, [sub_id for sub_id, _ in forgotten])
+        members = await self.cache.scheduled(index, float("inf"), 100_000)
         if members:
             fronted = -self.clock()
             await self.cache.schedule(

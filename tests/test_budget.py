@@ -239,12 +239,10 @@ async def test_the_deadline_bounds_every_search(aiohttp_client, sim, clock) -> N
 async def test_an_unexpected_exception_in_one_org_is_contained(
     aiohttp_client, sim, redis_clean, clock
 ) -> None:
-    """A record of a shape no version writes (here, videos as an object) raises inside hr's task."""
+    """A record of a shape no version writes (here, a video that is a list) raises inside hr's task."""
     client = await aiohttp_client(create_app(make_config(sim, cache={"redis_url": redis_clean}), clock=clock))
     key = f"{NAMESPACE}:answer:hr:{query_digest('onboarding')}"
-    redis.Redis.from_url(redis_clean).set(
-        key, json.dumps({"fetched_at": clock(), "videos": {"a": 1}}), px=60_000
-    )
+    redis.Redis.from_url(redis_clean).set(key, json.dumps({"fetched_at": clock()}) + "\n[1]", px=60_000)
     resp = await client.get("/search.atom", params={"q": "onboarding"})
     assert resp.status == 200
     assert timing(resp) == {"engineering": "ok", "medicine": "ok", "hr": "error"}
