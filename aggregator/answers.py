@@ -35,6 +35,7 @@ from aggregator.budget import Budget, Spend
 from aggregator.cache import Cache
 from aggregator.config import Config, Org
 from aggregator.durations import DurationLookups
+from aggregator.eventloop import in_turns
 from aggregator.flights import Flights
 from aggregator.metrics import Metrics
 from aggregator.model import Clock, OrgStatus, Video
@@ -48,7 +49,6 @@ _STATUS_OF = {Outcome.OK: OrgStatus.OK, Outcome.TIMEOUT: OrgStatus.TIMEOUT, Outc
 _DOWN = (Outcome.TIMEOUT, Outcome.NETWORK)
 FAILURE_MEMORY = 5.0  # seconds other processes are told that a fetch just failed
 WAIT_POLL = 0.02
-TURN_EVERY = 100  # videos encoded or decoded between turns of the loop (~2 ms)
 RETRY_REFRESH = 30.0  # seconds before a refresh that could not be made is tried again
 REFRESH_AFTER = 60.0  # seconds: an answer younger than this has the newest signatures to be had
 
@@ -286,30 +286,21 @@ class AnswerSource:
 
 
 async def _encode(stored: _Stored) -> bytes:
-    """One JSON line for the record, then one per video, a turn of the loop every `TURN_EVERY`.
+    """One JSON line for the record, then one per video, a turn of the loop every hundred.
 
     Line by line rather than one document: a 500-video answer is ~10 ms of
     JSON, too long for one turn of the loop, and in a thread it held the GIL
     against the loop (the turns it made the loop wait were longer still).
     """
-    lines = [json.dumps({"fetched_at": stored.fetched_at}).encode()]
-    for n, video in enumerate(stored.videos, start=1):
-        lines.append(json.dumps(video.to_json()).encode())
-        if n % TURN_EVERY == 0:
-            await asyncio.sleep(0)
-    return b"\n".join(lines)
+    head = json.dumps({"fetched_at": stored.fetched_at}).encode()
+    return b"\n".join([head, *await in_turns(stored.videos, Video.to_line)])
 
 
 async def _decode(raw: bytes) -> _Stored:
     """Raises ValueError, KeyError or TypeError for a record of another shape."""
     head, *rest = raw.split(b"\n")
     fetched_at = float(json.loads(head)["fetched_at"])
-    videos = []
-    for n, line in enumerate(rest, start=1):
-        videos.append(Video.from_json(json.loads(line)))
-        if n % TURN_EVERY == 0:
-            await asyncio.sleep(0)
-    return _Stored(fetched_at, tuple(videos))
+    return _Stored(fetched_at, tuple(await in_turns(rest, Video.from_line)))
 
 
 def _with_durations(videos: tuple[Video, ...], landed: dict[str, int | None]) -> tuple[Video, ...]:

@@ -10,6 +10,7 @@ cached, shared between requests and sent between processes.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -105,6 +106,15 @@ class Video:
 
     def with_duration(self, duration_ms: int | None) -> Video:
         return self if duration_ms is None else replace(self, duration_ms=duration_ms)
+
+    def to_line(self) -> bytes:
+        """One JSON line: how a video crosses from a parse worker and is stored in an answer."""
+        return json.dumps(self.to_json()).encode()
+
+    @classmethod
+    def from_line(cls, line: bytes) -> Video:
+        """Raises what `json.loads` and `from_json` raise for a line of another shape."""
+        return cls.from_json(json.loads(line))
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -14,20 +14,19 @@ import concurrent.futures
 import contextlib
 import ctypes
 import ctypes.util
-import json
 import logging
 import multiprocessing
 import os
 import signal
 from concurrent.futures.process import BrokenProcessPool
 
+from aggregator.eventloop import in_turns
 from aggregator.model import Video
 from aggregator.parsing import parse_search_answer
 
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _EMPTY_FEED = b"<rss version='2.0'><channel/></rss>"
-READ_EVERY = 100
 
 
 PARSE_NICENESS = 10  # parse workers yield a shared core to the serving loop
@@ -65,18 +64,9 @@ def _parse_to_lines(body: bytes, max_items: int | None) -> bytes:
     Not the Video objects themselves: the pool's manager thread would unpickle
     500 of them while holding the GIL, and the loop, which needs the GIL at
     every socket call, would wait. One bytes object crosses for free, and the
-    loop reads it a chunk per turn (`_read_lines`).
+    loop reads it a hundred videos per turn (`eventloop.in_turns`).
     """
-    return b"\n".join(json.dumps(v.to_json()).encode() for v in parse_search_answer(body, max_items))
-
-
-async def _read_lines(lines: bytes) -> list[Video]:
-    videos = []
-    for n, line in enumerate(lines.split(b"\n") if lines else (), start=1):
-        videos.append(Video.from_json(json.loads(line)))
-        if n % READ_EVERY == 0:
-            await asyncio.sleep(0)  # a turn of the loop every hundred videos (~2 ms)
-    return videos
+    return b"\n".join(v.to_line() for v in parse_search_answer(body, max_items))
 
 
 class ParsePool:
@@ -106,7 +96,7 @@ class ParsePool:
             broken, self._executor = self._executor, self._new_executor()
             broken.shutdown(wait=False, cancel_futures=True)
             lines = await loop.run_in_executor(self._executor, _parse_to_lines, body, max_items)
-        return await _read_lines(lines)
+        return await in_turns(lines.split(b"\n") if lines else [], Video.from_line)
 
     def shutdown(self) -> None:
         """Blocking: call it from a thread. Waiting lets the workers exit before the interpreter does."""

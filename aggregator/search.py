@@ -29,7 +29,7 @@ from aggregator.breaker import BreakerState
 from aggregator.budget import Budget, BudgetState
 from aggregator.cache import Cache
 from aggregator.config import Config, Org
-from aggregator.eventloop import off_loop
+from aggregator.eventloop import in_turns, off_loop
 from aggregator.merge import merge
 from aggregator.metrics import Metrics
 from aggregator.model import Clock, OrgReport, OrgStatus, Result, Sort
@@ -40,7 +40,6 @@ from aggregator.thumbnails import Redirect, Thumbnails
 log = logging.getLogger(__name__)
 DRAIN_INTERVAL = 0.5
 MERGE_OFF_LOOP = 1000  # videos: below that a merge takes less than the GIL waits a thread costs
-LEARN_BATCH = 100
 LATENCY_WINDOW = 300.0  # seconds of answers /status summarises
 LATENCY_SAMPLES = 2000  # per org, at most
 
@@ -198,15 +197,10 @@ class Searcher:
     async def _learn(self, query: str, answers: list[tuple[str, OrgAnswer]], caller: str) -> None:
         """Feed the suggestions: titles, and the query itself where it found something.
 
-        On the loop (the index is the loop's), a turn of it every `LEARN_BATCH` titles.
+        On the loop (the index is the loop's), a turn of it every hundred titles.
         """
         found_by = [org_id for org_id, answer in answers if answer.videos]
         if found_by:
             self._suggestions.add_query(query, found_by, caller)
-        learned = 0
-        for org_id, answer in answers:
-            for video in answer.videos:
-                self._suggestions.add_title(video.title, (org_id,))
-                learned += 1
-                if learned % LEARN_BATCH == 0:
-                    await asyncio.sleep(0)
+        titles = [(video.title, (org_id,)) for org_id, answer in answers for video in answer.videos]
+        await in_turns(titles, lambda title_orgs: self._suggestions.add_title(*title_orgs))
