@@ -37,6 +37,16 @@ def key(kind: str, *parts: str) -> str:
     return ":".join((NAMESPACE, kind, *parts))
 
 
+async def hold_lease(cache: Cache, name: str, token: bytes, ttl: float) -> bool:
+    """Whether this process (`token`) holds the lease `name`: renewed if it did, taken if free.
+
+    One process across all replicas does a shared chore (deferred lookups,
+    refreshes); if it dies, another takes over within `ttl`.
+    """
+    lease = key("lease", name)
+    return await cache.extend_if(lease, token, ttl) or await cache.add(lease, token, ttl)
+
+
 def query_digest(text: str) -> str:
     """A short stable digest, so user text never becomes a raw key."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]

@@ -104,9 +104,7 @@ class DurationLookups:
 
     async def drain_deferred(self) -> int:
         """One pass over the deferred lookups, if this process holds the lease; how many it started."""
-        lease = cache_keys.key("lease", "deferred")
-        held = await self.cache.extend_if(lease, self._lease, LEASE_TTL)
-        if not held and not await self.cache.add(lease, self._lease, LEASE_TTL):
+        if not await cache_keys.hold_lease(self.cache, "deferred", self._lease, LEASE_TTL):
             return 0
         started = 0
         for org in self.config.orgs:

@@ -11,6 +11,9 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
+from urllib.parse import parse_qsl, urlsplit
+
+from multidict import MultiDict
 
 from aggregator.model import Length, Sort
 from aggregator.text import xml_safe
@@ -49,6 +52,12 @@ class SearchParams:
     @property
     def start_page(self) -> int:
         return (self.start_index - 1) // self.count + 1
+
+
+def params_of_url(url: str, visible_orgs: Sequence[str]) -> SearchParams:
+    """The search a URL (or a path with its query) names, as if it had been requested; ParamError if none."""
+    query = MultiDict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
+    return parse_search_params(query, visible_orgs)
 
 
 def parse_search_params(query: Mapping[str, str], visible_orgs: Sequence[str]) -> SearchParams:

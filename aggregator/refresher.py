@@ -43,7 +43,7 @@ CONCURRENCY = 16  # refreshes under way at once (each a search and maybe some lo
 LEASE_TTL = 10.0
 PAGES_GENERATION = cache_keys.key("pages", "generation")
 
-OnRefreshed = Callable[[Subscription, bool], Awaitable[None]]
+OnRefreshed = Callable[[Subscription], Awaitable[None]]
 
 
 def lead_time(search_ttl: float) -> float:
@@ -64,7 +64,6 @@ class Refresher:
         searcher: Searcher,
         on_refreshed: OnRefreshed,
         drop_pages: Callable[[], None],
-        paths: dict[str, str],
         clock: Clock,
     ) -> None:
         self.config = config
@@ -73,7 +72,6 @@ class Refresher:
         self.searcher = searcher
         self.on_refreshed = on_refreshed
         self.drop_pages = drop_pages
-        self.paths = paths
         self.clock = clock
         self.lead = lead_time(config.cache.search_ttl)
         self._lease = secrets.token_hex(8).encode()
@@ -92,11 +90,9 @@ class Refresher:
 
     async def run_once(self) -> int:
         """One pass; how many subscriptions had an answer fetched again."""
-        await self.subscriptions.flush(self.paths)
+        await self.subscriptions.flush()
         await self._follow_generation()
-        lease = cache_keys.key("lease", "refresh")
-        held = await self.cache.extend_if(lease, self._lease, LEASE_TTL)
-        if not held and not await self.cache.add(lease, self._lease, LEASE_TTL):
+        if not await cache_keys.hold_lease(self.cache, "refresh", self._lease, LEASE_TTL):
             return 0
         due = await self.subscriptions.due(self.clock(), BATCH)
         # Fronted by a webhook (negative times) first, then the most polled.
@@ -132,7 +128,7 @@ class Refresher:
                 if forced_since is not None:  # an upload: rendered pages everywhere are old now
                     self._generation = await self.cache.incr(PAGES_GENERATION, self.config.cache.stale_ttl)
                     self.drop_pages()
-                await self.on_refreshed(sub, forced_since is not None)
+                await self.on_refreshed(sub)
             return fetched
 
     async def _follow_generation(self) -> None:

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlsplit
-
-from multidict import MultiDict
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
 from aggregator import cache as cache_keys
 from aggregator.auth import Caller
@@ -28,7 +26,7 @@ from aggregator.cache import Cache
 from aggregator.config import Config
 from aggregator.model import Clock
 from aggregator.paging import search_query
-from aggregator.params import ParamError, parse_search_params
+from aggregator.params import ParamError, params_of_url
 
 log = logging.getLogger(__name__)
 POLLED_AGAIN_WITHIN = 86_400.0  # a second poll within a day makes a feed URL a subscription
@@ -100,6 +98,16 @@ class Subscription:
         )
 
 
+def _read(sub_id: str, raw: bytes | None) -> Subscription | None:
+    """A stored subscription; None when there is none, or one of a shape this version cannot read."""
+    if raw is None:
+        return None
+    try:
+        return Subscription.from_json(sub_id, raw)
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 def _record(sub_id: str) -> str:
     return cache_keys.key("sub", sub_id)
 
@@ -109,10 +117,12 @@ def _by_org(org_id: str) -> str:
 
 
 class Subscriptions:
-    def __init__(self, config: Config, cache: Cache, clock: Clock) -> None:
+    def __init__(self, config: Config, cache: Cache, clock: Clock, paths: Mapping[str, str]) -> None:
+        """`paths`: each feed format's path, by format name (to build a subscription's self URL)."""
         self.config = config
         self.cache = cache
         self.clock = clock
+        self.paths = paths
         self._pending: dict[tuple[str, str, str], tuple[Caller, int]] = {}
 
     def polled(self, fmt: str, path: str, caller: Caller) -> None:
@@ -124,64 +134,40 @@ class Subscriptions:
         elif len(self._pending) < MAX_PENDING:
             self._pending[tally_key] = (caller, 1)
 
-    async def flush(self, paths: dict[str, str]) -> int:
-        """Write the tallied polls to the cache; `paths` maps format names to their paths.
-
-        Returns how many subscriptions became known with this flush.
-        """
+    async def flush(self) -> None:
+        """Write the tallied polls to the cache."""
         pending, self._pending = self._pending, {}
         now = self.clock()
         idle = self.config.cache.subscription_idle
-        new = 0
         for (fmt, path, _), (caller, polls) in pending.items():
-            found = self._identify(fmt, path, caller, paths)
+            found = self._identify(fmt, path, caller)
             if found is None:
                 continue
             sub_id, query, orgs, url = found
-            raw = await self.cache.get(_record(sub_id))
-            try:
-                known = Subscription.from_json(sub_id, raw) if raw is not None else None
-            except (ValueError, KeyError, TypeError):
-                known = None
+            known = _read(sub_id, await self.cache.get(_record(sub_id)))
             if known is None:
                 sub = Subscription(sub_id, fmt, query, orgs, url, caller.client is None, polls, now, now, now)
             else:
-                sub = Subscription(
-                    sub_id,
-                    fmt,
-                    query,
-                    orgs,
-                    url,
-                    known.open,
-                    known.polls + polls,
-                    known.first,
-                    known.last,
-                    now,
-                )
+                sub = replace(known, polls=known.polls + polls, previous=known.last, last=now)
             # Several polls in one flush interval are one poll again within a day, too. A URL
             # fetched once is remembered only as long as a second fetch would still count.
             await self.cache.set(
                 _record(sub_id), sub.to_json(), idle if sub.subscribed else POLLED_AGAIN_WITHIN
             )
             if sub.subscribed and (known is None or not known.subscribed):
-                new += 1
                 await self.cache.schedule(DUE, {sub_id: now}, idle)
             if sub.subscribed:
                 for org_id in orgs:
                     await self.cache.schedule(_by_org(org_id), {sub_id: now}, idle)
-        return new
 
-    def _identify(
-        self, fmt: str, path: str, caller: Caller, paths: dict[str, str]
-    ) -> tuple[str, str, tuple[str, ...], str] | None:
+    def _identify(self, fmt: str, path: str, caller: Caller) -> tuple[str, str, tuple[str, ...], str] | None:
         """(id, normalised query, orgs, canonical self URL) of a polled feed; None if it is not a search."""
-        query = MultiDict(parse_qsl(urlsplit(path).query, keep_blank_values=True))
         try:
-            params = parse_search_params(query, caller.visible_orgs)
+            params = params_of_url(path, caller.visible_orgs)
         except ParamError:
             return None
         canonical = search_query(params, all_orgs=caller.visible_orgs)
-        url = f"{self.config.server.public_url}{paths[fmt]}?{canonical}"
+        url = f"{self.config.server.public_url}{self.paths[fmt]}?{canonical}"
         sub_id = cache_keys.query_digest("\x1f".join((fmt, canonical, ",".join(params.orgs))))
         return sub_id, params.normalised_query, params.orgs, url
 
@@ -194,10 +180,7 @@ class Subscriptions:
         out: list[tuple[Subscription, float]] = []
         gone: list[str] = []
         for (sub_id, at), raw in zip(found, raws, strict=True):
-            try:
-                sub = Subscription.from_json(sub_id, raw) if raw is not None else None
-            except (ValueError, KeyError, TypeError):
-                sub = None
+            sub = _read(sub_id, raw)
             if sub is None or self.clock() - sub.last > self.config.cache.subscription_idle:
                 gone.append(sub_id)
             else:

@@ -11,6 +11,7 @@ outcomes go out as `Server-Timing`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import json
 import logging
@@ -21,11 +22,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
 from dataclasses import replace
 from datetime import UTC, datetime
-from urllib.parse import parse_qsl, urlsplit
 
 import aiohttp
 from aiohttp import web
-from multidict import MultiDict
 
 from aggregator import cache as caches
 from aggregator import eventloop, hooks, thumbnails, websub
@@ -47,7 +46,7 @@ from aggregator.metrics import METRICS, METRICS_TYPE, Metrics
 from aggregator.model import RANDTAG_RE, Clock, Result, Sort, Video
 from aggregator.page import STYLESHEET, render_form, render_status, security_headers
 from aggregator.paging import facets, filtered, page_of
-from aggregator.params import MAX_QUERY, ParamError, SearchParams, parse_search_params
+from aggregator.params import MAX_QUERY, ParamError, SearchParams, params_of_url, parse_search_params
 from aggregator.parsepool import ParsePool
 from aggregator.presentation import View
 from aggregator.refresher import Refresher
@@ -140,19 +139,15 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             app[LIMITS] = CallerLimits(config, limiter)
             budget = Budget(config, cache, limiter, app[CLOCK])
             app[SEARCHER] = Searcher(config, session, cache, parse_pool, budget, app[METRICS], app[CLOCK])
-            app[SUBSCRIPTIONS] = Subscriptions(config, cache, app[CLOCK])
-
-            async def republish(sub: Subscription, fronted: bool) -> None:
-                await _announce(app, session, sub)
-
+            feed_paths = {f.name: f.path for f in FORMATS if f.subscribable}
+            app[SUBSCRIPTIONS] = Subscriptions(config, cache, app[CLOCK], feed_paths)
             refresher = app[REFRESHER] = Refresher(
                 config,
                 cache,
                 app[SUBSCRIPTIONS],
                 app[SEARCHER],
-                republish,
+                functools.partial(_announce, app, session),
                 app[PAGES].clear,
-                {f.name: f.path for f in FORMATS},
                 app[CLOCK],
             )
             _warm_up_renderers(config)
@@ -185,9 +180,8 @@ async def _announce(app: web.Application, session: aiohttp.ClientSession, sub: S
     if hub is None or not sub.open or fmt is None or fmt.render is None:
         return
     caller = app[AUTH].anyone
-    query = MultiDict(parse_qsl(urlsplit(sub.url).query, keep_blank_values=True))
     try:
-        params = parse_search_params(query, caller.visible_orgs)
+        params = params_of_url(sub.url, caller.visible_orgs)
     except ParamError:
         return
     page_key = _page_key(fmt, "", caller, params)
