@@ -80,7 +80,9 @@ def start_service(
     access_log: bool = True,
     timeout: float = 4.0,
     webhook_secret: str | None = None,
+    trace: str | None = None,
 ) -> tuple[subprocess.Popen, str]:
+    """A `serve` process; with `trace`, under `bench.turntrace`, its long loop steps written there."""
     port = port or free_port()
     hook = f'webhook_secret = "{webhook_secret}"\n' if webhook_secret else ""
     orgs = "".join(
@@ -95,7 +97,16 @@ def start_service(
     path.write_text(config)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "aggregator", "serve", "--config", str(path), "--workers", str(workers)],
+        [
+            sys.executable,
+            "-m",
+            *(["bench.turntrace", trace, "--"] if trace else ["aggregator"]),
+            "serve",
+            "--config",
+            str(path),
+            "--workers",
+            str(workers),
+        ],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

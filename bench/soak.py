@@ -153,13 +153,14 @@ def main() -> None:
         action="store_true",
         help="run the load generator and the simulator at lower CPU priority than the service",
     )
+    parser.add_argument("--trace", metavar="OUT.json", help="run the service under bench.turntrace")
     args = parser.parse_args()
     sim, sim_url, keys = start_simulator(1, 2000, 0.02, 0.002)
     extra = "rate_limit = 1000000\n[cache]\nmemory_max_bytes = 67108864\n"
     if args.nice:
         os.setpriority(os.PRIO_PROCESS, sim.pid, 10)
     try:
-        service, base = start_service(sim_url, keys, extra=extra, access_log=False)
+        service, base = start_service(sim_url, keys, extra=extra, access_log=False, trace=args.trace)
     except BaseException:
         stop(sim)
         raise
