@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from hashlib import sha256
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -40,16 +40,13 @@ class Redirect:
     cacheable: bool  # False for the fallback icon: the next request may do better
 
 
-def records(org_id: str, query: str, videos: Iterable[Video]) -> list[tuple[str, bytes]]:
-    """The cache entries an org answer leaves for its videos' thumbnails, keyed by org and randtag."""
-    return [
-        (
-            cache_keys.key("thumb", org_id, v.randtag),
-            json.dumps({"url": v.thumbnail_url, "q": query}).encode(),
-        )
-        for v in videos
-        if v.thumbnail_url
-    ]
+def record(org_id: str, query: str, video: Video) -> tuple[str, bytes] | None:
+    """The cache entry an org answer leaves for one video's thumbnail, keyed by org and randtag."""
+    if not video.thumbnail_url:
+        return None
+    return cache_keys.key("thumb", org_id, video.randtag), json.dumps(
+        {"url": video.thumbnail_url, "q": query}
+    ).encode()
 
 
 def scope_query(secret: str | None, orgs: Sequence[str]) -> str:
