@@ -27,6 +27,7 @@ Its clocks cost a few microseconds a callback, so absolute figures run high;
 compare runs under it with each other, and take the service's own lag metrics
 from runs without it.
 """
+
 from __future__ import annotations
 
 import asyncio
