@@ -20,8 +20,10 @@ except the first:
 - `TURNTRACE_SAMPLE=0`: no watchdog thread sampling the loop thread's stack
   during a long callback (the sampling itself takes the GIL every 2 ms);
 - `TURNTRACE_GARBAGE=1`: the types of what full collections find as garbage;
-- `TURNTRACE_GC_PROBE=1`: a full collection from a thread every 5 s, timed;
-- `TURNTRACE_LEAK=1`: every 30 s, thaw the frozen heap and count the cycles in it.
+- `TURNTRACE_GC_PROBE=1`: a full collection from a thread every 5 s, timed (the
+  thread's id goes to /tmp/turntrace-probe.tid, for `perf record -t`);
+- `TURNTRACE_LEAK=1`: every 30 s, thaw the frozen heap and count the cycles in it
+  (not together with `TURNTRACE_GARBAGE`, which takes the garbage first).
 
 Its clocks cost a few microseconds a callback, so absolute figures run high;
 compare runs under it with each other, and take the service's own lag metrics
@@ -62,7 +64,7 @@ def _suspended_at(task: Any) -> str:
 
 class Trace:
     def __init__(self) -> None:
-        self.current: tuple[int, float, Any] | None = None  # (serial, start, handle)
+        self.current: tuple[int, float] | None = None  # (serial, start) of the callback running now
         self.serial = 0
         self.sampled: dict[int, list[str]] = {}
         self.steps: list[dict[str, Any]] = []
@@ -76,6 +78,10 @@ class Trace:
         self.probes: list[tuple[int, float]] = []
         self.garbage_census: list[tuple[int, list[tuple[str, int]]]] = []
         self.main_ident = threading.get_ident()
+        # With TURNTRACE_GARBAGE the collector keeps what it frees (DEBUG_SAVEALL); each
+        # collection's is counted and let go here. Without it gc.garbage is left alone,
+        # for the leak probe to read.
+        self.census_garbage = False
 
     def watchdog(self) -> None:
         while True:
@@ -83,7 +89,7 @@ class Trace:
             cur = self.current
             if cur is None:
                 continue
-            serial, start, _ = cur
+            serial, start = cur
             if serial in self.sampled or time.perf_counter() - start < THRESHOLD / 2:
                 continue
             frame = sys._current_frames().get(self.main_ident)
@@ -99,14 +105,15 @@ class Trace:
             self.gcs.append((info["generation"], took))
             if took > 0.003:
                 self.gc_details.append((info["generation"], round(took * 1000, 2), info["collected"]))
-            if len(gc.garbage) > 300 and len(self.garbage_census) < 20:
-                self.garbage_census.append(
-                    (
-                        info["generation"],
-                        collections.Counter(type(o).__name__ for o in gc.garbage).most_common(12),
+            if self.census_garbage:
+                if len(gc.garbage) > 300 and len(self.garbage_census) < 20:
+                    self.garbage_census.append(
+                        (
+                            info["generation"],
+                            collections.Counter(type(o).__name__ for o in gc.garbage).most_common(12),
+                        )
                     )
-                )
-            gc.garbage.clear()
+                gc.garbage.clear()
             if info["generation"] == 2 and len(self.gen2_census) < 12:
                 objs = gc.get_objects(2)
                 census = collections.Counter(type(o).__name__ for o in objs)
@@ -158,7 +165,7 @@ def install(out: str) -> None:
         task = getattr(handle._callback, "__self__", None)
         resumed = _suspended_at(task) if isinstance(task, asyncio.Task) else ""
         start, cpu_start = time.perf_counter(), time.thread_time()
-        trace.current = (serial, start, handle)
+        trace.current = (serial, start)
         try:
             original(handle)
         finally:
@@ -209,6 +216,7 @@ def install(out: str) -> None:
     asyncio.base_events.BaseEventLoop._run_once = timed_once  # type: ignore[attr-defined]
     gc.callbacks.append(trace.on_gc)
     if os.environ.get("TURNTRACE_GARBAGE") == "1":
+        trace.census_garbage = True
         gc.set_debug(gc.DEBUG_SAVEALL)
     if os.environ.get("TURNTRACE_GC_PROBE") == "1":
 
@@ -238,6 +246,7 @@ def install(out: str) -> None:
                 census = collections.Counter(type(o).__name__ for o in gc.garbage)
                 trace.leaks.append((len(gc.garbage), census.most_common(10)))
                 gc.garbage.clear()
+                gc.freeze()  # as the service left it: what is alive stays out of later walks
 
         threading.Thread(target=leak_probe, daemon=True).start()
     if os.environ.get("TURNTRACE_SAMPLE", "1") != "0":
