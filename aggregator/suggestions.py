@@ -20,7 +20,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from aggregator.model import Clock
 
@@ -29,12 +29,21 @@ MAX_SUGGESTIONS = 10
 _SPACE_RE = re.compile(r"\s+")
 
 
-@dataclass(slots=True)
-class _Phrase:
+class _Phrase(NamedTuple):
+    """One phrase. The index keeps it as a plain tuple of plain values (`tuple(phrase)`).
+
+    Full collections walk every container the collector tracks: 5,000 phrases as
+    objects with a set and a frozenset each were 15,000 of them, as many as 400
+    open connections hold (docs/benchmarks.md, soak). A plain tuple of strings
+    and numbers is untracked by the first collection that sees it; a NamedTuple
+    instance, like any tuple subclass, never is (CPython's gcmodule.c,
+    `untrack_tuples`).
+    """
+
     text: str  # as first seen
-    orgs: frozenset[str]
+    orgs: int  # bit i set: seen in the answer of the org numbered i (SuggestionIndex._org_bit)
     seen: int = 0
-    callers: set[str] = field(default_factory=set)  # queries only: who made it (at most min_callers kept)
+    callers: tuple[str, ...] = ()  # queries only: who made it (at most min_callers kept)
     last: float = 0.0  # queries only: epoch seconds it was last made
     title: bool = False  # a video's title: no caller count needed
 
@@ -51,58 +60,73 @@ class SuggestionIndex:
         self.min_callers = min_callers
         self.retention = retention_days * 86_400
         self.clock = clock
-        self._phrases: OrderedDict[str, _Phrase] = OrderedDict()  # by folded text
+        self._phrases: OrderedDict[str, tuple[Any, ...]] = OrderedDict()  # folded text -> tuple(_Phrase)
+        self._org_bits: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._phrases)
 
     def add_title(self, title: str, orgs: Iterable[str]) -> None:
-        phrase = self._touch(title, orgs)
-        if phrase is not None:
-            phrase.title = True
+        touched = self._touch(title, orgs)
+        if touched is not None and not touched[1].title:
+            key, phrase = touched
+            self._phrases[key] = tuple(phrase._replace(title=True))
 
     def add_query(self, query: str, orgs: Iterable[str], caller: str) -> None:
-        phrase = self._touch(query, orgs)
-        if phrase is not None:
-            if len(phrase.callers) < self.min_callers:
-                phrase.callers.add(caller)
-            phrase.last = self.clock()
+        touched = self._touch(query, orgs)
+        if touched is not None:
+            key, phrase = touched
+            callers = phrase.callers
+            if len(callers) < self.min_callers and caller not in callers:
+                callers = (*callers, caller)
+            self._phrases[key] = tuple(phrase._replace(callers=callers, last=self.clock()))
 
     def suggest(self, prefix: str, visible: Iterable[str], limit: int = MAX_SUGGESTIONS) -> list[str]:
         """Phrases starting with `prefix` (or with a word that does), most seen first."""
         folded = _SPACE_RE.sub(" ", prefix).strip().casefold()
         if not folded:
             return []
-        allowed = frozenset(visible)
+        allowed = self._mask(visible, learn=False)
         forget_before = self.clock() - self.retention
         starts, inside = [], []
-        for key, phrase in self._phrases.items():
-            if not phrase.orgs & allowed or not self._offerable(phrase, forget_before):
+        for key, (text, orgs, seen, callers, last, title) in self._phrases.items():
+            if not orgs & allowed:
                 continue
+            if not title and (len(callers) < self.min_callers or last < forget_before):
+                continue  # a past query not yet made by enough callers, or forgotten
             if key.startswith(folded):
-                starts.append((-phrase.seen, key, phrase.text))
+                starts.append((-seen, key, text))
             elif f" {folded}" in key:
-                inside.append((-phrase.seen, key, phrase.text))
+                inside.append((-seen, key, text))
         ranked = sorted(starts)[:limit] + sorted(inside)[:limit]
         return [text for _, _, text in ranked][:limit]
 
-    def _offerable(self, phrase: _Phrase, forget_before: float) -> bool:
-        if phrase.title:
-            return True
-        return len(phrase.callers) >= self.min_callers and phrase.last >= forget_before
+    def _mask(self, orgs: Iterable[str], learn: bool) -> int:
+        """The orgs as bits; `learn` numbers an org seen for the first time (else it sets no bit)."""
+        mask = 0
+        for org in orgs:
+            bit = self._org_bits.get(org)
+            if bit is None:
+                if not learn:
+                    continue
+                bit = self._org_bits[org] = 1 << len(self._org_bits)
+            mask |= bit
+        return mask
 
-    def _touch(self, text: str, orgs: Iterable[str]) -> _Phrase | None:
+    def _touch(self, text: str, orgs: Iterable[str]) -> tuple[str, _Phrase] | None:
+        """Count one more sighting of `text` in `orgs`, now the most recently seen: (key, phrase)."""
         text = _SPACE_RE.sub(" ", text).strip()[:120]
         if len(text) < 2:
             return None
         folded = text.casefold()
-        phrase = self._phrases.pop(folded, None)
-        if phrase is None:
-            phrase = _Phrase(text, frozenset(orgs))
+        mask = self._mask(orgs, learn=True)
+        stored = self._phrases.pop(folded, None)
+        if stored is None:
+            phrase = _Phrase(text, mask, seen=1)
         else:
-            phrase.orgs = phrase.orgs | frozenset(orgs)
-        phrase.seen += 1
-        self._phrases[folded] = phrase
+            phrase = _Phrase._make(stored)
+            phrase = phrase._replace(orgs=phrase.orgs | mask, seen=phrase.seen + 1)
+        self._phrases[folded] = tuple(phrase)
         while len(self._phrases) > self.max_phrases:
             self._phrases.popitem(last=False)
-        return phrase
+        return folded, phrase

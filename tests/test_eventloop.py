@@ -1,10 +1,13 @@
-"""The loop's own tools: paced admission keeps arrival order and wakes each waiter once."""
+"""What keeps the loop free: paced admission wakes each waiter once, in arrival order, and
+long-lived state gives the garbage collector's full collections little to walk."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 
 from aggregator.eventloop import Pacer
+from aggregator.suggestions import SuggestionIndex
 
 
 async def test_paced_admissions_come_in_batches_in_arrival_order() -> None:
@@ -38,3 +41,16 @@ async def test_a_waiter_cancelled_in_the_queue_spends_no_admission() -> None:
     await asyncio.wait_for(
         asyncio.gather(*kept), 5
     )  # both fit the next window: the cancelled one took no place
+
+
+def test_learned_phrases_leave_the_garbage_collector_nothing_to_walk() -> None:
+    """A full suggestion index must not add 15,000 objects to every full collection (loop stalls)."""
+    index = SuggestionIndex(max_phrases=5000)
+    for n in range(6000):
+        index.add_title(f"Lecture {n}: onboarding", ["hr" if n % 2 else "engineering"])
+    index.add_query("lecture", ["hr"], "one caller")
+    gc.collect()
+    tracked = [key for key, phrase in index._phrases.items() if gc.is_tracked(phrase)]
+    assert len(index) == 5000 and len(tracked) <= 1
+    assert index.suggest("lecture 5999", ["hr"]) == ["Lecture 5999: onboarding"]
+    assert index.suggest("lecture 5999", ["engineering"]) == []
