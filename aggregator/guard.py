@@ -6,8 +6,10 @@ thousand idle connections, holds memory and file descriptors for as long as
 it likes. `GuardedRunner` is an `AppRunner` whose connections are watched:
 
 - `header_timeout`: a new connection's first request must have sent all its
-  headers within this many seconds, or the connection is closed. (aiohttp's
-  own keep-alive timer bounds the wait for each later request's headers.)
+  headers within this many seconds, or the connection is closed. Until they
+  are in, the connection meets a `_HeaderGate` (a buffer and a timer), not
+  aiohttp's handler. (aiohttp's own keep-alive timer bounds the wait for each
+  later request's headers.)
 - `keepalive_timeout`: an idle kept-alive connection is closed after this.
 - `max_connections`: at this many open connections in the process, a new one
   takes the place of the oldest that has not sent a whole request yet; when
@@ -40,6 +42,9 @@ log = logging.getLogger(__name__)
 BUSY = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\nRetry-After: 1\r\n\r\n"
 MAX_HEADERS = 64  # SharePoint and browsers send a dozen or two
 MAX_FIELD_SIZE = 8190  # aiohttp's default: a long URL still fits
+# Header bytes a connection's gate holds before aiohttp's parser takes over (and applies
+# its limits): browsers and SharePoint send 1-3 KB, and 400 gates then hold at most 6 MB.
+GATE_BYTES = 16 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,27 +113,93 @@ def _untie(transport: asyncio.BaseTransport | None) -> None:
         transport._read_ready_cb = None
 
 
-class _GuardedHandler(RequestHandler):
-    __slots__ = ("_header_timeout", "_header_timer", "_own_transport", "_refused")
+class _HeaderGate(asyncio.Protocol):
+    """What a new connection talks to until its first request's headers are in.
 
-    def __init__(self, manager: Server, *, header_timeout: float, refuse: bool, **kwargs: Any) -> None:
+    aiohttp's request handler costs a connection about 33 objects the garbage
+    collector tracks (a task and its coroutine, a parser, timers and their
+    contexts, an access logger...), and every full collection walks them all:
+    400 connections trickling headers made each collection hold the loop 5-15 ms
+    (docs/benchmarks.md, soak). The gate holds a buffer and one timer. Once the
+    headers have ended (or `GATE_BYTES` have come, for aiohttp's own limits to
+    judge), it hands the connection and what came to a request handler, which
+    then has what is left of `header_timeout`. Its deadline is kept by the
+    server's one timer for all gates (`_GuardedServer.close_late_gates`).
+    """
+
+    __slots__ = ("_buffer", "_server", "_transport", "deadline")
+
+    def __init__(self, server: _GuardedServer) -> None:
+        self._server = server
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self.deadline = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        if not self._server.make_room():
+            # Over the cap: say so and go, without a handler or a buffer.
+            transport.write(BUSY)
+            transport.close()
+            return
+        self._transport = transport
+        self._server.admit(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self._transport is None or self not in self._server.gates:
+            return  # being closed: what it still sends is dropped
+        scanned = max(0, len(self._buffer) - 3)  # an end of headers may straddle two reads
+        self._buffer += data
+        ended = self._buffer.find(b"\r\n\r\n", scanned) >= 0 or self._buffer.find(b"\n\n", scanned) >= 0
+        if ended or len(self._buffer) > GATE_BYTES:
+            self._hand_over(self._transport)
+
+    def eof_received(self) -> bool:
+        return False  # a request never finished: close
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._forget()
+        _untie(self._transport)
+        self._transport = None
+
+    def close(self) -> None:
+        """Headers too slow, or making room for a newcomer."""
+        self._forget()
+        if self._transport is not None:
+            self._transport.close()
+
+    def _forget(self) -> None:
+        self._server.gates.pop(self, None)
+
+    def _hand_over(self, transport: asyncio.Transport) -> None:
+        self._forget()
+        self._transport = None
+        data, self._buffer = bytes(self._buffer), bytearray()
+        handler = self._server.new_handler()
+        transport.set_protocol(handler)
+        handler.connection_made(transport)
+        handler.data_received(data)
+        handler.watch_headers(self.deadline)
+
+
+class _GuardedHandler(RequestHandler):
+    """aiohttp's handler, with a deadline for headers that came past the gate unfinished."""
+
+    __slots__ = ("_header_timer", "_own_transport")
+
+    def __init__(self, manager: Server, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._header_timer: asyncio.TimerHandle | None = None
         self._own_transport: asyncio.BaseTransport | None = None  # aiohttp forgets it before connection_lost
-        self._refused = refuse
-        self._header_timeout = header_timeout
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._own_transport = transport
-        if self._refused:
-            # Over the cap: say so and go, without a request handler or a parser's buffers.
-            assert isinstance(transport, asyncio.Transport)
-            transport.write(BUSY)
-            transport.close()
-            self._manager = None  # connection_lost then has nothing to undo
-            return
         super().connection_made(transport)
-        self._header_timer = self._loop.call_later(self._header_timeout, self._headers_too_slow)
+
+    def watch_headers(self, deadline: float) -> None:
+        """Close the connection at `deadline` unless its first request's headers are in by then."""
+        if not self._request_count and not self._force_close:
+            self._header_timer = self._loop.call_at(deadline, self._headers_too_slow)
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -151,33 +222,74 @@ class _GuardedHandler(RequestHandler):
 
 
 class _GuardedServer(Server):
+    """aiohttp's Server, whose new connections meet a `_HeaderGate` first and keep to `limits`."""
+
     def __init__(self, handler: Any, *, limits: Limits, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
-        self._limits = limits
+        self.limits = limits
+        # Connections at their gate, oldest first, and so by deadline: one timer for
+        # them all, not one each (a timer is three objects for the collector to walk).
+        self.gates: dict[_HeaderGate, None] = {}
+        self._gate_timer: asyncio.TimerHandle | None = None
 
-    def __call__(self) -> RequestHandler:
-        full = len(self.connections) >= self._limits.max_connections
-        return _GuardedHandler(
-            self,
-            loop=self._loop,
-            header_timeout=self._limits.header_timeout,
-            refuse=full and not self._evict_one_silent(),
-            **self._kwargs,
-        )
+    def __call__(self) -> _HeaderGate:  # type: ignore[override]  # the factory asyncio calls per connection
+        return _HeaderGate(self)
 
-    def _evict_one_silent(self) -> bool:
-        """At the cap, close the oldest connection that has not yet sent a whole request.
+    def admit(self, gate: _HeaderGate) -> None:
+        gate.deadline = self._loop.time() + self.limits.header_timeout
+        self.gates[gate] = None
+        if self._gate_timer is None:
+            self._gate_timer = self._loop.call_at(gate.deadline, self.close_late_gates)
+
+    def close_late_gates(self) -> None:
+        """Close the gates whose headers are overdue; wake again at the next deadline."""
+        self._gate_timer = None
+        now = self._loop.time()
+        while self.gates:
+            oldest = next(iter(self.gates))
+            if oldest.deadline > now:
+                self._gate_timer = self._loop.call_at(oldest.deadline, self.close_late_gates)
+                return
+            oldest.close()
+
+    def new_handler(self) -> _GuardedHandler:
+        return _GuardedHandler(self, loop=self._loop, **self._kwargs)
+
+    @property
+    def open_connections(self) -> int:
+        return len(self.gates) + len(self._connections)
+
+    def transports(self) -> list[asyncio.Transport]:
+        """Every open connection's transport, at the gate or handled."""
+        at_gate = [g._transport for g in self.gates if g._transport is not None]
+        return at_gate + [h.transport for h in self._connections if h.transport is not None]
+
+    def make_room(self) -> bool:
+        """Whether a new connection may stay: under the cap, or a silent one was closed for it.
 
         An idle or trickling connection holds a slot without being served, so a
         flood of them would turn every newcomer away until header_timeout. The
         newcomer is let in instead and the flood pays: a client that sends its
         request at once is served long before it is the oldest silent one.
         """
-        for handler in self.connections:  # oldest first
+        if self.open_connections < self.limits.max_connections:
+            return True
+        for gate in self.gates:  # oldest first
+            gate.close()
+            return True
+        for handler in self._connections:  # past the gate with headers unfinished
             if not handler._request_count and not handler._force_close:
                 handler.force_close()
                 return True
         return False
+
+    def pre_shutdown(self) -> None:
+        for gate in list(self.gates):
+            gate.close()
+        if self._gate_timer is not None:
+            self._gate_timer.cancel()
+            self._gate_timer = None
+        super().pre_shutdown()
 
 
 class GuardedRunner(web.AppRunner):

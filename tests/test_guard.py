@@ -13,6 +13,7 @@ import resource
 import time
 import weakref
 
+import pytest
 from aiohttp import web
 
 from aggregator.guard import GuardedRunner, Limits, fit_to_file_limit
@@ -38,7 +39,8 @@ async def closed_by_server(reader: asyncio.StreamReader, within: float = 10.0) -
     return await asyncio.wait_for(reader.read(), within)
 
 
-async def test_headers_that_trickle_are_cut_off() -> None:
+@pytest.mark.parametrize("line", [100, 4000])  # held at the gate; past it to aiohttp, unfinished
+async def test_headers_that_trickle_are_cut_off(line: int) -> None:
     runner, port = await serve(Limits(header_timeout=0.3, keepalive_timeout=30, max_connections=10))
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -46,7 +48,7 @@ async def test_headers_that_trickle_are_cut_off() -> None:
         writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n")
         for _ in range(100):  # one header line at a time, never the blank line that ends them
             try:
-                writer.write(b"X-Slow: " + b"a" * 100 + b"\r\n")
+                writer.write(b"X-Slow: " + b"a" * line + b"\r\n")
                 await writer.drain()
             except ConnectionError:
                 break
@@ -55,6 +57,31 @@ async def test_headers_that_trickle_are_cut_off() -> None:
                 break
         assert await closed_by_server(reader) == b""
         assert time.monotonic() - started < 5  # the header deadline, not the 30 s keep-alive
+        writer.close()
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [b"GET / HTTP/1.1\r\nHost: x\r\n\r", b"\n"],  # the end of the headers split over two reads
+        [b"GET / HTTP/1.1\r\nHost: x\r\n"]
+        + [b"X-Big-%d: %s\r\n" % (i, b"v" * 1000) for i in range(30)]
+        + [b"\r\n"],
+    ],
+    ids=["split", "30-kb-of-headers"],
+)
+async def test_a_request_however_its_headers_arrive_is_answered(chunks: list[bytes]) -> None:
+    runner, port = await serve(Limits(header_timeout=5, keepalive_timeout=30, max_connections=10))
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for chunk in chunks:
+            writer.write(chunk)
+            await writer.drain()
+            await asyncio.sleep(0.01)
+        head = await asyncio.wait_for(reader.readuntil(b"hello"), 5)
+        assert head.startswith(b"HTTP/1.1 200")
         writer.close()
     finally:
         await runner.cleanup()
@@ -76,10 +103,10 @@ async def test_a_prompt_request_is_answered_and_idle_connections_close() -> None
 
 async def wait_for_connections(runner, count: int) -> None:
     for _ in range(100):
-        if len(runner.server.connections) == count:
+        if runner.server.open_connections == count:
             return
         await asyncio.sleep(0.02)
-    raise AssertionError(f"the server holds {len(runner.server.connections)} connections, not {count}")
+    raise AssertionError(f"the server holds {runner.server.open_connections} connections, not {count}")
 
 
 async def test_at_the_cap_served_connections_keep_their_place_and_a_newcomer_gets_503() -> None:
@@ -164,7 +191,7 @@ async def test_closed_connections_are_freed_at_once_not_left_to_the_cycle_collec
     try:
         clients = [await asyncio.open_connection("127.0.0.1", port) for _ in range(20)]
         await wait_for_connections(runner, 20)
-        transports = [weakref.ref(handler.transport) for handler in runner.server.connections]
+        transports = [weakref.ref(t) for t in runner.server.transports()]
         for n, (reader, writer) in enumerate(clients):
             if n % 2:  # half answered and then closed by the client
                 writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
