@@ -114,7 +114,8 @@ class Trace:
                         )
                     )
                 gc.garbage.clear()
-            if info["generation"] == 2 and len(self.gen2_census) < 12:
+            # Only once the start-up heap is frozen: before, a full collection walks the imports.
+            if info["generation"] == 2 and gc.get_freeze_count() and len(self.gen2_census) < 12:
                 objs = gc.get_objects(2)
                 census = collections.Counter(type(o).__name__ for o in objs)
                 sized = sorted(
