@@ -33,7 +33,11 @@ async def serve_forever(config: Config, *, ready: Callable[[], None] | None = No
         create_app(config), limits=limits, shutdown_timeout=5.0, access_log_class=AccessLogger
     )
     await runner.setup()
-    site = web.TCPSite(runner, config.server.host, config.server.port)
+    # The kernel's queue of connections not yet accepted: aiohttp's default of 128 lost
+    # connections in a burst of 1,100 (SYN cookies: the client thinks it is connected and the
+    # server never hears of it). As deep as the cap, like gunicorn's 2,048; somaxconn bounds it.
+    backlog = max(128, limits.max_connections)
+    site = web.TCPSite(runner, config.server.host, config.server.port, backlog=backlog)
     await site.start()
     log.info(
         "serving on http://%s:%s (public URL %s), %d organisations",
