@@ -7,8 +7,8 @@ it likes. `GuardedRunner` is an `AppRunner` whose connections are watched:
 
 - `header_timeout`: a new connection's first request must have sent all its
   headers within this many seconds, or the connection is closed. Until they
-  are in, the connection meets a `_HeaderGate` (a buffer and a timer), not
-  aiohttp's handler. (aiohttp's own keep-alive timer bounds the wait for each
+  are in, the connection meets a `_HeaderGate` (a buffer; one timer keeps
+  every gate's deadline), not aiohttp's handler. (aiohttp's own keep-alive timer bounds the wait for each
   later request's headers.)
 - `keepalive_timeout`: an idle kept-alive connection is closed after this.
 - `max_connections`: at this many open connections in the process, a new one

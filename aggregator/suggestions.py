@@ -41,7 +41,7 @@ class _Phrase(NamedTuple):
     """
 
     text: str  # as first seen
-    orgs: int  # bit i set: seen in the answer of the org numbered i (SuggestionIndex._org_bit)
+    orgs: int  # bit i set: seen in the answer of the org numbered i (SuggestionIndex._mask)
     seen: int = 0
     callers: tuple[str, ...] = ()  # queries only: who made it (at most min_callers kept)
     last: float = 0.0  # queries only: epoch seconds it was last made
@@ -68,9 +68,9 @@ class SuggestionIndex:
 
     def add_title(self, title: str, orgs: Iterable[str]) -> None:
         touched = self._touch(title, orgs)
-        if touched is not None and not touched[1].title:
+        if touched is not None:
             key, phrase = touched
-            self._phrases[key] = tuple(phrase._replace(title=True))
+            self._keep(key, phrase._replace(title=True))
 
     def add_query(self, query: str, orgs: Iterable[str], caller: str) -> None:
         touched = self._touch(query, orgs)
@@ -79,7 +79,7 @@ class SuggestionIndex:
             callers = phrase.callers
             if len(callers) < self.min_callers and caller not in callers:
                 callers = (*callers, caller)
-            self._phrases[key] = tuple(phrase._replace(callers=callers, last=self.clock()))
+            self._keep(key, phrase._replace(callers=callers, last=self.clock()))
 
     def suggest(self, prefix: str, visible: Iterable[str], limit: int = MAX_SUGGESTIONS) -> list[str]:
         """Phrases starting with `prefix` (or with a word that does), most seen first."""
@@ -114,7 +114,7 @@ class SuggestionIndex:
         return mask
 
     def _touch(self, text: str, orgs: Iterable[str]) -> tuple[str, _Phrase] | None:
-        """Count one more sighting of `text` in `orgs`, now the most recently seen: (key, phrase)."""
+        """One more sighting of `text` in `orgs`: (key, phrase), taken out for the caller to `_keep`."""
         text = _SPACE_RE.sub(" ", text).strip()[:120]
         if len(text) < 2:
             return None
@@ -126,7 +126,10 @@ class SuggestionIndex:
         else:
             phrase = _Phrase._make(stored)
             phrase = phrase._replace(orgs=phrase.orgs | mask, seen=phrase.seen + 1)
-        self._phrases[folded] = tuple(phrase)
+        return folded, phrase
+
+    def _keep(self, key: str, phrase: _Phrase) -> None:
+        """Store `phrase` as the most recently seen; the least recently seen go past the bound."""
+        self._phrases[key] = tuple(phrase)
         while len(self._phrases) > self.max_phrases:
             self._phrases.popitem(last=False)
-        return folded, phrase
