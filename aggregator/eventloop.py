@@ -1,8 +1,9 @@
 """Keeping the event loop responsive: how late it runs, the collector kept off it, big work in a thread.
 
-Every request shares one loop, so one long step delays them all. Three tools:
-`watch` measures it, `settle_heap` keeps full garbage collections short, and
-`off_loop` moves work that cannot be cut into turns to a thread.
+Every request shares one loop, so one long step delays them all. The tools:
+`watch` measures it; `settle_heap` keeps full garbage collections short and
+`collect_in_own_turns` keeps them out of other steps; `in_turns` cuts long
+work into turns; `off_loop` moves work that cannot be cut to a thread.
 
 A 50 ms timer that fires late means every request waited that long too. The
 lateness has two causes that call for different fixes:
@@ -36,6 +37,10 @@ T = TypeVar("T")
 TURN_EVERY = 100  # items between turns of the loop in `in_turns`: ~2 ms of JSON for videos
 SCHEDSTAT = Path("/proc/thread-self/schedstat")
 INTERVAL = 0.05
+FULL_COLLECTION_EVERY = 1.0  # seconds between full collections at most, under load
+NEVER = 2**31 - 1  # a generation threshold no count reaches
+_collecting_tasks = 0  # how many `collect_in_own_turns` run in this process (apps in tests: several)
+_oldest_threshold = 10  # CPython's own, kept while they run
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +96,37 @@ def settle_heap() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+async def collect_in_own_turns(interval: float = FULL_COLLECTION_EVERY) -> None:
+    """Runs until cancelled: full collections as steps of their own, never inside a request's step.
+
+    Left to itself, CPython starts a full collection in whichever allocation
+    tips its count (after ten young-generation collections), and that is most
+    often inside the longest steps, since they allocate the most: a merge, or
+    500 videos decoded. A collection of a few milliseconds then lands on top
+    of a step of several more, and the loop is late by their sum. Here the
+    oldest generation's automatic threshold is set out of reach and this task
+    runs the same collection, when it is due, from a timer: at most one per
+    `interval` seconds, as its own turn of the loop. The young generations
+    keep collecting automatically (they are short, and their garbage must
+    not wait). On cancellation the threshold is put back.
+    """
+    global _collecting_tasks, _oldest_threshold
+    if _collecting_tasks == 0:  # the collector is the process's: the first app to start takes it over
+        young, middle, _oldest_threshold = gc.get_threshold()
+        gc.set_threshold(young, middle, NEVER)
+    _collecting_tasks += 1
+    try:
+        while True:
+            await asyncio.sleep(interval)
+            if gc.get_count()[2] > _oldest_threshold:  # as many middle collections as CPython waits for
+                gc.collect(2)
+    finally:
+        _collecting_tasks -= 1
+        if _collecting_tasks == 0:
+            young, middle, _ = gc.get_threshold()
+            gc.set_threshold(young, middle, _oldest_threshold)
 
 
 async def in_turns(items: Iterable[T], fn: Callable[[T], R], every: int = TURN_EVERY) -> list[R]:

@@ -155,6 +155,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             background = [
                 asyncio.create_task(app[SEARCHER].run_background()),
                 asyncio.create_task(eventloop.watch(app[METRICS].loop_tick)),
+                asyncio.create_task(eventloop.collect_in_own_turns()),
             ]
             every = app[REFRESH_EVERY]
             if every is not None:
