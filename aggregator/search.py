@@ -106,6 +106,9 @@ class Searcher:
         lists = [(org_id, answer.videos) for org_id, answer in answers]
         large = sum(len(videos) for _, videos in lists) > MERGE_OFF_LOOP
         merged = await off_loop(large, merge, lists, sort)
+        # A turn of the loop between merging and learning: together, for one 500-video
+        # answer, they were one of the longest steps left in the soak (docs/benchmarks.md).
+        await asyncio.sleep(0)
         reports = tuple(report for _, report in timed)
         for report in reports:
             self._last_reports[report.org_id] = report
