@@ -17,6 +17,11 @@ thread's own CPU time (`time.thread_time`, so waiting for a core is left out):
 On exit it all goes to OUT as JSON. Environment switches, each off by default
 except the first:
 
+- `TURNTRACE_LIGHT=1`: none of the above; for each iteration of 15 ms or more
+  outside `select`, how much of it was the loop's CPU, waiting for a core, and
+  waiting for anything else, with its callbacks of 1 ms or more and the
+  collections inside it (`install_light`): cheap enough that what it finds
+  long is long without it;
 - `TURNTRACE_SAMPLE=0`: no watchdog thread sampling the loop thread's stack
   during a long callback (the sampling itself takes the GIL every 2 ms);
 - `TURNTRACE_GARBAGE=1`: the types of what full collections find as garbage;
@@ -255,10 +260,101 @@ def install(out: str) -> None:
     atexit.register(trace.dump, out)
 
 
+def install_light(out: str) -> None:
+    """`TURNTRACE_LIGHT=1`: what an iteration of the loop spent its time on, cheaply.
+
+    The full trace names every task step before it runs and reads two clocks
+    per callback, which makes most steps look long. This one reads one clock
+    per callback, and per iteration the loop thread's CPU time and run delay
+    (waiting for a core, `/proc/thread-self/schedstat`) and how long `select`
+    waited. For each iteration whose time outside `select` is 15 ms or more it
+    keeps that split, its callbacks of 1 ms or more and the collections inside
+    it; what is neither CPU nor run delay is the thread waiting on something
+    else: the GIL, held by another thread, or the kernel.
+    """
+    import selectors
+
+    long_iterations: list[dict[str, Any]] = []
+    current: list[tuple[float, str]] = []
+    collections_now: list[tuple[int, float]] = []
+    gc_started = [0.0]
+    selected = [0.0]
+    clock = time.perf_counter
+    schedstat = open("/proc/thread-self/schedstat", "rb", buffering=0)  # noqa: SIM115 (kept open)
+
+    def run_delay() -> float:
+        schedstat.seek(0)
+        return int(schedstat.read().split()[1]) / 1e9
+
+    original_select = selectors.EpollSelector.select
+
+    def timed_select(self: selectors.EpollSelector, timeout: float | None = None) -> Any:
+        start = clock()
+        try:
+            return original_select(self, timeout)
+        finally:
+            selected[0] += clock() - start
+
+    original = asyncio.events.Handle._run
+
+    def timed_run(handle: asyncio.events.Handle) -> None:
+        start = clock()
+        original(handle)
+        took = clock() - start
+        if took >= 0.001:
+            task = getattr(handle._callback, "__self__", None)
+            label = f"-> {_suspended_at(task) or 'done'}" if isinstance(task, asyncio.Task) else repr(handle)
+            current.append((round(took * 1000, 2), label[:200]))
+
+    original_once = asyncio.base_events.BaseEventLoop._run_once
+
+    def timed_once(loop: asyncio.base_events.BaseEventLoop) -> None:
+        current.clear()
+        collections_now.clear()
+        selected[0] = 0.0
+        start, cpu, delay = clock(), time.thread_time(), run_delay()
+        original_once(loop)  # type: ignore[attr-defined]
+        wall = clock() - start - selected[0]
+        if wall >= 0.015:
+            cpu = time.thread_time() - cpu
+            delay = run_delay() - delay
+            long_iterations.append(
+                {
+                    "ms": round(wall * 1000, 2),
+                    "cpu_ms": round(cpu * 1000, 2),
+                    "run_delay_ms": round(delay * 1000, 2),
+                    "other_ms": round((wall - cpu - delay) * 1000, 2),
+                    "callbacks": list(current),
+                    "collections": list(collections_now),
+                }
+            )
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_started[0] = time.thread_time()
+        else:
+            collections_now.append(
+                (info["generation"], round((time.thread_time() - gc_started[0]) * 1000, 2))
+            )
+
+    def dump() -> None:
+        with open(out, "w") as f:
+            json.dump({"long_iterations": long_iterations}, f, indent=1)
+
+    selectors.EpollSelector.select = timed_select  # type: ignore[method-assign]
+    asyncio.events.Handle._run = timed_run  # type: ignore[method-assign]
+    asyncio.base_events.BaseEventLoop._run_once = timed_once  # type: ignore[attr-defined]
+    gc.callbacks.append(on_gc)
+    atexit.register(dump)
+
+
 if __name__ == "__main__":
     out, sep, *rest = sys.argv[1:]
     assert sep == "--", "usage: python -m bench.turntrace OUT.json -- serve --config ..."
-    install(out)
+    if os.environ.get("TURNTRACE_LIGHT") == "1":
+        install_light(out)
+    else:
+        install(out)
     from aggregator.cli import main
 
     code = main(rest)
