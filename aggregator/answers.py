@@ -40,7 +40,7 @@ from aggregator.eventloop import in_turns
 from aggregator.flights import Flights
 from aggregator.metrics import Metrics
 from aggregator.model import Clock, OrgStatus, Video
-from aggregator.parsepool import ParsePool
+from aggregator.parsepool import ParseFailed, ParsePool, WorkerLost
 from aggregator.upstream import Fetched, Outcome, fetch_search
 
 log = logging.getLogger(__name__)
@@ -247,8 +247,12 @@ class AnswerSource:
         await self.breakers.succeeded(org.id, probe)
         try:
             parsed = await self.parse_pool.parse(fetched.body, self.config.upstream.max_items)
+        except (WorkerLost, OSError) as exc:  # no worker could be had: not the answer's fault
+            log.error("search failed: org=%s: no parse worker (%s)", org.id, type(exc).__name__)
+            return await self._failed(org, digest, OrgStatus.ERROR, "the answer could not be parsed here")
         except Exception as exc:  # UnparseableAnswer, or anything feedparser trips on
-            log.warning("search failed: org=%s outcome=unparseable (%s)", org.id, type(exc).__name__)
+            kind = str(exc) if isinstance(exc, ParseFailed) else type(exc).__name__
+            log.warning("search failed: org=%s outcome=unparseable (%s)", org.id, kind)
             return await self._failed(org, digest, OrgStatus.ERROR, "answer is not RSS or Atom")
         # Each pass over a 500-video answer costs a few ms, so each is cut into
         # turns of the loop (`in_turns`): run together they held it 10-35 ms.

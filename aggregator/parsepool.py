@@ -1,10 +1,23 @@
-"""Where feedparser runs: worker processes beside the event loop (or one thread).
+"""Where feedparser runs: worker processes beside the event loop, fed through pipes by the loop.
 
-Parsing is CPU work and the loop must not wait on it, so answers are parsed
-in a process pool that uses the other cores. A worker that dies (killed for
-memory, say) breaks a `ProcessPoolExecutor` for good; `ParsePool` then starts
-a new one and tries once more, so one lost process is not a service that
-fails every search until it is restarted.
+Parsing is CPU work and the loop must not wait on it, so answers are parsed in
+worker processes (`aggregator.parseworker`) that use the other cores. The
+loop writes each body to an idle worker's stdin and reads the videos back from
+its stdout, as it reads any socket.
+
+Not `concurrent.futures.ProcessPoolExecutor`, which this module used before:
+it feeds and reads its workers from two threads of the serving process, and
+each takes the GIL to hand a body over or a result back. Parsing happens when
+the cores are busy, and the kernel then often preempted one of those threads
+while it held the GIL; the loop waited for it. A soak traced per iteration
+found loop iterations of 15-25 ms with 1-6 ms of the loop's CPU in them, the
+rest neither CPU nor waiting for a core (docs/benchmarks.md). Here no thread
+of ours runs beside the loop.
+
+A worker that dies (killed for memory, say) is replaced, and the answer it was
+parsing is tried once more on the new one, so one lost process is not a service
+that fails every search until it is restarted. `parse_workers = 0` parses in
+one thread instead: for tests, and for hosts that cannot start processes.
 """
 
 from __future__ import annotations
@@ -12,92 +25,151 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import ctypes
-import ctypes.util
 import logging
-import multiprocessing
 import os
-import signal
-from concurrent.futures.process import BrokenProcessPool
+import sys
+from pathlib import Path
 
 from aggregator.eventloop import in_turns
 from aggregator.model import Video
-from aggregator.parsing import parse_search_answer
+from aggregator.parseworker import ANSWER, FAILED, REQUEST, parse_to_lines
 
 log = logging.getLogger(__name__)
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
-_EMPTY_FEED = b"<rss version='2.0'><channel/></rss>"
+PIPE_LIMIT = 2**20  # bytes a worker's answer may buffer before the loop reads it
+STOP_WAIT = 5.0  # seconds a worker gets to exit once its stdin is closed
+_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 
 
-PARSE_NICENESS = 10  # parse workers yield a shared core to the serving loop
+class ParseFailed(Exception):
+    """The worker could not read the answer as RSS or Atom. Carries only the exception's class name."""
 
 
-def _start_worker() -> None:
-    """In each parse worker, first: a lower CPU priority, and no life beyond the parent's.
-
-    Parsing is the service's bulk work and the event loop its latency: on a
-    busy machine the kernel should run the loop first, so a cached page is
-    never late because a cold answer is being parsed (`os.nice`, CFS weights).
-    """
-    with contextlib.suppress(OSError):
-        os.nice(PARSE_NICENESS)
-    _die_with_parent()
+class WorkerLost(Exception):
+    """A parse worker died (or could not be started) twice for the same answer."""
 
 
-def _die_with_parent() -> None:
-    """End when the process that started it ends, however it ends.
+class _Worker:
+    """One worker process and its two pipes; one exchange at a time (the pool sees to it)."""
 
-    A serving process killed outright (SIGKILL, the OOM killer) cannot shut its
-    pool down; on Linux the kernel then sends its parse workers SIGTERM
-    (PR_SET_PDEATHSIG), so none is left behind holding memory and descriptors.
-    """
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() == 1:  # the parent was already gone before prctl took effect
-        os._exit(0)
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
 
+    @classmethod
+    async def start(cls) -> _Worker:
+        # The package's own directory first, so the worker imports this very code.
+        path = os.pathsep.join(filter(None, (_PACKAGE_ROOT, os.environ.get("PYTHONPATH"))))
+        env = {**os.environ, "PYTHONPATH": path}
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "aggregator.parseworker",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env=env,
+            limit=PIPE_LIMIT,
+        )
+        return cls(process)
 
-def _parse_to_lines(body: bytes, max_items: int | None) -> bytes:
-    """In the worker: parse, and hand back one JSON line per video.
+    @property
+    def alive(self) -> bool:
+        return self.process.returncode is None
 
-    Not the Video objects themselves: the pool's manager thread would unpickle
-    500 of them while holding the GIL, and the loop, which needs the GIL at
-    every socket call, would wait. One bytes object crosses for free, and the
-    loop reads it a hundred videos per turn (`eventloop.in_turns`).
-    """
-    return b"\n".join(v.to_line() for v in parse_search_answer(body, max_items))
+    async def ask(self, body: bytes, max_items: int | None) -> tuple[int, bytes]:
+        """(status, payload); raises ConnectionError or IncompleteReadError if the worker is gone."""
+        stdin, stdout = self.process.stdin, self.process.stdout
+        assert stdin is not None and stdout is not None  # both are pipes (`start`)
+        stdin.write(REQUEST.pack(len(body), max_items or 0))
+        stdin.write(body)
+        await stdin.drain()
+        status, length = ANSWER.unpack(await stdout.readexactly(ANSWER.size))
+        return status, await stdout.readexactly(length)
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.process.kill()
+
+    async def stop(self) -> None:
+        """Close its stdin, so it ends by itself; kill it if it does not."""
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        try:
+            await asyncio.wait_for(self.process.wait(), STOP_WAIT)
+        except TimeoutError:
+            self.kill()
+            await self.process.wait()
 
 
 class ParsePool:
+    """`start` it on the loop that will use it, `close` it on the same loop."""
+
     def __init__(self, workers: int) -> None:
         self.workers = workers
-        self._executor = self._new_executor()
+        self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
+        self._all: list[_Worker] = []
+        self._exchanges: set[asyncio.Task[bytes]] = set()
+        self._thread: concurrent.futures.ThreadPoolExecutor | None = None
 
-    def _new_executor(self) -> concurrent.futures.Executor:
+    async def start(self) -> None:
         if self.workers <= 0:
-            return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="parse")
-        # spawn, not fork: forking a process that runs an event loop and sockets is unsafe.
-        context = multiprocessing.get_context("spawn")
-        executor = concurrent.futures.ProcessPoolExecutor(
-            self.workers, mp_context=context, initializer=_start_worker
-        )
-        # Start the workers and import the parsers now, not on the first user's search.
-        for _ in range(self.workers):
-            executor.submit(parse_search_answer, _EMPTY_FEED)
-        return executor
+            self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="parse")
+            return
+        for _ in range(self.workers):  # each imports the parsers now, not on the first user's search
+            worker = await _Worker.start()
+            self._all.append(worker)
+            self._idle.put_nowait(worker)
+
+    @property
+    def pids(self) -> list[int]:
+        """The worker processes' ids (for operators' tools, and the test that kills one)."""
+        return [w.process.pid for w in self._all if w.alive]
 
     async def parse(self, body: bytes, max_items: int | None = None) -> list[Video]:
-        loop = asyncio.get_running_loop()
-        try:
-            lines = await loop.run_in_executor(self._executor, _parse_to_lines, body, max_items)
-        except BrokenProcessPool:
-            log.error("a parse worker died: starting new ones")
-            broken, self._executor = self._executor, self._new_executor()
-            broken.shutdown(wait=False, cancel_futures=True)
-            lines = await loop.run_in_executor(self._executor, _parse_to_lines, body, max_items)
+        """The answer's videos. Raises ParseFailed for a body that is not RSS or Atom."""
+        if self._thread is not None:
+            loop = asyncio.get_running_loop()
+            lines = await loop.run_in_executor(self._thread, parse_to_lines, body, max_items)
+        else:
+            # Its own task, shielded: a caller that gives up must not leave a worker
+            # half-way through an exchange, with an answer nobody reads in its pipe.
+            exchange = asyncio.create_task(self._exchange(body, max_items))
+            self._exchanges.add(exchange)
+            exchange.add_done_callback(self._exchanges.discard)
+            lines = await asyncio.shield(exchange)
         return await in_turns(lines.split(b"\n") if lines else [], Video.from_line)
 
-    def shutdown(self) -> None:
-        """Blocking: call it from a thread. Waiting lets the workers exit before the interpreter does."""
-        self._executor.shutdown(wait=True, cancel_futures=True)
+    async def _exchange(self, body: bytes, max_items: int | None) -> bytes:
+        worker = await self._idle.get()
+        try:
+            for _ in range(2):
+                if not worker.alive:
+                    worker = await self._replace(worker)
+                try:
+                    status, payload = await worker.ask(body, max_items)
+                except (ConnectionError, asyncio.IncompleteReadError):
+                    log.error("a parse worker died: starting a new one")
+                    worker.kill()
+                    await worker.process.wait()
+                    continue
+                if status == FAILED:
+                    raise ParseFailed(payload.decode("ascii", "replace"))
+                return payload
+            raise WorkerLost("parse workers died twice on one answer")
+        finally:
+            self._idle.put_nowait(worker)  # dead or alive: a dead one is replaced when next taken
+
+    async def _replace(self, dead: _Worker) -> _Worker:
+        """A new worker in `dead`'s place; OSError (no processes or descriptors left) leaves it there."""
+        fresh = await _Worker.start()
+        self._all = [fresh if w is dead else w for w in self._all]
+        return fresh
+
+    async def close(self) -> None:
+        """Stop every worker and wait for them (or stop the thread)."""
+        if self._thread is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.shutdown)
+            return
+        for exchange in list(self._exchanges):
+            exchange.cancel()
+        await asyncio.gather(*self._exchanges, return_exceptions=True)
+        await asyncio.gather(*(w.stop() for w in self._all), return_exceptions=True)
+        self._all = []

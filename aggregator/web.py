@@ -130,6 +130,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     parse_pool = ParsePool(config.server.parse_workers)
     app[PARSE_POOL] = parse_pool
     try:
+        await parse_pool.start()
         async with (
             caches.from_config(config.cache, app[CLOCK]) as cache,
             shared_storage(config.cache) as shared,
@@ -167,10 +168,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                     await task
     finally:
         await session.close()
-        # Wait for the workers while the interpreter is whole: shutting down
-        # without waiting leaves their stop sentinel in a queue whose feeder
-        # thread dies at exit, and the process then hangs joining them.
-        await asyncio.get_running_loop().run_in_executor(None, parse_pool.shutdown)
+        await parse_pool.close()
 
 
 async def _announce(app: web.Application, session: aiohttp.ClientSession, sub: Subscription) -> None:
