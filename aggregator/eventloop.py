@@ -19,12 +19,20 @@ Linux keeps, per thread, the time spent runnable but waiting for a CPU
 kernel's Documentation/scheduler/sched-stats.rst). The busy part of a late tick
 is its lateness less the run delay accrued in the same interval. Where the file
 is missing, the busy part is taken to be the whole lateness.
+
+Busy still counts every other reason the thread did not run: a blocking call,
+the GIL held by another thread, and on a virtual machine the host running
+something else on our core (steal time, which the guest's clocks count as
+neither). So each tick also carries the loop thread's own CPU time since the
+last tick: the part of the lateness that was this service's CPU work is at
+most that (`Tick.cpu`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -47,6 +55,7 @@ _oldest_threshold = 10  # CPython's own, kept while they run
 class Tick:
     lag: float  # how late the timer fired, in seconds
     busy: float  # of that, the time the loop was not waiting for a core
+    cpu: float = 0.0  # of that, at most the loop thread's CPU time since the last tick
 
 
 def run_delay_reader() -> Callable[[], float] | None:
@@ -70,6 +79,7 @@ async def watch(observe: Callable[[Tick], None], interval: float = INTERVAL) -> 
     loop = asyncio.get_running_loop()
     run_delay = run_delay_reader()
     waited = run_delay() if run_delay else 0.0
+    used = time.thread_time()
     while True:
         expected = loop.time() + interval
         await asyncio.sleep(interval)
@@ -80,7 +90,9 @@ async def watch(observe: Callable[[Tick], None], interval: float = INTERVAL) -> 
             busy = max(0.0, lag - delay)
         else:
             busy = lag
-        observe(Tick(lag, busy))
+        now_used = time.thread_time()
+        used, cpu = now_used, now_used - used
+        observe(Tick(lag, busy, min(busy, cpu)))
 
 
 def settle_heap() -> None:

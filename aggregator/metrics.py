@@ -165,7 +165,19 @@ class Metrics:
             registry=r,
             multiprocess_mode="max",
         )
-        self._worst_lag = self._worst_busy = 0.0
+        self.loop_cpu = Histogram(
+            "ilosagg_event_loop_cpu_seconds",
+            "Of a timer's busy lateness, at most the loop thread's own CPU time (not steal, GIL or blocking)",
+            registry=r,
+            buckets=lag_buckets,
+        )
+        self.loop_cpu_max = Gauge(
+            "ilosagg_event_loop_cpu_max_seconds",
+            "The longest the loop's own CPU work can have held up a timer since the process started",
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self._worst_lag = self._worst_busy = self._worst_cpu = 0.0
         self.redis_up = Gauge(
             "ilosagg_redis_up",
             "1 while Redis answers, 0 while the in-process cache stands in (absent without Redis)",
@@ -182,6 +194,10 @@ class Metrics:
         if tick.busy > self._worst_busy:
             self._worst_busy = tick.busy
             self.loop_busy_max.set(tick.busy)
+        self.loop_cpu.observe(tick.cpu)
+        if tick.cpu > self._worst_cpu:
+            self._worst_cpu = tick.cpu
+            self.loop_cpu_max.set(tick.cpu)
 
     def request(self, route: str, status: int, seconds: float) -> None:
         """One answered request (recorded by the access logger, which aiohttp calls for each).
