@@ -32,13 +32,15 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
+log = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
@@ -139,6 +141,30 @@ async def collect_in_own_turns(interval: float = FULL_COLLECTION_EVERY) -> None:
         if _collecting_tasks == 0:
             young, middle, _ = gc.get_threshold()
             gc.set_threshold(young, middle, _oldest_threshold)
+
+
+async def repeat(work: Callable[[], Awaitable[object]], interval: float, what: str) -> None:
+    """Until cancelled: `work()`, then `interval` seconds' pause. A pass that fails is logged
+    (its exception's name only) and the next one tries again: a chore must not die.
+
+    Python 3.11's asyncio can swallow a cancellation that lands just as an inner
+    wait ends (`asyncio.wait_for`, and code built like it). The loop would then
+    run on, and the shutdown that awaits it would wait for ever: a test run hung
+    in teardown that way, the deferred-lookup loop "cancelling" but still
+    sleeping between passes. So the task's own count of cancellation requests
+    is looked at after every pass too.
+    """
+    task = asyncio.current_task()
+    while True:
+        try:
+            await work()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("%s: pass failed (%s)", what, type(exc).__name__)
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError
+        await asyncio.sleep(interval)
 
 
 async def in_turns(items: Iterable[T], fn: Callable[[T], R], every: int = TURN_EVERY) -> list[R]:

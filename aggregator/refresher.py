@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable
 from aggregator import cache as cache_keys
 from aggregator.cache import Cache
 from aggregator.config import Config
+from aggregator.eventloop import repeat
 from aggregator.model import Clock
 from aggregator.search import Searcher
 from aggregator.subscriptions import Subscription, Subscriptions
@@ -79,14 +80,7 @@ class Refresher:
 
     async def run(self, every: float = INTERVAL) -> None:
         """Until cancelled: a pass every `every` seconds."""
-        while True:
-            try:
-                await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # never let the loop die; the next pass tries again
-                log.warning("refresh-ahead: pass failed (%s)", type(exc).__name__)
-            await asyncio.sleep(every)
+        await repeat(self.run_once, every, "refresh-ahead")
 
     async def run_once(self) -> int:
         """One pass; how many subscriptions had an answer fetched again."""

@@ -29,7 +29,7 @@ from aggregator.breaker import BreakerState
 from aggregator.budget import Budget, BudgetState
 from aggregator.cache import Cache
 from aggregator.config import Config, Org
-from aggregator.eventloop import in_turns, off_loop
+from aggregator.eventloop import in_turns, off_loop, repeat
 from aggregator.merge import merge
 from aggregator.metrics import Metrics
 from aggregator.model import Clock, OrgReport, OrgStatus, Result, Sort
@@ -177,14 +177,7 @@ class Searcher:
 
     async def run_background(self) -> None:
         """Until cancelled: run deferred duration lookups as the budget refills (one process at a time)."""
-        while True:
-            try:
-                await self._answers.durations.drain_deferred()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # never let the loop die; the next pass tries again
-                log.warning("deferred duration lookups: pass failed (%s)", type(exc).__name__)
-            await asyncio.sleep(DRAIN_INTERVAL)
+        await repeat(self._answers.durations.drain_deferred, DRAIN_INTERVAL, "deferred duration lookups")
 
     async def _timed(self, org: Org, query: str, deadline: float) -> tuple[OrgAnswer, OrgReport]:
         started = time.perf_counter()

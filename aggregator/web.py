@@ -19,7 +19,6 @@ import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import suppress
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -56,6 +55,9 @@ from aggregator.upstream import new_session
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+log = logging.getLogger(__name__)
+STOP_WAIT = 5.0  # seconds background tasks get to end at shutdown
+
 CONFIG = web.AppKey("config", Config)
 CLOCK = web.AppKey[Clock]("clock")
 CACHE = web.AppKey[Cache]("cache")
@@ -70,7 +72,6 @@ SUBSCRIPTIONS = web.AppKey("subscriptions", Subscriptions)
 REFRESHER = web.AppKey("refresher", Refresher)
 REFRESH_EVERY = web.AppKey[float | None]("refresh_every")
 
-log = logging.getLogger(__name__)
 REFRESHER_ID = "refresher"  # who asked, for the suggestions' count of callers
 NO_STORE = {"Cache-Control": "no-store"}
 _SAFE_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -162,13 +163,19 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             if every is not None:
                 background.append(asyncio.create_task(refresher.run(every)))
             yield
-            for task in background:
-                task.cancel()
-                with suppress(asyncio.CancelledError):
-                    await task
+            await _stop(background)
     finally:
         await session.close()
         await parse_pool.close()
+
+
+async def _stop(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel the background tasks and wait for them, but not for ever: shutdown must end."""
+    for task in tasks:
+        task.cancel()
+    _, stuck = await asyncio.wait(tasks, timeout=STOP_WAIT)
+    for task in stuck:
+        log.error("shutdown: a background task did not stop (%s)", task.get_coro())
 
 
 async def _announce(app: web.Application, session: aiohttp.ClientSession, sub: Subscription) -> None:

@@ -9,7 +9,7 @@ import contextlib
 import gc
 import weakref
 
-from aggregator.eventloop import Pacer, collect_in_own_turns
+from aggregator.eventloop import Pacer, collect_in_own_turns, repeat
 from aggregator.suggestions import SuggestionIndex
 
 
@@ -85,3 +85,18 @@ async def test_full_collections_still_free_cycles_when_run_in_their_own_turns() 
     with contextlib.suppress(asyncio.CancelledError):
         await task
     assert gc.get_threshold() == before
+
+
+async def test_a_chore_stops_even_when_a_pass_swallows_its_cancellation() -> None:
+    """Shutdown waits for the background chores; one that never ends would hang it."""
+
+    async def swallowing_pass() -> None:
+        # as Python 3.11's wait_for can, when its inner wait ends at that moment
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(3600)
+
+    task = asyncio.create_task(repeat(swallowing_pass, 0, "test chore"))
+    await asyncio.sleep(0)
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=5)
+    assert task in done and task.cancelled()
