@@ -115,12 +115,17 @@ def run(config_path: str, config: Config) -> int:
     directory = tempfile.mkdtemp(prefix="ilos-aggregator-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
     _use_multiprocess_values()
+    master = os.getpid()
     try:
         ServiceApplication(config_path, config).run()
     except SystemExit as exc:
         return int(exc.code or 0)
     finally:
-        shutil.rmtree(directory, ignore_errors=True)
+        # Workers are forked from inside `run()` and leave through this frame too: one
+        # retired by SIGHUP took the directory away from the workers that replaced it,
+        # whose next new metric then failed (a 500). Only the master removes it.
+        if os.getpid() == master:
+            shutil.rmtree(directory, ignore_errors=True)
     return 0
 
 

@@ -173,7 +173,8 @@ async def test_sighup_reloads_the_config_without_dropping_requests(sim, tmp_path
                 await asyncio.sleep(0.1)
             assert set(statuses) <= {200, 401}
             async with session.get(f"{base}/search.atom?q=onboarding&key={token}") as resp:
-                assert resp.status == 200
+                status = resp.status
     finally:
         proc.terminate()
-        proc.communicate(timeout=20)
+        _, log = proc.communicate(timeout=20)
+    assert status == 200, log.decode(errors="replace")[-4000:]  # the service's own account
