@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -98,11 +99,19 @@ async def test_two_processes_on_one_redis_share_one_request_per_org(sim, redis_c
     finally:
         for p in procs:
             p.terminate()
+        logs = []
         for p in procs:
             # communicate, not wait then read: 200 access lines can fill the pipe, and a
             # process blocked writing its log never exits.
-            _, err = p.communicate(timeout=10)
-            assert b"Traceback" not in err
+            try:
+                logs.append(p.communicate(timeout=10)[1])
+            except subprocess.TimeoutExpired:
+                p.kill()  # never leave it behind, whatever else failed
+                logs.append(p.communicate()[1] + b"\n(did not stop within 10 s of SIGTERM)")
+        for err in logs:
+            assert b"Traceback" not in err and b"did not stop" not in err, err.decode(errors="replace")[
+                -3000:
+            ]
 
 
 async def wait_until_up(session: aiohttp.ClientSession, url: str) -> None:
