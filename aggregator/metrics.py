@@ -140,44 +140,24 @@ class Metrics:
             self._pages_counter = Counter("ilosagg_pages", PAGES_HELP, ["format", "source"], registry=r)
         else:
             r.register(_PagesCollector(self._pages))
-        lag_buckets = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1, 5)
-        self.loop_lag = Histogram(
-            "ilosagg_event_loop_lag_seconds",
+        self.loop_lag = _LoopFigure(
+            r,
+            "lag",
             "How late a 50 ms timer fires, whatever the reason",
-            registry=r,
-            buckets=lag_buckets,
-        )
-        self.loop_lag_max = Gauge(
-            "ilosagg_event_loop_lag_max_seconds",
             "The latest a 50 ms timer has fired since the process started",
-            registry=r,
-            multiprocess_mode="max",
         )
-        self.loop_busy = Histogram(
-            "ilosagg_event_loop_busy_seconds",
+        self.loop_busy = _LoopFigure(
+            r,
+            "busy",
             "Of a timer's lateness, the part the loop itself was busy (not waiting for a CPU)",
-            registry=r,
-            buckets=lag_buckets,
-        )
-        self.loop_busy_max = Gauge(
-            "ilosagg_event_loop_busy_max_seconds",
             "The longest the loop itself has held up a timer since the process started",
-            registry=r,
-            multiprocess_mode="max",
         )
-        self.loop_cpu = Histogram(
-            "ilosagg_event_loop_cpu_seconds",
+        self.loop_cpu = _LoopFigure(
+            r,
+            "cpu",
             "Of a timer's busy lateness, at most the loop thread's own CPU time (not steal, GIL or blocking)",
-            registry=r,
-            buckets=lag_buckets,
-        )
-        self.loop_cpu_max = Gauge(
-            "ilosagg_event_loop_cpu_max_seconds",
             "The longest the loop's own CPU work can have held up a timer since the process started",
-            registry=r,
-            multiprocess_mode="max",
         )
-        self._worst_lag = self._worst_busy = self._worst_cpu = 0.0
         self.redis_up = Gauge(
             "ilosagg_redis_up",
             "1 while Redis answers, 0 while the in-process cache stands in (absent without Redis)",
@@ -188,16 +168,7 @@ class Metrics:
     def loop_tick(self, tick: Tick) -> None:
         self.loop_lag.observe(tick.lag)
         self.loop_busy.observe(tick.busy)
-        if tick.lag > self._worst_lag:
-            self._worst_lag = tick.lag
-            self.loop_lag_max.set(tick.lag)
-        if tick.busy > self._worst_busy:
-            self._worst_busy = tick.busy
-            self.loop_busy_max.set(tick.busy)
         self.loop_cpu.observe(tick.cpu)
-        if tick.cpu > self._worst_cpu:
-            self._worst_cpu = tick.cpu
-            self.loop_cpu_max.set(tick.cpu)
 
     def request(self, route: str, status: int, seconds: float) -> None:
         """One answered request (recorded by the access logger, which aiohttp calls for each).
@@ -244,3 +215,24 @@ class _PagesCollector:
 
 
 METRICS = web.AppKey(APP_KEY_NAME, Metrics)  # the app's Metrics: web sets it, the access logger reads it
+
+
+class _LoopFigure:
+    """One figure of the lag watcher's ticks: a histogram, and the worst tick since start as a gauge."""
+
+    BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1, 5)
+
+    def __init__(self, registry: CollectorRegistry, name: str, what: str, worst: str) -> None:
+        self.seconds = Histogram(
+            f"ilosagg_event_loop_{name}_seconds", what, registry=registry, buckets=self.BUCKETS
+        )
+        self.max = Gauge(
+            f"ilosagg_event_loop_{name}_max_seconds", worst, registry=registry, multiprocess_mode="max"
+        )
+        self._worst = 0.0
+
+    def observe(self, value: float) -> None:
+        self.seconds.observe(value)
+        if value > self._worst:
+            self._worst = value
+            self.max.set(value)
