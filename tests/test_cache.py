@@ -109,9 +109,8 @@ async def test_two_processes_on_one_redis_share_one_request_per_org(sim, redis_c
                 p.kill()  # never leave it behind, whatever else failed
                 logs.append(p.communicate()[1] + b"\n(did not stop within 10 s of SIGTERM)")
         for err in logs:
-            assert b"Traceback" not in err and b"did not stop" not in err, err.decode(errors="replace")[
-                -3000:
-            ]
+            tail = err.decode(errors="replace")[-3000:]
+            assert b"Traceback" not in err and b"did not stop" not in err, tail
 
 
 async def wait_until_up(session: aiohttp.ClientSession, url: str) -> None:
