@@ -46,7 +46,12 @@ async def browser():
 @pytest.fixture
 async def site(aiohttp_server, sim):
     port = free_port()
-    config = make_config(sim, server={"public_url": f"http://127.0.0.1:{port}"})
+    # The cards must carry their durations on the first, cold search. With chromium on the
+    # same two cores, 0.3 s of waiting for the lookups was once too short (15 of 20 in a CI
+    # run); an answer still goes out as soon as they have landed.
+    config = make_config(
+        sim, server={"public_url": f"http://127.0.0.1:{port}"}, upstream={"duration_wait": 5.0}
+    )
     await aiohttp_server(create_app(config), port=port)
     return f"http://127.0.0.1:{port}"
 
