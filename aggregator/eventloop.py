@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
-TURN_EVERY = 100  # items between turns of the loop in `in_turns`: ~2 ms of JSON for videos
+TURN_BUDGET = 0.002  # seconds of work between turns of the loop in `in_turns`
 SCHEDSTAT = Path("/proc/thread-self/schedstat")
 INTERVAL = 0.05
 FULL_COLLECTION_EVERY = 1.0  # seconds between full collections at most, under load
@@ -167,18 +167,24 @@ async def repeat(work: Callable[[], Awaitable[object]], interval: float, what: s
         await asyncio.sleep(interval)
 
 
-async def in_turns(items: Iterable[T], fn: Callable[[T], R], every: int = TURN_EVERY) -> list[R]:
-    """`fn` over `items`, on the loop, with a turn of it after every `every` items.
+async def in_turns(items: Iterable[T], fn: Callable[[T], R], budget: float = TURN_BUDGET) -> list[R]:
+    """`fn` over `items`, on the loop, with a turn of it after every `budget` seconds of work.
 
     For work that is short per item but long in all: the JSON of a 500-video
-    answer (~10 ms), or learning its titles. In a thread it would hold the GIL
-    against the loop; cut into turns, nothing waits long.
+    answer (~10 ms), learning its titles, the entries of a feed. In a thread it
+    would hold the GIL against the loop; cut into turns, nothing waits long.
+    The cut is by time, not by count: a fixed count of 100 videos was 2 ms on
+    one machine and 9 ms on a slower one. Drawing from `items` counts as work
+    too, so a generator (a template's chunks) is cut the same way.
     """
+    clock = time.perf_counter
     out = []
-    for n, item in enumerate(items, start=1):
+    turn_ends = clock() + budget
+    for item in items:
         out.append(fn(item))
-        if n % every == 0:
+        if clock() >= turn_ends:
             await asyncio.sleep(0)
+            turn_ends = clock() + budget
     return out
 
 
