@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from aggregator.feeds import new_feed
+from aggregator.feeds import write_feed
 from aggregator.presentation import View
 
 
-def render_atom(view: View) -> bytes:
-    body: bytes = new_feed(view, "atom").atom_str(pretty=True)
-    return body
+async def render_atom(view: View) -> bytes:
+    return await write_feed(view, "atom")

@@ -1,6 +1,6 @@
 """The feedgen document Atom and RSS are both written from.
 
-`new_feed` sets everything the two formats share: ids, links, entries with
+`write_feed` writes everything the two formats share: ids, links, entries with
 Media RSS durations and thumbnails, categories per org. feedgen writes neither
 OpenSearch response elements nor, in RSS, any `atom:link` but `self`;
 `OpenSearchExtension` adds both, in the OpenSearch 1.1 namespace
@@ -10,6 +10,7 @@ search match it literally).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from feedgen.ext.base import BaseExtension
@@ -18,7 +19,8 @@ from feedgen.util import xml_elem
 from lxml import etree
 
 from aggregator import PRODUCT, __version__
-from aggregator.model import duration_seconds
+from aggregator.eventloop import in_turns
+from aggregator.model import Result, duration_seconds
 from aggregator.presentation import View
 
 OPENSEARCH_NS = "http://a9.com/-/spec/opensearch/1.1/"
@@ -83,8 +85,28 @@ class OpenSearchEntryExtension(BaseExtension):  # type: ignore[misc]  # feedgen 
     """Entries carry nothing of OpenSearch; feedgen wants a class all the same."""
 
 
-def new_feed(view: View, fmt: str) -> Any:
-    """The feed-level parts Atom and RSS share (a feedgen `FeedGenerator`).
+async def write_feed(view: View, fmt: str) -> bytes:
+    """The Atom (`fmt` "atom") or RSS ("rss") document of a page, written in turns of the loop.
+
+    feedgen takes ~0.15 ms an entry, ~0.4 ms on a slow machine, so a 100-entry
+    page written in one go (`atom_str`) held the loop 15-40 ms. Here feedgen
+    writes the feed without its entries, then each entry's element on its own
+    (`FeedEntry.atom_entry`/`rss_entry`, a few at a time between turns), and
+    lxml puts them together and serialises the whole in C: the same bytes.
+    """
+    fg = _feed(view, fmt)
+    head = fg.atom_str() if fmt == "atom" else fg.rss_str()
+    root = etree.fromstring(head)
+    parent = root if fmt == "atom" else root[0]  # RSS items go in the channel
+    parent.extend(await in_turns(view.page.results, functools.partial(_entry, fg, view, fmt)))
+    body: bytes = etree.tostring(
+        root.getroottree(), pretty_print=True, xml_declaration=True, encoding="UTF-8"
+    )
+    return body
+
+
+def _feed(view: View, fmt: str) -> Any:
+    """The feed-level parts (a feedgen `FeedGenerator`): Atom and RSS share most of them.
 
     `fmt` names the format being written: its self and paging URLs and media type.
     """
@@ -130,32 +152,39 @@ def new_feed(view: View, fmt: str) -> Any:
         search_terms=page.params.q,
         count=page.params.count,
     )
-    for result in page.results:
-        v = result.video
-        fe = fg.add_entry(order="append")
-        fe.id(v.entry_id)  # also the RSS guid, isPermaLink="false"
-        fe.title(v.title)
-        fe.link(href=v.link, rel="alternate", type="text/html")
-        fe.updated(v.published or view.first_seen)
-        if v.published:
-            fe.published(v.published)  # also the RSS pubDate
-        if v.author:
-            fe.author({"name": v.author})  # Atom only: RSS <author> must be an e-mail address
-            fe.dc.dc_creator(v.author)
-        fe.summary(view.summary(result))  # also the RSS description: plain text
-        for org_id in result.orgs:
-            fe.category(term=org_id, label=view.org_names.get(org_id, org_id))
-        media: dict[str, str | None] = {
-            "url": v.embed_url,
-            "type": "text/html",
-            "medium": "video",
-            "group": None,
-        }
-        if v.duration_ms is not None:
-            media["duration"] = str(duration_seconds(v.duration_ms))
-            fe.podcast.itunes_duration(duration_seconds(v.duration_ms))
-        fe.media.content(media)
-        thumb = view.thumbnail_url(result)
-        if thumb:
-            fe.media.thumbnail({"url": thumb, "group": None})
+    if fmt == "rss":
+        fg.link(href=view.url("html"), rel="alternate", replace=False)
     return fg
+
+
+def _entry(fg: Any, view: View, fmt: str, result: Result) -> etree._Element:
+    """One result's Atom entry or RSS item."""
+    v = result.video
+    fe = fg.add_entry(order="append")
+    fe.id(v.entry_id)  # also the RSS guid, isPermaLink="false"
+    fe.title(v.title)
+    fe.link(href=v.link, rel="alternate", type="text/html")
+    fe.updated(v.published or view.first_seen)
+    if v.published:
+        fe.published(v.published)  # also the RSS pubDate
+    if v.author:
+        fe.author({"name": v.author})  # Atom only: RSS <author> must be an e-mail address
+        fe.dc.dc_creator(v.author)
+    fe.summary(view.summary(result))  # also the RSS description: plain text
+    for org_id in result.orgs:
+        fe.category(term=org_id, label=view.org_names.get(org_id, org_id))
+    media: dict[str, str | None] = {
+        "url": v.embed_url,
+        "type": "text/html",
+        "medium": "video",
+        "group": None,
+    }
+    if v.duration_ms is not None:
+        media["duration"] = str(duration_seconds(v.duration_ms))
+        fe.podcast.itunes_duration(duration_seconds(v.duration_ms))
+    fe.media.content(media)
+    thumb = view.thumbnail_url(result)
+    if thumb:
+        fe.media.thumbnail({"url": thumb, "group": None})
+    element: etree._Element = fe.atom_entry() if fmt == "atom" else fe.rss_entry()
+    return element

@@ -3,12 +3,12 @@
 The routes (web), the OpenSearch description's `Url` templates
 (description), paging and self links (presentation) and the page's feed
 links all loop over `FORMATS`. Adding a search format is one entry here and
-one renderer `View -> bytes`.
+one renderer `View -> bytes` (a coroutine: big pages are written in turns).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -25,8 +25,9 @@ class Format:
     path: str
     media_type: str
     title: str  # what people see it called
-    # View -> body; None for the formats that are not a page of results (their own handlers)
-    render: Callable[[View], bytes] | None
+    # View -> body, written in turns of the loop; None for the formats that are not a page of
+    # results (their own handlers)
+    render: Callable[[View], Awaitable[bytes]] | None
     rel: str = "results"  # the OpenSearch `Url` rel: results, suggestions, or self
     paged: bool = True  # its template carries count and startIndex
     subscribable: bool = True  # offered as a feed: rel=alternate and the page's subscribe links

@@ -8,13 +8,15 @@ figures the XML feeds carry as OpenSearch elements.
 
 from __future__ import annotations
 
+import functools
 import json
 
-from aggregator.model import duration_seconds
+from aggregator.eventloop import in_turns
+from aggregator.model import Result, duration_seconds
 from aggregator.presentation import View
 
 
-def render_json_feed(view: View) -> bytes:
+async def render_json_feed(view: View) -> bytes:
     page = view.page
     feed: dict[str, object] = {
         "version": "https://jsonfeed.org/version/1.1",
@@ -46,37 +48,39 @@ def render_json_feed(view: View) -> bytes:
         "links": links,
         "description_url": view.description_url,
     }
-    items = []
-    for result in page.results:
-        v = result.video
-        summary = view.summary(result)
-        item: dict[str, object] = {
-            "id": v.entry_id,
-            "url": v.link,
-            "title": v.title,
-            "summary": summary,
-            "content_text": summary,  # 1.1 requires content_text or content_html
-        }
-        if v.published:
-            item["date_published"] = v.published.isoformat().replace("+00:00", "Z")
-        thumb = view.thumbnail_url(result)
-        if thumb:
-            item["image"] = thumb
-        if v.author:
-            item["authors"] = [{"name": v.author}]
-        item["tags"] = view.org_labels(result)
-        # The video as JSON Feed 1.1 sees a media file: its embed page, with its length in seconds.
-        attachment: dict[str, object] = {"url": v.embed_url, "mime_type": "text/html", "title": v.title}
-        if v.duration_ms is not None:
-            attachment["duration_in_seconds"] = duration_seconds(v.duration_ms)
-        item["attachments"] = [attachment]
-        item["_ilos"] = {
-            "about": f"{view.base_url}/opensearch.xml",
-            "randtag": v.randtag,
-            "duration_ms": v.duration_ms,
-            "orgs": list(result.orgs),
-            "embed_url": v.embed_url,
-        }
-        items.append(item)
-    feed["items"] = items
-    return json.dumps(feed, ensure_ascii=False, indent=1).encode()
+    feed["items"] = await in_turns(page.results, functools.partial(_item, view))
+    # Compact: with `indent`, the json module leaves its C encoder for a Python one, 5x slower.
+    return json.dumps(feed, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _item(view: View, result: Result) -> dict[str, object]:
+    v = result.video
+    summary = view.summary(result)
+    item: dict[str, object] = {
+        "id": v.entry_id,
+        "url": v.link,
+        "title": v.title,
+        "summary": summary,
+        "content_text": summary,  # 1.1 requires content_text or content_html
+    }
+    if v.published:
+        item["date_published"] = v.published.isoformat().replace("+00:00", "Z")
+    thumb = view.thumbnail_url(result)
+    if thumb:
+        item["image"] = thumb
+    if v.author:
+        item["authors"] = [{"name": v.author}]
+    item["tags"] = view.org_labels(result)
+    # The video as JSON Feed 1.1 sees a media file: its embed page, with its length in seconds.
+    attachment: dict[str, object] = {"url": v.embed_url, "mime_type": "text/html", "title": v.title}
+    if v.duration_ms is not None:
+        attachment["duration_in_seconds"] = duration_seconds(v.duration_ms)
+    item["attachments"] = [attachment]
+    item["_ilos"] = {
+        "about": f"{view.base_url}/opensearch.xml",
+        "randtag": v.randtag,
+        "duration_ms": v.duration_ms,
+        "orgs": list(result.orgs),
+        "embed_url": v.embed_url,
+    }
+    return item

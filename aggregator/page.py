@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import jinja2
 
 from aggregator import PRODUCT, __version__
+from aggregator.eventloop import in_turns
 from aggregator.model import format_duration
 from aggregator.presentation import View
 from aggregator.resources import template
@@ -42,9 +43,12 @@ def render_status(**values: object) -> str:
     return _STATUS.render({"version": __version__, "product": PRODUCT, **values})
 
 
-def render_page(view: View) -> bytes:
-    """A page of results (the registry's renderer for `html`)."""
-    return _render(
+async def render_page(view: View) -> bytes:
+    """A page of results (the registry's renderer for `html`).
+
+    Written in turns of the loop: 100 cards take ~6 ms on a slow machine.
+    """
+    context = _context(
         base_url=view.base_url,
         short_name=view.short_name,
         language=view.language,
@@ -53,7 +57,8 @@ def render_page(view: View) -> bytes:
         troubled=view.troubled,
         embed=view.variant == "embed",
         sort=view.page.params.sort,
-    ).encode()
+    )
+    return "".join(await in_turns(_TEMPLATE.generate(context), str)).encode()
 
 
 def render_form(
@@ -70,6 +75,10 @@ def render_form(
 
 
 def _render(**values: object) -> str:
+    return _TEMPLATE.render(_context(**values))
+
+
+def _context(**values: object) -> dict[str, object]:
     context: dict[str, object] = {
         "q": "",
         "error": None,
@@ -82,7 +91,7 @@ def _render(**values: object) -> str:
         "language": "en",
     }
     context.update(values)
-    return _TEMPLATE.render(context)
+    return context
 
 
 def security_headers(public_url: str, frame_ancestors: tuple[str, ...]) -> dict[str, str]:

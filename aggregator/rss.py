@@ -8,12 +8,9 @@ response elements and `atom:link`s for self, search and paging.
 
 from __future__ import annotations
 
-from aggregator.feeds import new_feed
+from aggregator.feeds import write_feed
 from aggregator.presentation import View
 
 
-def render_rss(view: View) -> bytes:
-    fg = new_feed(view, "rss")
-    fg.link(href=view.url("html"), rel="alternate", replace=False)
-    body: bytes = fg.rss_str(pretty=True)
-    return body
+async def render_rss(view: View) -> bytes:
+    return await write_feed(view, "rss")

@@ -152,7 +152,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 app[PAGES].clear,
                 app[CLOCK],
             )
-            _warm_up_renderers(config)
+            await _warm_up_renderers(config)
             eventloop.settle_heap()
             background = [
                 asyncio.create_task(app[SEARCHER].run_background()),
@@ -230,7 +230,7 @@ async def ilos_upload(request: web.Request) -> web.Response:
     )
 
 
-def _warm_up_renderers(config: Config) -> None:
+async def _warm_up_renderers(config: Config) -> None:
     """Render every format once before serving.
 
     A first render imports feedgen's extensions and compiles templates: ~40 ms
@@ -248,7 +248,7 @@ def _warm_up_renderers(config: Config) -> None:
     )
     for fmt in FORMATS:
         if fmt.render is not None:
-            fmt.render(view)
+            await fmt.render(view)
 
 
 # -- errors -----------------------------------------------------------------------
@@ -470,11 +470,13 @@ async def _render(
     # in the shared cache; a page with no dated entry is dated by that time too (never 1970).
     record = caches.key("page", caches.query_digest(page_key))
     seen_etag, seen_at = await first_seen(app[CACHE], record)
-    # On the loop: a 100-entry page takes ~10 ms, and in a thread it would cost the loop more
-    # than that in waits for the GIL while it sends and receives (measured: 25 ms a turn).
-    body = fmt.render(replace(view, first_seen=_utc(seen_at or now)))
+    # On the loop, in turns: a 100-entry page takes 15-40 ms, and in a thread it would cost the
+    # loop more than that in waits for the GIL while it sends and receives (measured: 25 ms a turn).
+    body = await fmt.render(replace(view, first_seen=_utc(seen_at or now)))
     if seen_etag != body_etag(body) and seen_at is not None and view.uses_first_seen:
-        body = fmt.render(replace(view, first_seen=_utc(now)))  # changed: dated by now, like its validator
+        body = await fmt.render(
+            replace(view, first_seen=_utc(now))
+        )  # changed: dated by now, like its validator
     etag = body_etag(body)
     if etag != seen_etag:
         seen_at = now
