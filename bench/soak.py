@@ -13,14 +13,29 @@ of it at most the loop thread's CPU time (`ilosagg_event_loop_cpu_max_seconds`:
 not steal time, GIL waits or blocking calls), and, beside it, the whole
 lateness of its 50 ms timer, waiting for a CPU included
 (`ilosagg_event_loop_lag_max_seconds`).
+
+The service runs under `bench.turntrace`'s light mode, which splits every
+iteration of the loop that took 15 ms or more outside `select` into the
+loop's CPU, waiting for a core, and neither. The stall of record is the most
+CPU the loop spent in one iteration during the load: how long the service's
+own work held the loop. Beside it: the longest iteration less its wait for a
+core, whose remainder beyond its CPU is the host not running the virtual CPU
+(steal time: here the service runs no other thread and makes no blocking call),
+checked against the steal `/proc/stat` counts, read every 10 ms by this
+process. The timer figures above count steal too, and also the time the loop
+sat idle in `select` past its deadline because the host did not run it, which
+no service can shorten.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
+import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -97,6 +112,57 @@ def lag_figures(base: str) -> dict[str, Any]:
     }
 
 
+def steal_seconds() -> float:
+    """Steal time of every CPU since boot (`/proc/stat`, in USER_HZ ticks of 10 ms)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return int(fields[8]) / 100 if len(fields) > 8 else 0.0
+
+
+class StealWatch(threading.Thread):
+    """When the host took this machine's CPUs: `/proc/stat`'s steal counter, read every 10 ms.
+
+    The kernel counts steal in 10 ms ticks, so this places it to within a tick
+    or two: enough to tell whether a long iteration of the service's loop
+    coincided with the host running something else. Runs in this process (the
+    load generator's), not in the service, whose loop it would otherwise share.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.rises: list[tuple[float, float]] = []  # (time.monotonic(), seconds of steal since the last read)
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        last = steal_seconds()
+        while not self._stop_event.wait(0.01):
+            now = steal_seconds()
+            if now > last:
+                self.rises.append((time.monotonic(), now - last))
+            last = now
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
+    def during(self, start: float, seconds: float) -> float:
+        """Steal counted from `start` until a read after the interval's end could have seen it."""
+        end = start + seconds + 0.02
+        return sum(rise for at, rise in self.rises if start <= at <= end)
+
+
+def iteration_figures(trace: Path, started: float, ended: float, steal: StealWatch) -> dict[str, Any]:
+    """The long iterations the light trace kept between `started` and `ended` (time.monotonic())."""
+    during = [i for i in json.loads(trace.read_text())["long_iterations"] if started <= i["at"] <= ended]
+    over = [i for i in during if i["ms"] - i["run_delay_ms"] > 20]
+    return {
+        "count": len(during),
+        "longest": max(during, key=lambda i: i["ms"] - i["run_delay_ms"], default=None),
+        "over_20": len(over),
+        "over_20_with_steal": sum(steal.during(i["at"], i["ms"] / 1000) > 0 for i in over),
+        "cpu_longest": max(during, key=lambda i: i["cpu_ms"], default=None),
+    }
+
+
 async def run(base: str, port: int, pid: int, args: argparse.Namespace) -> dict[str, Any]:
     peak = rss_mb(pid)
     probes: list[float] = []
@@ -142,16 +208,21 @@ async def run(base: str, port: int, pid: int, args: argparse.Namespace) -> dict[
                     print(f"  {done} queries, RSS {rss_mb(pid):.0f} MB (peak {peak:.0f})", flush=True)
 
         before = lag_figures(base)
+        steal_before = steal_seconds()
         started = time.monotonic()
         await asyncio.gather(*(worker() for _ in range(args.concurrency)), prober(), watch())
-        elapsed = time.monotonic() - started
+        ended = time.monotonic()
+        steal_total = steal_seconds() - steal_before
         for task in slow:
             task.cancel()
         await asyncio.gather(*slow, return_exceptions=True)
     after = lag_figures(base)
     probes.sort()
     return {
-        "elapsed": elapsed,
+        "elapsed": ended - started,
+        "started": started,
+        "ended": ended,
+        "steal": steal_total,
         "peak": peak,
         "p50": statistics.median(probes) * 1000,
         "p99": probes[int(len(probes) * 0.99) - 1] * 1000,
@@ -181,14 +252,20 @@ def main() -> None:
         action="store_true",
         help="run the load generator and the simulator at lower CPU priority than the service",
     )
-    parser.add_argument("--trace", metavar="OUT.json", help="run the service under bench.turntrace")
+    parser.add_argument(
+        "--trace",
+        metavar="OUT.json",
+        help="where the light trace of the loop's long iterations goes (default: a temporary file)",
+    )
     args = parser.parse_args()
+    trace = Path(args.trace or tempfile.mkstemp(suffix=".json", prefix="soak-trace-")[1])
+    os.environ["TURNTRACE_LIGHT"] = "1"  # the service inherits it
     sim, sim_url, keys = start_simulator(1, 2000, 0.02, 0.002)
     extra = "rate_limit = 1000000\n[cache]\nmemory_max_bytes = 67108864\n"
     if args.nice:
         os.setpriority(os.PRIO_PROCESS, sim.pid, 10)
     try:
-        service, base = start_service(sim_url, keys, extra=extra, access_log=False, trace=args.trace)
+        service, base = start_service(sim_url, keys, extra=extra, access_log=False, trace=str(trace))
     except BaseException:
         stop(sim)
         raise
@@ -196,7 +273,10 @@ def main() -> None:
     if args.nice:
         os.nice(10)  # this process: the slow clients, the query pool and the prober
     try:
+        steal = StealWatch()
+        steal.start()
         result = asyncio.run(run(base, port, service.pid, args))
+        steal.stop()
     finally:
         stop(service, sim)
     print(
@@ -229,6 +309,27 @@ def main() -> None:
         f"({100 * result['busy_late'] / ticks:.2f} %)"
     )
     print(f"5xx or failed queries:             {result['errors']}")
+    its = iteration_figures(trace, result["started"], result["ended"], steal)
+    longest, busiest = its["longest"], its["cpu_longest"]
+    if longest is None or busiest is None:
+        print("longest loop iteration during the load: under 15 ms outside select (none traced)")
+    else:
+        print(
+            f"the loop's longest stall, its CPU in one iteration: {busiest['cpu_ms']:.1f} ms   "
+            f"(target <= 20 ms); that iteration took {busiest['ms']:.1f} ms outside select, "
+            f"{busiest['run_delay_ms']:.1f} ms of it waiting for a core and {busiest['other_ms']:.1f} ms neither"
+        )
+        print(
+            f"longest iteration less its wait for a core: {longest['ms'] - longest['run_delay_ms']:.1f} ms; "
+            f"{longest['ms']:.1f} ms in all: CPU {longest['cpu_ms']:.1f} ms, "
+            f"waiting for a core {longest['run_delay_ms']:.1f} ms, neither {longest['other_ms']:.1f} ms "
+            f"(steal counted during it: {steal.during(longest['at'], longest['ms'] / 1000) * 1000:.0f} ms)"
+        )
+        print(
+            f"  iterations of 15 ms or more outside select: {its['count']}; over 20 ms less their wait "
+            f"for a core: {its['over_20']}, of them with steal counted during them: {its['over_20_with_steal']}"
+        )
+    print(f"steal time on this machine's CPUs during the load (/proc/stat): {result['steal']:.1f} s")
 
 
 if __name__ == "__main__":

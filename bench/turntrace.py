@@ -313,6 +313,7 @@ def install_light(out: str) -> None:
         collections_now.clear()
         selected[0] = 0.0
         start, cpu, delay = clock(), time.thread_time(), run_delay()
+        start_monotonic = time.monotonic()
         original_once(loop)  # type: ignore[attr-defined]
         wall = clock() - start - selected[0]
         if wall >= 0.015:
@@ -320,6 +321,7 @@ def install_light(out: str) -> None:
             delay = run_delay() - delay
             long_iterations.append(
                 {
+                    "at": round(start_monotonic, 3),  # time.monotonic(): comparable across processes
                     "ms": round(wall * 1000, 2),
                     "cpu_ms": round(cpu * 1000, 2),
                     "run_delay_ms": round(delay * 1000, 2),
