@@ -152,7 +152,8 @@ class StealWatch(threading.Thread):
 
 def iteration_figures(trace: Path, started: float, ended: float, steal: StealWatch) -> dict[str, Any]:
     """The long iterations the light trace kept between `started` and `ended` (time.monotonic())."""
-    during = [i for i in json.loads(trace.read_text())["long_iterations"] if started <= i["at"] <= ended]
+    traced = json.loads(trace.read_text()).get("long_iterations", [])  # none in the full trace
+    during = [i for i in traced if "at" in i and started <= i["at"] <= ended]
     over = [i for i in during if i["ms"] - i["run_delay_ms"] > 20]
     return {
         "count": len(during),
@@ -259,7 +260,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     trace = Path(args.trace or tempfile.mkstemp(suffix=".json", prefix="soak-trace-")[1])
-    os.environ["TURNTRACE_LIGHT"] = "1"  # the service inherits it
+    os.environ.setdefault("TURNTRACE_LIGHT", "1")  # the service inherits it; "0" for the full trace
     sim, sim_url, keys = start_simulator(1, 2000, 0.02, 0.002)
     extra = "rate_limit = 1000000\n[cache]\nmemory_max_bytes = 67108864\n"
     if args.nice:
