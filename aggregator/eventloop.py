@@ -1,9 +1,10 @@
 """Keeping the event loop responsive: how late it runs, the collector kept off it, big work in a thread.
 
 Every request shares one loop, so one long step delays them all. The tools:
-`watch` measures it; `settle_heap` keeps full garbage collections short and
-`collect_in_own_turns` keeps them out of other steps; `in_turns` cuts long
-work into turns; `off_loop` moves work that cannot be cut to a thread.
+`time_iterations` measures how long the loop's own work holds it, and `watch`
+what that costs a timer; `settle_heap` keeps full garbage collections short
+and `collect_in_own_turns` keeps them out of other steps; `in_turns` cuts
+long work into turns; `off_loop` moves work that cannot be cut to a thread.
 
 A 50 ms timer that fires late means every request waited that long too. The
 lateness has two causes that call for different fixes:
@@ -31,6 +32,7 @@ most that (`Tick.cpu`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import time
@@ -38,7 +40,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -47,6 +49,7 @@ T = TypeVar("T")
 TURN_BUDGET = 0.002  # seconds of work between turns of the loop in `in_turns`
 SCHEDSTAT = Path("/proc/thread-self/schedstat")
 INTERVAL = 0.05
+ITERATION_FLOOR = 0.001  # iterations with less of the loop's CPU than this are not observed
 FULL_COLLECTION_EVERY = 1.0  # seconds between full collections at most, under load
 NEVER = 2**31 - 1  # a generation threshold no count reaches
 _collecting_tasks = 0  # how many `collect_in_own_turns` run in this process (apps in tests: several)
@@ -95,6 +98,54 @@ async def watch(observe: Callable[[Tick], None], interval: float = INTERVAL) -> 
         now_used = time.thread_time()
         used, cpu = now_used, now_used - used
         observe(Tick(lag, busy, min(busy, cpu)))
+
+
+def time_iterations(observe: Callable[[float], None], floor: float = ITERATION_FLOOR) -> Callable[[], None]:
+    """Until the returned function is called: `observe(cpu)` for every iteration of the running
+    loop in which the loop thread spent `floor` seconds of CPU or more.
+
+    This is the stall itself: an iteration is everything the loop runs between
+    two waits for I/O, and nothing else is served until it ends. The 50 ms
+    timer (`watch`) sees it only as lateness, mixed with waits for a core and,
+    on a virtual machine, with the host not running the guest (steal), even
+    while the loop sat idle in `select`; the thread's CPU time counts neither.
+
+    asyncio has no hook for an iteration, but every iteration of a selector
+    loop begins and ends with one call to its selector's `select`, so that call
+    is wrapped: two clock reads an iteration (~1 us). The selector is a private
+    attribute (`_selector`, there since Python 3.4); a loop without one (uvloop)
+    is left alone and nothing is observed. Several apps on one loop (tests)
+    share one wrapper.
+    """
+    selector = getattr(asyncio.get_running_loop(), "_selector", None)
+    if selector is None or not hasattr(selector, "select"):
+        return lambda: None
+    observers: list[Callable[[float], None]] | None = getattr(selector, "_iteration_observers", None)
+    if observers is None:
+        observers = []
+        selector._iteration_observers = observers
+        select = selector.select
+        thread_time = time.thread_time
+        left_at = [thread_time()]  # the loop thread's CPU time when `select` last returned
+
+        def timed_select(timeout: float | None = None) -> Any:
+            used = thread_time() - left_at[0]
+            if used >= floor:
+                for each in observers:
+                    each(used)
+            try:
+                return select(timeout)
+            finally:
+                left_at[0] = thread_time()
+
+        selector.select = timed_select
+    observers.append(observe)
+    return functools.partial(_forget, observers, observe)
+
+
+def _forget(observers: list[Callable[[float], None]], observe: Callable[[float], None]) -> None:
+    if observe in observers:
+        observers.remove(observe)
 
 
 def settle_heap() -> None:

@@ -158,6 +158,13 @@ class Metrics:
             "Of a timer's busy lateness, at most the loop thread's own CPU time (not steal, GIL or blocking)",
             "The longest the loop's own CPU work can have held up a timer since the process started",
         )
+        self.loop_iteration_cpu = _LoopFigure(
+            r,
+            "iteration_cpu",
+            "The loop thread's CPU time in one iteration of the loop (all it ran between two waits "
+            "for I/O), for iterations of 1 ms or more: how long the service's own work held the loop",
+            "The most CPU one iteration of the loop has taken since the process started",
+        )
         self.redis_up = Gauge(
             "ilosagg_redis_up",
             "1 while Redis answers, 0 while the in-process cache stands in (absent without Redis)",

@@ -154,6 +154,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             )
             await _warm_up_renderers(config)
             eventloop.settle_heap()
+            stop_timing = eventloop.time_iterations(app[METRICS].loop_iteration_cpu.observe)
             background = [
                 asyncio.create_task(app[SEARCHER].run_background()),
                 asyncio.create_task(eventloop.watch(app[METRICS].loop_tick)),
@@ -163,6 +164,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             if every is not None:
                 background.append(asyncio.create_task(refresher.run(every)))
             yield
+            stop_timing()
             await _stop(background)
     finally:
         await session.close()

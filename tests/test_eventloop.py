@@ -7,9 +7,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import time
 import weakref
 
-from aggregator.eventloop import Pacer, collect_in_own_turns, repeat
+from aggregator.eventloop import Pacer, collect_in_own_turns, in_turns, repeat, time_iterations
 from aggregator.suggestions import SuggestionIndex
 
 
@@ -100,3 +101,61 @@ async def test_a_chore_stops_even_when_a_pass_swallows_its_cancellation() -> Non
     task.cancel()
     done, _ = await asyncio.wait([task], timeout=5)
     assert task in done and task.cancelled()
+
+
+def _burn_cpu(seconds: float) -> None:
+    """Hold the loop with CPU work, as a long step of ours would."""
+    until = time.thread_time() + seconds
+    while time.thread_time() < until:
+        pass
+
+
+async def test_an_iteration_that_holds_the_loop_is_reported_with_its_cpu() -> None:
+    """The stall figure in /metrics: what one iteration of the loop cost its thread."""
+    seen: list[float] = []
+    stop = time_iterations(seen.append)
+    try:
+        await asyncio.sleep(0)  # the wrapped select ends an iteration: measuring starts clean
+        seen.clear()
+        _burn_cpu(0.03)
+        await asyncio.sleep(0)  # the iteration ends: the loop selects again
+        await asyncio.sleep(0)
+    finally:
+        stop()
+    assert seen and max(seen) >= 0.03
+    _burn_cpu(0.03)
+    count = len(seen)
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert len(seen) == count  # stopped: nothing more is observed
+
+
+async def test_two_apps_on_one_loop_both_see_its_iterations() -> None:
+    first: list[float] = []
+    second: list[float] = []
+    stops = [time_iterations(first.append), time_iterations(second.append)]
+    try:
+        await asyncio.sleep(0)
+        _burn_cpu(0.01)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+    finally:
+        for stop in stops:
+            stop()
+    assert max(first) >= 0.01 and max(second) >= 0.01
+
+
+async def test_long_work_in_turns_lets_others_run_between_its_parts() -> None:
+    """`in_turns` gives the loop back once its budget of time is spent (here: after each item)."""
+    order: list[str] = []
+
+    async def other() -> None:
+        for _ in range(3):
+            order.append("other")
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(other())
+    out = await in_turns(range(3), lambda i: order.append(f"item {i}") or i * 2, budget=0)
+    await task
+    assert out == [0, 2, 4]
+    assert order.index("other") < order.index("item 2")  # the other task ran before the work ended

@@ -233,7 +233,7 @@ async def test_metrics(client, sim) -> None:
     assert 'ilosagg_pages_total{format="atom",source="reused"} 1.0' in text
     assert 'ilosagg_org_answer_seconds_bucket{le="8.0",org="medicine"}' in text
     assert 'ilosagg_upstream_request_seconds_count{endpoint="search",org="hr"} 1.0' in text
-    for figure in ("lag", "busy", "cpu"):  # how late the loop ran, and why
+    for figure in ("lag", "busy", "cpu", "iteration_cpu"):  # how late the loop ran, why, how long it was held
         assert f"ilosagg_event_loop_{figure}_max_seconds " in text
     for key in KEYS.values():
         assert key not in text
