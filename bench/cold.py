@@ -70,14 +70,20 @@ def main() -> None:
         f"answers with every duration: {len(times) - incomplete} of {len(times)}; "
         f"fewest entries with a duration: {min(with_duration)} of {min(100, 8 * args.videos)}"
     )
-    for name, label in (("lag", "longest event-loop lag"), ("busy", "of it, the loop itself busy")):
+    for name, label in (
+        ("iteration", "the most CPU in one iteration of the loop (the stall)"),
+        ("lag", "longest event-loop lag"),
+        ("busy", "of it, the loop itself busy"),
+    ):
         moved = "unchanged" if after[name] == before[name] else "reached during the measured searches"
         print(f"{label}: {after[name] * 1000:.1f} ms (after the two warm-up searches: {moved})")
 
 
 def loop_figures(base: str) -> dict[str, float]:
-    """The longest timer lateness and the longest part of one the loop itself was busy, in s."""
+    """The most CPU in one iteration of the loop, the longest timer lateness and the longest part
+    of one the loop itself was busy, in s."""
     names = {
+        "ilosagg_event_loop_iteration_cpu_max_seconds": "iteration",
         "ilosagg_event_loop_lag_max_seconds": "lag",
         "ilosagg_event_loop_busy_max_seconds": "busy",
     }
