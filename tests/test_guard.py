@@ -62,6 +62,21 @@ async def test_headers_that_trickle_are_cut_off(line: int) -> None:
         await runner.cleanup()
 
 
+async def test_many_connections_overdue_together_are_all_cut_off() -> None:
+    """Clients that connected together fall due together; they are cut off a batch per turn, all of them."""
+    runner, port = await serve(Limits(header_timeout=0.3, keepalive_timeout=30, max_connections=500))
+    try:
+        opened = [await asyncio.open_connection("127.0.0.1", port) for _ in range(150)]
+        for _, writer in opened:
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+        sent = await asyncio.gather(*(closed_by_server(reader) for reader, _ in opened))
+        assert sent == [b""] * 150
+        for _, writer in opened:
+            writer.close()
+    finally:
+        await runner.cleanup()
+
+
 @pytest.mark.parametrize(
     "chunks",
     [
