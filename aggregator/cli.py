@@ -13,7 +13,7 @@ from aggregator import PRODUCT, __version__, logs
 from aggregator.config import Config, ConfigError, default_config_path, load_config
 from aggregator.demo import run_demo
 from aggregator.resources import sample_config
-from aggregator.server import serve_forever
+from aggregator.server import CannotListen, serve_forever
 
 DEMO_CONFIG = sample_config("demo.toml")
 
@@ -64,15 +64,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = _with_address(config, args.host, args.port)
     for warning in config.warnings:
         logging.getLogger(PRODUCT).warning("config: %s", warning)
-    if args.command == "demo":
-        return asyncio.run(run_demo(config))
-    if args.workers < 1 or args.workers > 64:
-        print("--workers: must be from 1 to 64", file=sys.stderr)
-        return 2
-    config = dataclasses.replace(config, server=dataclasses.replace(config.server, workers=args.workers))
-    if args.workers == 1:
-        asyncio.run(serve_forever(config))
-        return 0
+    try:
+        if args.command == "demo":
+            return asyncio.run(run_demo(config))
+        if args.workers < 1 or args.workers > 64:
+            print("--workers: must be from 1 to 64", file=sys.stderr)
+            return 2
+        config = dataclasses.replace(config, server=dataclasses.replace(config.server, workers=args.workers))
+        if args.workers == 1:
+            asyncio.run(serve_forever(config))
+            return 0
+    except CannotListen as exc:
+        print(exc, file=sys.stderr)
+        return 1
     from aggregator import workers  # gunicorn: only for more than one process
 
     return workers.run(config_path, config)

@@ -17,7 +17,7 @@ from aiohttp import web
 from aggregator import PRODUCT, logs
 from aggregator.accesslog import AccessLogger, flush
 from aggregator.config import Config
-from aggregator.guard import GuardedRunner, limits_for
+from aggregator.guard import GuardedRunner, Limits, limits_for
 from aggregator.web import create_app
 
 log = logging.getLogger(PRODUCT)
@@ -35,30 +35,43 @@ async def serve_forever(config: Config, *, ready: Callable[[], None] | None = No
         create_app(config), limits=limits, shutdown_timeout=5.0, access_log_class=AccessLogger
     )
     await runner.setup()
+    try:
+        await _listen(runner, config, limits)
+        log.info(
+            "serving on http://%s:%s (public URL %s), %d organisations",
+            config.server.host,
+            config.server.port,
+            config.server.public_url,
+            len(config.orgs),
+        )
+        if ready is not None:
+            ready()
+        await wait_for_signal()
+    finally:
+        await runner.cleanup()
+        flush()
+
+
+class CannotListen(Exception):
+    """The address cannot be listened on (in use, not this host's, not allowed): said in one line."""
+
+
+async def _listen(runner: web.AppRunner, config: Config, limits: Limits) -> None:
+    host, port = config.server.host, config.server.port
+    try:
+        sockets = listening_sockets(host, port)
+    except OSError as exc:
+        raise CannotListen(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     # The kernel's queue of connections not yet accepted: aiohttp's default of 128 lost
     # connections in a burst of 1,100 (SYN cookies: the client thinks it is connected and the
     # server never hears of it). As deep as the cap, like gunicorn's 2,048; somaxconn bounds it.
     backlog = max(128, limits.max_connections)
-    for sock in listening_sockets(config.server.host, config.server.port):
+    for sock in sockets:
         # asyncio accepts as many connections in one turn of the loop as the backlog it is
         # given: 400 slow clients reconnecting at once held the loop ~50 ms in one accept.
         # It is given a batch; the socket's own queue is then deepened (listen again).
         await web.SockSite(runner, sock, backlog=ACCEPT_BATCH).start()
         sock.listen(backlog)
-    log.info(
-        "serving on http://%s:%s (public URL %s), %d organisations",
-        config.server.host,
-        config.server.port,
-        config.server.public_url,
-        len(config.orgs),
-    )
-    if ready is not None:
-        ready()
-    try:
-        await wait_for_signal()
-    finally:
-        await runner.cleanup()
-        flush()
 
 
 def listening_sockets(host: str, port: int) -> list[socket.socket]:

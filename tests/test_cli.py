@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -70,6 +71,22 @@ def test_demo_answers_and_stops_on_ctrl_c() -> None:
     assert proc.returncode == 0, err.decode()
     assert f"http://127.0.0.1:{port}/?q=onboarding".encode() in out
     assert b"Traceback" not in err
+
+
+def test_a_port_in_use_is_one_line_not_a_traceback() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "aggregator", "demo", "--port", str(port)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [f"cannot listen on 127.0.0.1:{port}: Address already in use"]
 
 
 def test_serve_with_workers_stops_every_process(tmp_path) -> None:
