@@ -18,10 +18,11 @@ waiting for a core (`..._busy_max_seconds`). On a virtual machine both also
 count the host not running the guest (steal), even while the loop sat idle
 in `select`, which no service can shorten. So the service also runs under
 `bench.turntrace`'s light mode, which splits every iteration of 15 ms or more
-outside `select` into the loop's CPU, waiting for a core, and neither (here
-the service runs no other thread and makes no blocking call, which leaves
-steal), and the load generator reads `/proc/stat`'s steal counter every
-10 ms to check the long ones against it.
+outside `select` into the loop's CPU, waiting for a core, and neither: steal,
+or the GIL held by another thread (the service starts none of its own, but
+the `limits` library's in-memory storage, used without Redis, bisects its
+windows in asyncio's default threads). The load generator reads
+`/proc/stat`'s steal counter every 10 ms to check the long ones against it.
 """
 
 from __future__ import annotations
