@@ -100,9 +100,9 @@ async def watch(observe: Callable[[Tick], None], interval: float = INTERVAL) -> 
         observe(Tick(lag, busy, min(busy, cpu)))
 
 
-def time_iterations(observe: Callable[[float], None], floor: float = ITERATION_FLOOR) -> Callable[[], None]:
+def time_iterations(observe: Callable[[float], None]) -> Callable[[], None]:
     """Until the returned function is called: `observe(cpu)` for every iteration of the running
-    loop in which the loop thread spent `floor` seconds of CPU or more.
+    loop in which the loop thread spent `ITERATION_FLOOR` seconds of CPU or more.
 
     This is the stall itself: an iteration is everything the loop runs between
     two waits for I/O, and nothing else is served until it ends. The 50 ms
@@ -130,7 +130,7 @@ def time_iterations(observe: Callable[[float], None], floor: float = ITERATION_F
 
         def timed_select(timeout: float | None = None) -> Any:
             used = thread_time() - left_at[0]
-            if used >= floor:
+            if used >= ITERATION_FLOOR:
                 for each in observers:
                     each(used)
             try:
