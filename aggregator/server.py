@@ -59,7 +59,7 @@ class CannotListen(Exception):
 async def _listen(runner: web.AppRunner, config: Config, limits: Limits) -> None:
     host, port = config.server.host, config.server.port
     try:
-        sockets = listening_sockets(host, port)
+        sockets = bound_sockets(host, port)
     except OSError as exc:
         raise CannotListen(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     # The kernel's queue of connections not yet accepted: aiohttp's default of 128 lost
@@ -74,9 +74,9 @@ async def _listen(runner: web.AppRunner, config: Config, limits: Limits) -> None
         sock.listen(backlog)
 
 
-def listening_sockets(host: str, port: int) -> list[socket.socket]:
-    """Bound, listening, non-blocking sockets for every address `host` names, as asyncio's
-    `create_server` would make them (address reuse; IPv6 sockets take IPv6 only)."""
+def bound_sockets(host: str, port: int) -> list[socket.socket]:
+    """Bound, non-blocking sockets for every address `host` names, as asyncio's `create_server`
+    would make them (address reuse; IPv6 sockets take IPv6 only). aiohttp makes them listen."""
     infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     sockets: list[socket.socket] = []
     try:
@@ -87,7 +87,6 @@ def listening_sockets(host: str, port: int) -> list[socket.socket]:
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind(address)
-            sock.listen(ACCEPT_BATCH)
             sock.setblocking(False)
     except OSError:
         for sock in sockets:
