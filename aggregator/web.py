@@ -476,9 +476,8 @@ async def _render(
     # loop more than that in waits for the GIL while it sends and receives (measured: 25 ms a turn).
     body = await fmt.render(replace(view, first_seen=_utc(seen_at or now)))
     if seen_etag != body_etag(body) and seen_at is not None and view.uses_first_seen:
-        body = await fmt.render(
-            replace(view, first_seen=_utc(now))
-        )  # changed: dated by now, like its validator
+        # changed: dated by now, like its validator
+        body = await fmt.render(replace(view, first_seen=_utc(now)))
     etag = body_etag(body)
     if etag != seen_etag:
         seen_at = now
