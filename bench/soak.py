@@ -216,11 +216,9 @@ async def run(base: str, port: int, pid: int, args: argparse.Namespace) -> dict[
                     print(f"  {done} queries, RSS {rss_mb(pid):.0f} MB (peak {peak:.0f})", flush=True)
 
         before = lag_figures(base)
-        steal_before = steal_seconds()
         started = time.monotonic()
         await asyncio.gather(*(worker() for _ in range(args.concurrency)), prober(), watch())
         ended = time.monotonic()
-        steal_total = steal_seconds() - steal_before
         for task in slow:
             task.cancel()
         await asyncio.gather(*slow, return_exceptions=True)
@@ -230,7 +228,6 @@ async def run(base: str, port: int, pid: int, args: argparse.Namespace) -> dict[
         "elapsed": ended - started,
         "started": started,
         "ended": ended,
-        "steal": steal_total,
         "peak": peak,
         "p50": statistics.median(probes) * 1000,
         "p99": probes[int(len(probes) * 0.99) - 1] * 1000,
@@ -347,7 +344,8 @@ def main() -> None:
             f"  iterations of 15 ms or more outside select: {its['count']}; over 20 ms less their wait "
             f"for a core: {its['over_20']}, of them with steal counted during them: {its['over_20_with_steal']}"
         )
-    print(f"steal time on this machine's CPUs during the load (/proc/stat): {result['steal']:.1f} s")
+    steal_total = steal.during(result["started"], result["ended"] - result["started"])
+    print(f"steal time on this machine's CPUs during the load (/proc/stat): {steal_total:.1f} s")
 
 
 if __name__ == "__main__":
