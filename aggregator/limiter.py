@@ -5,18 +5,24 @@ address) count this way: the `limits` library's moving window, whose Redis
 Lua script keeps a log of timestamps, so N processes share one count. When
 Redis fails, each process counts alone against its own share of the figure
 until `retry_seconds` have passed, then tries Redis again.
+
+That local count is our own (`MemoryWindows`), not limits' in-memory
+storage: that one expires its logs through `asyncio.to_thread` after every
+hit, so a thread would share the GIL with the event loop on every request
+counted, and it reads the wall clock rather than the injected one.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import Any, cast
 
 from limits import RateLimitItem
-from limits.aio.storage import MemoryStorage, RedisClusterStorage, RedisStorage
+from limits.aio.storage import RedisClusterStorage, RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 from redis.exceptions import RedisError
@@ -34,7 +40,7 @@ class Limiter:
 
     def __init__(self, shared: RedisStorage | None, retry_seconds: float, clock: Clock = time.time) -> None:
         self._shared = MovingWindowRateLimiter(shared) if shared is not None else None
-        self._local = MovingWindowRateLimiter(MemoryStorage())
+        self._local = MemoryWindows(clock)
         self._retry_seconds = retry_seconds
         self._clock = clock
         self._down_until = 0.0
@@ -43,11 +49,15 @@ class Limiter:
         self, item: RateLimitItem, local: RateLimitItem, ident: str, cost: int = 1, keep: int = 0
     ) -> bool:
         """Take `cost`, but only while at least `keep` more would still be left; False takes nothing."""
-        try:
-            return await self._hit(*self._pick(item, local), ident, cost, keep)
-        except _STORAGE_ERRORS as exc:
-            self._failed(exc)
-            return await self._hit(self._local, local, ident, cost, keep)
+        if self._shared_in_use():
+            assert self._shared is not None
+            try:
+                if keep and not await self._shared.test(item, ident, cost=cost + keep):
+                    return False
+                return await self._shared.hit(item, ident, cost=cost)
+            except _STORAGE_ERRORS as exc:
+                self._failed(exc)
+        return self._local.hit(local, ident, cost, keep)
 
     async def hit_up_to(
         self, item: RateLimitItem, local: RateLimitItem, ident: str, wanted: int, keep: int = 0
@@ -69,35 +79,92 @@ class Limiter:
         self, item: RateLimitItem, local: RateLimitItem, ident: str
     ) -> tuple[int, int, float]:
         """(figure in force, what is left of it, epoch seconds when the oldest request leaves the window)."""
-        limiter, chosen = self._pick(item, local)
-        try:
-            stats = await limiter.get_window_stats(chosen, ident)
-        except _STORAGE_ERRORS as exc:
-            self._failed(exc)
-            limiter, chosen = self._local, local
-            stats = await limiter.get_window_stats(chosen, ident)
-        return chosen.amount, max(0, stats.remaining), stats.reset_time
+        if self._shared_in_use():
+            assert self._shared is not None
+            try:
+                stats = await self._shared.get_window_stats(item, ident)
+                return item.amount, max(0, stats.remaining), stats.reset_time
+            except _STORAGE_ERRORS as exc:
+                self._failed(exc)
+        left, reset = self._local.stats(local, ident)
+        return local.amount, left, reset
 
-    def _pick(
-        self, item: RateLimitItem, local: RateLimitItem
-    ) -> tuple[MovingWindowRateLimiter, RateLimitItem]:
-        if self._shared is not None and self._clock() >= self._down_until:
-            return self._shared, item
-        return self._local, local
-
-    @staticmethod
-    async def _hit(
-        limiter: MovingWindowRateLimiter, item: RateLimitItem, ident: str, cost: int, keep: int
-    ) -> bool:
-        if keep and not await limiter.test(item, ident, cost=cost + keep):
-            return False
-        return await limiter.hit(item, ident, cost=cost)
+    def _shared_in_use(self) -> bool:
+        return self._shared is not None and self._clock() >= self._down_until
 
     def _failed(self, exc: BaseException) -> None:
         if self._clock() < self._down_until:
             return  # already counting alone (requests that were under way when Redis went)
         log.warning("rate limits: Redis unreachable (%s): counting this process's share", type(exc).__name__)
         self._down_until = self._clock() + self._retry_seconds
+
+
+class _Log:
+    """One key's moving window: (time, cost) of each request still inside it, oldest first."""
+
+    __slots__ = ("entries", "seconds", "total")
+
+    def __init__(self, seconds: int) -> None:
+        self.entries: deque[tuple[float, int]] = deque()
+        self.seconds = seconds
+        self.total = 0
+
+    def forget_before(self, cutoff: float) -> None:
+        entries = self.entries
+        while entries and entries[0][0] <= cutoff:
+            self.total -= entries.popleft()[1]
+
+
+class MemoryWindows:
+    """The moving windows a process keeps alone, the same rule as limits' Redis script.
+
+    A request of `cost` fits when the requests of the last `item` window plus
+    `cost` stay within `item.amount`. Each key's log costs one pair per
+    request in the window; a key's whole log goes once its newest request has
+    left its window, oldest-used keys first, so memory follows the callers of
+    the last window, not every caller ever seen. Every step is O(1) amortised.
+    """
+
+    def __init__(self, clock: Clock = time.time) -> None:
+        self._clock = clock
+        self._logs: OrderedDict[str, _Log] = OrderedDict()  # least recently hit first
+
+    def hit(self, item: RateLimitItem, ident: str, cost: int = 1, keep: int = 0) -> bool:
+        """Take `cost` if `cost + keep` fit in the window; False takes nothing."""
+        now = self._clock()
+        key = item.key_for(ident)
+        log = self._log(key, item, now)
+        if log.total + cost + keep > item.amount:
+            return False
+        log.entries.append((now, cost))
+        log.total += cost
+        self._logs[key] = log
+        self._logs.move_to_end(key)
+        self._drop_idle(now)
+        return True
+
+    def stats(self, item: RateLimitItem, ident: str) -> tuple[int, float]:
+        """(what is left in the window, epoch seconds when its oldest request leaves it)."""
+        now = self._clock()
+        log = self._log(item.key_for(ident), item, now)
+        oldest = log.entries[0][0] if log.entries else now
+        return max(0, item.amount - log.total), oldest + log.seconds
+
+    def __len__(self) -> int:
+        return len(self._logs)
+
+    def _log(self, key: str, item: RateLimitItem, now: float) -> _Log:
+        log = self._logs.get(key) or _Log(item.get_expiry())
+        log.forget_before(now - log.seconds)
+        return log
+
+    def _drop_idle(self, now: float) -> None:
+        logs = self._logs
+        while logs:
+            log = next(iter(logs.values()))
+            if log.entries and log.entries[-1][0] > now - log.seconds:
+                return
+            logs.popitem(last=False)
 
 
 @asynccontextmanager

@@ -16,9 +16,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 import redis
+from limits import RateLimitItemPerMinute
 
 from aggregator.cache import NAMESPACE, query_digest
 from aggregator.config import parse_config_text
+from aggregator.limiter import MemoryWindows
 from aggregator.web import create_app
 from tests.conftest import KEYS, config_toml, free_port, make_config
 from tests.helpers import NS, assert_valid_atom, serve, server_timing
@@ -150,7 +152,7 @@ async def test_pending_durations_are_said_in_every_format_and_heal(aiohttp_clien
 
 
 async def test_a_search_that_finds_no_budget_does_not_wait(aiohttp_client, sim, clock) -> None:
-    config = make_config(sim, upstream={"rate_limit": 2, "rate_window": 60})
+    config = make_config(sim, upstream={"rate_limit": 2, "rate_window": 3600})
     client = await aiohttp_client(create_app(config, clock=clock))
     for q in ("payroll", "benefits"):
         assert timing(await client.get("/search.atom", params={"q": q, "org": "hr"}))["hr"] == "ok"
@@ -313,3 +315,26 @@ async def test_without_redis_each_process_keeps_to_its_share(aiohttp_client, sim
         for q in ("payroll", "benefits", "wellbeing")
     ]
     assert statuses == ["ok", "ok", "skipped"]
+    clock.advance(61)  # the share is a moving window too: a minute on, it is whole again
+    again = timing(await client.get("/search.atom", params={"q": "wellbeing", "org": "hr"}))["hr"]
+    assert again == "ok"
+
+
+def test_the_local_window_moves_keeps_a_reserve_and_forgets_idle_callers(clock) -> None:
+    windows = MemoryWindows(clock)
+    three = RateLimitItemPerMinute(3)
+    assert windows.hit(three, "org", cost=2)
+    assert not windows.hit(three, "org", keep=1)  # the last one is kept for searches
+    clock.advance(30)
+    assert windows.hit(three, "org")
+    assert not windows.hit(three, "org")
+    assert windows.stats(three, "org") == (0, clock() + 30)  # when the first two leave the window
+    clock.advance(30)
+    assert windows.stats(three, "org") == (2, clock() + 30)
+    assert windows.hit(three, "org", cost=2)
+    # Ten thousand addresses that called once are forgotten a minute later, not kept for ever.
+    for n in range(10_000):
+        windows.hit(three, f"198.51.{n // 256}.{n % 256}")
+    clock.advance(61)
+    windows.hit(three, "org")
+    assert len(windows) == 1
