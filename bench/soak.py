@@ -19,9 +19,9 @@ count the host not running the guest (steal), even while the loop sat idle
 in `select`, which no service can shorten. So the service also runs under
 `bench.turntrace`'s light mode, which splits every iteration of 15 ms or more
 outside `select` into the loop's CPU, waiting for a core, and neither: steal,
-or the GIL held by another thread (the service starts none of its own, but
-the `limits` library's in-memory storage, used without Redis, bisects its
-windows in asyncio's default threads). The load generator reads
+or the GIL held by another thread (the serving process runs none: its parse
+workers are processes, and the rate limits it counts without Redis are
+`limiter.MemoryWindows`, plain code on the loop). The load generator reads
 `/proc/stat`'s steal counter every 10 ms to check the long ones against it.
 """
 
