@@ -21,11 +21,12 @@ import gc
 import multiprocessing
 import statistics
 import time
+from typing import Any
 
 
 def step(n: int) -> int:
     """Build, sort and drop n small records: the kind of work a merge does."""
-    records = [
+    records: list[dict[str, Any]] = [
         {"id": f"video-{i * 7919 % n}", "score": (i * 31) % 97, "title": "x" * (i % 40)} for i in range(n)
     ]
     records.sort(key=lambda r: (-r["score"], r["id"]))
