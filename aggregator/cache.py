@@ -12,8 +12,10 @@ randtags and digests of queries, never of an org key or a client token.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+import os
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -32,6 +34,32 @@ from aggregator.eventloop import in_turns
 log = logging.getLogger(__name__)
 NAMESPACE = "ilosagg:v3"  # v3: answers stored as JSON lines; v2: duration_pending, breakers, budgets
 T = TypeVar("T")
+
+
+# Where redis-py and asyncio's transports live: see `redis_failed`.
+_CLIENT_CODE = tuple(os.path.dirname(m.__file__ or "") + os.sep for m in (aioredis, asyncio))
+
+
+def redis_failed(exc: BaseException) -> bool:
+    """Whether `exc` means Redis (or the way to it) failed, rather than a bug of ours.
+
+    Besides redis-py's own errors, timeouts and socket errors, that is the
+    AttributeError or TypeError redis-py raises when a connection is closed
+    under a command: its writer is gone, and the call fails inside redis-py or
+    asyncio's transport instead of raising ConnectionError (redis/redis-py
+    issues 3546 and 4287). A cluster that loses a node closes connections
+    under running commands, and one such error cost an org its whole search.
+    Only errors raised from inside that code count: the same errors from ours
+    stay bugs.
+    """
+    if isinstance(exc, (TimeoutError, RedisError, OSError)):
+        return True
+    if not isinstance(exc, (AttributeError, TypeError)) or exc.__traceback__ is None:
+        return False
+    tb = exc.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb.tb_frame.f_code.co_filename.startswith(_CLIENT_CODE)
 
 
 def key(kind: str, *parts: str) -> str:
@@ -379,7 +407,9 @@ class ResilientCache:
             return await on_memory()
         try:
             result = await on_redis()
-        except (TimeoutError, RedisError, OSError) as exc:
+        except Exception as exc:
+            if not redis_failed(exc):
+                raise
             if self.redis_up:
                 log.warning("Redis unreachable (%s): answering from the in-process cache", type(exc).__name__)
             self.redis_up = False
@@ -497,6 +527,12 @@ def redis_options(config: CacheConfig) -> dict[str, Any]:
         "socket_connect_timeout": config.redis_connect_timeout,
         "socket_timeout": config.redis_timeout,
         "max_connections": config.redis_pool_size,
+        # One immediate retry: on a fresh connection (a pooled one died with a Redis restart), or,
+        # in a cluster, on a freshly read slot map (a node failed over). Anything longer is an
+        # outage for ResilientCache and the limiter. redis-py's cluster default is ten retries,
+        # each a quarter of a second after CLUSTERDOWN: 2.5 s of waiting in one command, half
+        # a search's deadline.
+        "retry": Retry(NoBackoff(), 1),
     }
     if config.redis_url and config.redis_url.startswith("rediss://"):
         options.update(
@@ -510,11 +546,8 @@ def redis_client(config: CacheConfig) -> aioredis.Redis | aioredis.RedisCluster:
     assert config.redis_url is not None
     if config.redis_cluster:
         return aioredis.RedisCluster.from_url(config.redis_url, **redis_options(config))
-    # One immediate retry on a fresh connection covers a pooled connection that
-    # died with a Redis restart; anything longer is an outage for ResilientCache.
     return aioredis.Redis.from_url(
         config.redis_url,
-        retry=Retry(NoBackoff(), 1),
         retry_on_error=[RedisConnectionError],
         health_check_interval=15,
         **redis_options(config),

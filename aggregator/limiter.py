@@ -25,14 +25,12 @@ from limits import RateLimitItem
 from limits.aio.storage import RedisClusterStorage, RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
-from redis.exceptions import RedisError
 
 from aggregator import cache as cache_keys
 from aggregator.config import CacheConfig
 from aggregator.model import Clock
 
 log = logging.getLogger(__name__)
-_STORAGE_ERRORS = (StorageError, RedisError, OSError, TimeoutError)
 
 
 class Limiter:
@@ -55,7 +53,9 @@ class Limiter:
                 if keep and not await self._shared.test(item, ident, cost=cost + keep):
                     return False
                 return await self._shared.hit(item, ident, cost=cost)
-            except _STORAGE_ERRORS as exc:
+            except Exception as exc:
+                if not _storage_failed(exc):
+                    raise
                 self._failed(exc)
         return self._local.hit(local, ident, cost, keep)
 
@@ -84,7 +84,9 @@ class Limiter:
             try:
                 stats = await self._shared.get_window_stats(item, ident)
                 return item.amount, max(0, stats.remaining), stats.reset_time
-            except _STORAGE_ERRORS as exc:
+            except Exception as exc:
+                if not _storage_failed(exc):
+                    raise
                 self._failed(exc)
         left, reset = self._local.stats(local, ident)
         return local.amount, left, reset
@@ -92,11 +94,16 @@ class Limiter:
     def _shared_in_use(self) -> bool:
         return self._shared is not None and self._clock() >= self._down_until
 
-    def _failed(self, exc: BaseException) -> None:
+    def _failed(self, exc: Exception) -> None:
         if self._clock() < self._down_until:
             return  # already counting alone (requests that were under way when Redis went)
         log.warning("rate limits: Redis unreachable (%s): counting this process's share", type(exc).__name__)
         self._down_until = self._clock() + self._retry_seconds
+
+
+def _storage_failed(exc: Exception) -> bool:
+    # limits wraps redis-py's own errors in StorageError, but not its close race (`cache.redis_failed`).
+    return isinstance(exc, StorageError) or cache_keys.redis_failed(exc)
 
 
 class _Log:

@@ -11,8 +11,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 import redis
+from redis.asyncio.connection import Connection
 
-from aggregator.cache import NAMESPACE, MemoryCache
+from aggregator.cache import NAMESPACE, MemoryCache, redis_failed
 from aggregator.simulator import search_catalog
 from aggregator.web import create_app
 from tests.conftest import KEYS, config_toml, free_port, make_config
@@ -423,3 +424,18 @@ async def test_an_empty_result_is_dated_by_when_it_appeared(redis_client_app, cl
         "/search.atom", params={"q": "zzzz nothing matches"}, headers={"If-None-Match": resp.headers["ETag"]}
     )
     assert later.status == 304 and later.headers["Last-Modified"] == resp.headers["Last-Modified"]
+
+
+async def test_a_connection_closed_under_a_command_is_redis_failing_not_a_bug() -> None:
+    """redis-py raises AttributeError, not ConnectionError, when a command meets a connection
+    closed under it (redis/redis-py#4287; a cluster losing a node does it): the cache and the
+    limiter take that for Redis failing and fall back to memory (the cluster test in
+    test_redis_kinds sees it happen now and then). The same error from our own code is a bug."""
+    closed = Connection()  # never connected: its writer is None, as after the race
+    with pytest.raises(AttributeError) as raced:
+        await closed._send_packed_command([b"*1\r\n$4\r\nPING\r\n"])
+    assert redis_failed(raced.value)
+
+    with pytest.raises(AttributeError) as ours:
+        MemoryCache().no_such_thing  # noqa: B018
+    assert not redis_failed(ours.value)
