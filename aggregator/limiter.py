@@ -47,12 +47,11 @@ class Limiter:
         self, item: RateLimitItem, local: RateLimitItem, ident: str, cost: int = 1, keep: int = 0
     ) -> bool:
         """Take `cost`, but only while at least `keep` more would still be left; False takes nothing."""
-        if self._shared_in_use():
-            assert self._shared is not None
+        if (shared := self._shared_now()) is not None:
             try:
-                if keep and not await self._shared.test(item, ident, cost=cost + keep):
+                if keep and not await shared.test(item, ident, cost=cost + keep):
                     return False
-                return await self._shared.hit(item, ident, cost=cost)
+                return await shared.hit(item, ident, cost=cost)
             except Exception as exc:
                 if not _storage_failed(exc):
                     raise
@@ -79,10 +78,9 @@ class Limiter:
         self, item: RateLimitItem, local: RateLimitItem, ident: str
     ) -> tuple[int, int, float]:
         """(figure in force, what is left of it, epoch seconds when the oldest request leaves the window)."""
-        if self._shared_in_use():
-            assert self._shared is not None
+        if (shared := self._shared_now()) is not None:
             try:
-                stats = await self._shared.get_window_stats(item, ident)
+                stats = await shared.get_window_stats(item, ident)
                 return item.amount, max(0, stats.remaining), stats.reset_time
             except Exception as exc:
                 if not _storage_failed(exc):
@@ -91,8 +89,9 @@ class Limiter:
         left, reset = self._local.stats(local, ident)
         return local.amount, left, reset
 
-    def _shared_in_use(self) -> bool:
-        return self._shared is not None and self._clock() >= self._down_until
+    def _shared_now(self) -> MovingWindowRateLimiter | None:
+        """The shared count, unless Redis failed less than `retry_seconds` ago (or there is none)."""
+        return self._shared if self._clock() >= self._down_until else None
 
     def _failed(self, exc: Exception) -> None:
         if self._clock() < self._down_until:
