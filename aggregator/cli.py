@@ -9,11 +9,12 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from aggregator import PRODUCT, __version__, logs
+from aggregator import PRODUCT, __version__
 from aggregator.config import Config, ConfigError, default_config_path, load_config
-from aggregator.demo import run_demo
+from aggregator.demo.run import run_demo
 from aggregator.resources import sample_config
-from aggregator.server import CannotListen, serve_forever
+from aggregator.serve import logs
+from aggregator.serve.server import CannotListen, serve_forever
 
 DEMO_CONFIG = sample_config("demo.toml")
 
@@ -77,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CannotListen as exc:
         print(exc, file=sys.stderr)
         return 1
-    from aggregator import workers  # gunicorn: only for more than one process
+    from aggregator.serve import workers  # gunicorn: only for more than one process
 
     return workers.run(config_path, config)
 

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from aggregator.eventloop import Tick
+from aggregator.loop.turns import Tick
 
 METRICS_TYPE = CONTENT_TYPE_LATEST
 APP_KEY_NAME = "metrics"

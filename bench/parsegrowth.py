@@ -15,7 +15,7 @@ import argparse
 import time
 from collections.abc import Callable
 
-from aggregator.parsing import UnparseableAnswer, parse_search_answer, plain_text
+from aggregator.ilos.parsing import UnparseableAnswer, parse_search_answer, plain_text
 
 ITEM = (
     b"<item><title>t</title><link>https://app.ilosvideos.com/view/ABCDEFGH%04d</link>"

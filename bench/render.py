@@ -17,11 +17,11 @@ import inspect
 import time
 from datetime import UTC, datetime, timedelta
 
-from aggregator.formats import FORMATS, Format
 from aggregator.model import Result, Sort, Video
-from aggregator.paging import Page
 from aggregator.params import SearchParams
-from aggregator.presentation import View
+from aggregator.render.formats import FORMATS, Format
+from aggregator.render.paging import Page
+from aggregator.render.presentation import View
 
 ORGS = {"engineering": "Engineering", "medicine": "Medicine"}
 

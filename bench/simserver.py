@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from aggregator.samples import make_video, sample_catalog
-from aggregator.simulator import SimOrg, Simulator, SimVideo
+from aggregator.demo.samples import make_video, sample_catalog
+from aggregator.demo.simulator import SimOrg, Simulator, SimVideo
 
 
 class EverythingMatches(Simulator):

@@ -23,9 +23,9 @@ import pytest
 import redis
 
 from aggregator.config import Config, parse_config_text
-from aggregator.samples import demo_orgs
-from aggregator.simulator import Simulator
-from aggregator.web import create_app
+from aggregator.demo.samples import demo_orgs
+from aggregator.demo.simulator import Simulator
+from aggregator.web.app import create_app
 
 KEYS = {
     "engineering": "sim-key-engineering-0001",

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from aggregator.accesslog import redact
-from aggregator.web import create_app
+from aggregator.web.accesslog import redact
+from aggregator.web.app import create_app
 from tests.helpers import assert_valid_atom, link
 
 SP_TOKEN = "sharepoint-token-0123456789"
@@ -136,7 +136,7 @@ async def test_pages_are_shared_by_scope_never_across_it(secured) -> None:
 
 
 async def test_thumbnails_are_signed_for_a_scope(secured, sim) -> None:
-    from aggregator.simulator import search_catalog
+    from aggregator.demo.simulator import search_catalog
 
     hr = {"Authorization": f"Bearer {HR_TOKEN}"}
     full = {"Authorization": f"Bearer {SP_TOKEN}"}

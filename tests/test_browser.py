@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from aggregator.web import create_app
+from aggregator.web.app import create_app
 from tests.conftest import free_port, make_config
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

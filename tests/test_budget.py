@@ -18,10 +18,10 @@ import pytest
 import redis
 from limits import RateLimitItemPerMinute
 
-from aggregator.cache import NAMESPACE, query_digest
 from aggregator.config import parse_config_text
-from aggregator.limiter import MemoryWindows
-from aggregator.web import create_app
+from aggregator.store.cache import NAMESPACE, query_digest
+from aggregator.store.limiter import MemoryWindows
+from aggregator.web.app import create_app
 from tests.conftest import KEYS, config_toml, free_port, make_config
 from tests.helpers import NS, assert_valid_atom, serve, server_timing
 from tests.test_cache import timing, wait_until_up

@@ -13,9 +13,9 @@ import pytest
 import redis
 from redis.asyncio.connection import Connection
 
-from aggregator.cache import NAMESPACE, MemoryCache, redis_failed
-from aggregator.simulator import search_catalog
-from aggregator.web import create_app
+from aggregator.demo.simulator import search_catalog
+from aggregator.store.cache import NAMESPACE, MemoryCache, redis_failed
+from aggregator.web.app import create_app
 from tests.conftest import KEYS, config_toml, free_port, make_config
 from tests.helpers import NS, assert_valid_atom, entry_ids, serve, server_timing
 
@@ -283,8 +283,8 @@ async def test_feed_is_byte_identical_when_only_signatures_changed(redis_client_
 
 
 async def test_expired_thumbnails_are_re_signed(aiohttp_client, redis_clean, clock) -> None:
-    from aggregator.samples import demo_orgs
-    from aggregator.simulator import Simulator
+    from aggregator.demo.samples import demo_orgs
+    from aggregator.demo.simulator import Simulator
 
     sim = Simulator(demo_orgs(KEYS), thumbnail_ttl=90)  # signatures good for 90 s
     await sim.start()

@@ -10,8 +10,8 @@ import gc
 import time
 import weakref
 
-from aggregator.eventloop import Pacer, collect_in_own_turns, in_turns, repeat, time_iterations
-from aggregator.suggestions import SuggestionIndex
+from aggregator.loop.turns import Pacer, collect_in_own_turns, in_turns, repeat, time_iterations
+from aggregator.search.suggestions import SuggestionIndex
 
 
 async def test_paced_admissions_come_in_batches_in_arrival_order() -> None:

@@ -10,8 +10,8 @@ import feedparser
 import pytest
 from lxml import etree
 
-from aggregator.simulator import search_catalog
-from aggregator.web import create_app
+from aggregator.demo.simulator import search_catalog
+from aggregator.web.app import create_app
 from tests.conftest import make_config
 from tests.helpers import NS, assert_valid_atom
 
@@ -454,7 +454,7 @@ async def test_subscriptions_are_newest_first_and_the_url_the_feed_calls_itself(
     "length, low, high", [("short", 0, 239), ("medium", 240, 1200), ("long", 1201, 10**6)]
 )
 async def test_length_filter_in_every_format(client, sim, length, low, high) -> None:
-    from aggregator.simulator import search_catalog
+    from aggregator.demo.simulator import search_catalog
 
     broken = search_catalog(sim.org("engineering").videos, "lecture")[0].randtag
     sim.org("engineering").broken_durations.add(broken)  # its length cannot be had

@@ -16,7 +16,7 @@ import weakref
 import pytest
 from aiohttp import web
 
-from aggregator.guard import GuardedRunner, Limits, fit_to_file_limit
+from aggregator.serve.guard import GuardedRunner, Limits, fit_to_file_limit
 from tests.conftest import free_port
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import itertools
 from datetime import UTC, datetime
 
-from aggregator.merge import merge
 from aggregator.model import Sort, Video
+from aggregator.search.merge import merge
 
 
 def video(tag: str, day: int | None = None, **kw) -> Video:

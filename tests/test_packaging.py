@@ -15,7 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBE = (
-    "import aggregator, aggregator.web\n"
+    "import aggregator, aggregator.web.app\n"
     "from aggregator.resources import template, sample_config\n"
     "from aggregator.config import load_config\n"
     "assert b'<form' in template('search.html').read_bytes()\n"
@@ -72,5 +72,21 @@ def test_a_wheel_carries_them(tmp_path) -> None:
         text=True,
     )
     assert install.returncode == 0, install.stderr
-    where = run_probe(tmp_path, env={**os.environ, "PYTHONPATH": str(site)})
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    where = run_probe(tmp_path, env=env)
     assert Path(where).parent == site / "aggregator"  # the wheel's copy, not the checkout
+    # Every module of the checkout is in the wheel and imports from it: a folder that
+    # packaging left out, or an import a move broke, fails here rather than for a user.
+    sources = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "aggregator").rglob("*.py"))
+    assert [s for s in sources if s not in names] == []
+    modules = [s.removesuffix(".py").removesuffix("/__init__").replace("/", ".") for s in sources]
+    importer = (
+        "import importlib, sys\n"
+        "for name in sys.argv[1:]:\n"
+        "    module = importlib.import_module(name)\n"
+        f"    assert module.__file__.startswith({str(site)!r}), (name, module.__file__)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", importer, *modules], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr

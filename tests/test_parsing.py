@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.parsing import (
+from aggregator.ilos.parsing import (
     UnparseableAnswer,
     parse_duration_text,
     parse_search_answer,
@@ -138,9 +138,9 @@ def test_plain_text_and_title_prefixes() -> None:
 
 import random  # noqa: E402
 
-from aggregator import parsing  # noqa: E402
-from aggregator.samples import demo_orgs, make_video  # noqa: E402
-from aggregator.simulator import Simulator  # noqa: E402
+from aggregator.demo.samples import demo_orgs, make_video  # noqa: E402
+from aggregator.demo.simulator import Simulator  # noqa: E402
+from aggregator.ilos import parsing  # noqa: E402
 
 
 def both_ways(body: bytes):

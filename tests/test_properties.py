@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aggregator.config import parse_config_text
-from aggregator.web import create_app
+from aggregator.web.app import create_app
 from tests.conftest import free_port
 
 KEY = "org-key-never-to-be-seen-0001"

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from aggregator.cache import NAMESPACE
-from aggregator.web import create_app
+from aggregator.store.cache import NAMESPACE
+from aggregator.web.app import create_app
 from tests.conftest import KEYS, free_port, make_config
 from tests.test_cache import timing
 

@@ -8,9 +8,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from aggregator.demo.simulator import search_catalog
 from aggregator.model import format_duration
-from aggregator.simulator import search_catalog
-from aggregator.web import create_app
+from aggregator.web.app import create_app
 from tests.conftest import KEYS, make_config
 from tests.helpers import NS, assert_valid_atom, entry_ids, link
 
@@ -244,7 +244,7 @@ async def test_a_dead_parse_worker_is_replaced(aiohttp_client, sim) -> None:
     import os
     import signal as signals
 
-    from aggregator.web import PARSE_POOL
+    from aggregator.web.app import PARSE_POOL
 
     app = create_app(make_config(sim, server={"parse_workers": 1}))
     client = await aiohttp_client(app)
@@ -307,7 +307,7 @@ async def test_text_xml_forbids_is_dropped_never_a_500(client, sim) -> None:
     """U+FFFE/U+FFFF in q, and NUL, U+0001 and U+FFFF in an upstream title."""
     import random
 
-    from aggregator.samples import make_video
+    from aggregator.demo.samples import make_video
 
     hostile = make_video(random.Random(1), "Onboarding \x00\x01 for \uffff everyone\ufffe", "hr")
     sim.org("engineering").videos.append(hostile)
@@ -324,7 +324,7 @@ async def test_text_xml_forbids_is_dropped_never_a_500(client, sim) -> None:
 @pytest.mark.parametrize("duration", ["9" * 400, "-5", "99999999999", "nan", "1e308"])
 async def test_absurd_feed_durations_are_unknown_not_errors(sim, duration) -> None:
     """A Media RSS duration that cannot be a video's: the items are listed, their lengths unknown."""
-    from aggregator.parsing import parse_search_answer
+    from aggregator.ilos.parsing import parse_search_answer
 
     medicine = sim.org("medicine")
     medicine.duration_child = None
@@ -348,7 +348,7 @@ async def test_absurd_feed_durations_are_unknown_not_errors(sim, duration) -> No
 async def test_absurd_metadata_durations_are_unknown(data) -> None:
     import json as jsonlib
 
-    from aggregator.upstream import parse_metadata_answer
+    from aggregator.ilos.client import parse_metadata_answer
 
     duration, detail = parse_metadata_answer(jsonlib.dumps({"level": "success", "data": data}).encode())
     assert duration is None and detail

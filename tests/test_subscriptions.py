@@ -13,11 +13,11 @@ from datetime import UTC, datetime
 import pytest
 from aiohttp import web
 
-from aggregator.accesslog import redact
 from aggregator.config import ConfigError, parse_config_text
-from aggregator.refresher import lead_time
-from aggregator.simulator import SimVideo
-from aggregator.web import REFRESHER, create_app
+from aggregator.demo.simulator import SimVideo
+from aggregator.freshness.refresher import lead_time
+from aggregator.web.accesslog import redact
+from aggregator.web.app import REFRESHER, create_app
 from tests.conftest import make_config
 from tests.helpers import NS, atom, entry_ids, link, server_timing
 

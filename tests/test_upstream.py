@@ -9,7 +9,7 @@ import pytest
 from aiohttp import web
 
 from aggregator.config import UpstreamConfig
-from aggregator.upstream import (
+from aggregator.ilos.client import (
     Outcome,
     fetch_duration,
     fetch_search,

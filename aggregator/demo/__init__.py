@@ -1,0 +1,1 @@
+"""`ilos-aggregator demo`: the real service against a simulated ilos with sample catalogues."""

@@ -1,0 +1,1 @@
+"""Keeping polled feeds fresh: subscriptions, the refresh-ahead pass and WebSub announcements."""

@@ -1,0 +1,215 @@
+"""Which feeds are being polled, so that they can be kept fresh ahead of `search_ttl`.
+
+A feed reader fetches the same URL again and again. A feed URL fetched again
+within a day (conditional requests included) is a subscription; the refresher
+(`refresher.py`) then asks its orgs again shortly before their answers expire,
+so the reader's next poll is answered from fresh cache instead of waiting for
+every org. A subscription not polled for `cache.subscription_idle` is
+forgotten: its record expires.
+
+Records live in the shared cache, so every replica learns from its own polls
+and one refresher serves them all. On the request path a poll is one dict
+increment (the warm path must stay a lookup); `flush` writes the tallies to
+the cache from the background task.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from aggregator.config import Config
+from aggregator.model import Clock
+from aggregator.params import ParamError, params_of_url
+from aggregator.render.paging import search_query
+from aggregator.store import cache as cache_keys
+from aggregator.store.cache import Cache
+from aggregator.web.auth import Caller
+
+log = logging.getLogger(__name__)
+POLLED_AGAIN_WITHIN = 86_400.0  # a second poll within a day makes a feed URL a subscription
+# A reader's next poll is expected from 0.8 to 1.5 of its last interval after its last:
+# readers jitter their schedule by up to about a tenth, and some back off when nothing changes.
+WINDOW_OPENS, WINDOW_CLOSES = 0.8, 1.5
+MAX_PENDING = 10_000  # distinct feed URLs tallied between flushes; more wait for the next one
+DUE = cache_keys.key("subs", "due")
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    id: str
+    fmt: str  # the format's name
+    query: str  # normalised: what the orgs are asked
+    orgs: tuple[str, ...]
+    url: str  # the feed's own rel="self": canonical, and never with a caller's token
+    open: bool  # fetched without a token: may be announced to a WebSub hub
+    polls: int
+    first: float
+    previous: float
+    last: float
+
+    @property
+    def subscribed(self) -> bool:
+        return self.polls >= 2 and self.last - self.previous <= POLLED_AGAIN_WITHIN
+
+    def poll_window(self, ttl: float) -> tuple[float, float]:
+        """When its reader's next poll is expected (epoch seconds), from its last interval.
+
+        A reader that polls within `ttl` is kept fresh all along, until it has
+        not polled for two TTLs.
+        """
+        interval = self.last - self.previous
+        if interval <= ttl:
+            return self.last, self.last + 2 * ttl
+        return self.last + interval * WINDOW_OPENS, self.last + interval * WINDOW_CLOSES
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "fmt": self.fmt,
+                "query": self.query,
+                "orgs": list(self.orgs),
+                "url": self.url,
+                "open": self.open,
+                "polls": self.polls,
+                "first": self.first,
+                "previous": self.previous,
+                "last": self.last,
+            }
+        ).encode()
+
+    @classmethod
+    def from_json(cls, sub_id: str, raw: bytes) -> Subscription:
+        """Raises ValueError, KeyError or TypeError for a record of another shape."""
+        doc = json.loads(raw)
+        return cls(
+            sub_id,
+            str(doc["fmt"]),
+            str(doc["query"]),
+            tuple(str(o) for o in doc["orgs"]),
+            str(doc["url"]),
+            bool(doc["open"]),
+            int(doc["polls"]),
+            float(doc["first"]),
+            float(doc["previous"]),
+            float(doc["last"]),
+        )
+
+
+def _read(sub_id: str, raw: bytes | None) -> Subscription | None:
+    """A stored subscription; None when there is none, or one of a shape this version cannot read."""
+    if raw is None:
+        return None
+    try:
+        return Subscription.from_json(sub_id, raw)
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _record(sub_id: str) -> str:
+    return cache_keys.key("sub", sub_id)
+
+
+def _by_org(org_id: str) -> str:
+    return cache_keys.key("subs", "org", org_id)
+
+
+class Subscriptions:
+    def __init__(self, config: Config, cache: Cache, clock: Clock, paths: Mapping[str, str]) -> None:
+        """`paths`: each feed format's path, by format name (to build a subscription's self URL)."""
+        self.config = config
+        self.cache = cache
+        self.clock = clock
+        self.paths = paths
+        self._pending: dict[tuple[str, str, str], tuple[Caller, int]] = {}
+
+    def polled(self, fmt: str, path: str, caller: Caller) -> None:
+        """A feed was fetched: `fmt` names its format, `path` is the raw path with its query."""
+        tally_key = (fmt, path, caller.cache_scope)
+        seen = self._pending.get(tally_key)
+        if seen is not None:
+            self._pending[tally_key] = (caller, seen[1] + 1)
+        elif len(self._pending) < MAX_PENDING:
+            self._pending[tally_key] = (caller, 1)
+
+    async def flush(self) -> None:
+        """Write the tallied polls to the cache."""
+        pending, self._pending = self._pending, {}
+        now = self.clock()
+        idle = self.config.cache.subscription_idle
+        for (fmt, path, _), (caller, polls) in pending.items():
+            found = self._identify(fmt, path, caller)
+            if found is None:
+                continue
+            sub_id, query, orgs, url = found
+            known = _read(sub_id, await self.cache.get(_record(sub_id)))
+            if known is None:
+                sub = Subscription(sub_id, fmt, query, orgs, url, caller.client is None, polls, now, now, now)
+            else:
+                sub = replace(known, polls=known.polls + polls, previous=known.last, last=now)
+            # Several polls in one flush interval are one poll again within a day, too. A URL
+            # fetched once is remembered only as long as a second fetch would still count.
+            await self.cache.set(
+                _record(sub_id), sub.to_json(), idle if sub.subscribed else POLLED_AGAIN_WITHIN
+            )
+            if sub.subscribed and (known is None or not known.subscribed):
+                await self.cache.schedule(DUE, {sub_id: now}, idle)
+            if sub.subscribed:
+                for org_id in orgs:
+                    await self.cache.schedule(_by_org(org_id), {sub_id: now}, idle)
+
+    def _identify(self, fmt: str, path: str, caller: Caller) -> tuple[str, str, tuple[str, ...], str] | None:
+        """(id, normalised query, orgs, canonical self URL) of a polled feed; None if it is not a search."""
+        try:
+            params = params_of_url(path, caller.visible_orgs)
+        except ParamError:
+            return None
+        canonical = search_query(params, all_orgs=caller.visible_orgs)
+        url = f"{self.config.server.public_url}{self.paths[fmt]}?{canonical}"
+        sub_id = cache_keys.query_digest("\x1f".join((fmt, canonical, ",".join(params.orgs))))
+        return sub_id, params.normalised_query, params.orgs, url
+
+    async def due(self, until: float, count: int) -> list[tuple[Subscription, float]]:
+        """Subscriptions due for a refresh by `until`, with their due time; forgotten ones are dropped."""
+        found = await self.cache.scheduled(DUE, until, count)
+        if not found:
+            return []
+        raws = await self.cache.get_many([_record(sub_id) for sub_id, _ in found])
+        out: list[tuple[Subscription, float]] = []
+        gone: list[str] = []
+        for (sub_id, at), raw in zip(found, raws, strict=True):
+            sub = _read(sub_id, raw)
+            if sub is None or self.clock() - sub.last > self.config.cache.subscription_idle:
+                gone.append(sub_id)
+            else:
+                out.append((sub, at))
+        await self.cache.unschedule(DUE, gone)
+        return out
+
+    async def reschedule(self, sub_id: str, at: float) -> None:
+        await self.cache.schedule(DUE, {sub_id: at}, self.config.cache.subscription_idle)
+
+    async def front(self, org_id: str) -> int:
+        """Put every subscription that asks this org at the front of the queue; how many there were.
+
+        Their due time becomes minus now: earlier than any real time, so first in
+        the queue, and it still says since when they must be fetched again,
+        fresh or not (`forced_since`).
+        """
+        index = _by_org(org_id)
+        forgotten = await self.cache.scheduled(
+            index, self.clock() - self.config.cache.subscription_idle, 100_000
+        )
+        await self.cache.unschedule(index, [sub_id for sub_id, _ in forgotten])
+        members = await self.cache.scheduled(index, float("inf"), 100_000)
+        if members:
+            fronted = -self.clock()
+            await self.cache.schedule(
+                DUE, {sub_id: fronted for sub_id, _ in members}, self.config.cache.subscription_idle
+            )
+        return len(members)
+
+    async def count(self) -> int:
+        return len(await self.cache.scheduled(DUE, float("inf"), 1_000_000))

@@ -1,0 +1,66 @@
+"""WebSub (W3C Recommendation, 2018) for the feed readers that support it.
+
+With `[server] websub_hub` set, open feeds (no `[[clients]]`, so no caller's
+token in any URL) name the hub (`<link rel="hub">` in Atom, `atom:link
+rel="hub"` in RSS, `hubs` in JSON Feed) beside their `rel="self"`, the topic
+URL. When the refresher finds a subscribed feed changed, the hub gets a
+publish ping (`hub.mode=publish`, `hub.url=<topic>`: the form most hubs
+accept, WebSub 1.0 leaves its shape to the hub) and fetches the feed itself.
+
+A feed fetched with a `key=` never carries a hub link and is never announced:
+the hub is a third party, and the topic URL would hand it the token.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import aiohttp
+
+from aggregator.store import cache as cache_keys
+from aggregator.store.cache import Cache
+
+log = logging.getLogger(__name__)
+PING_TIMEOUT = aiohttp.ClientTimeout(total=10)
+ANNOUNCED_TTL = 30 * 86_400.0
+
+
+async def announce_if_changed(
+    session: aiohttp.ClientSession,
+    cache: Cache,
+    hub: str,
+    sub_id: str,
+    topic: str,
+    etag: str,
+    served_before: str | None,
+) -> str | None:
+    """Ping the hub if the feed's ETag differs from the last one announced; the ping's outcome, or None.
+
+    Before a first announcement the baseline is `served_before`, the ETag the
+    feed was served with before this render: subscribers fetched that one.
+    """
+    record = cache_keys.key("websub", sub_id)
+    announced = await cache.get(record)
+    baseline = announced.decode() if announced is not None else served_before
+    if baseline == etag:
+        return None
+    await cache.set(record, etag.encode(), ANNOUNCED_TTL)
+    if baseline is None:
+        return None
+    return await publish(session, hub, topic)
+
+
+async def publish(session: aiohttp.ClientSession, hub: str, topic: str) -> str:
+    """POST a publish ping; "ok" for a 2xx, else what went wrong (logged without the body)."""
+    try:
+        async with session.post(
+            hub, data={"hub.mode": "publish", "hub.url": topic}, timeout=PING_TIMEOUT, allow_redirects=False
+        ) as resp:
+            await resp.read()
+            if 200 <= resp.status < 300:
+                return "ok"
+            log.warning("websub: the hub answered a publish ping with HTTP %d", resp.status)
+            return "refused"
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        log.warning("websub: publish ping failed (%s)", type(exc).__name__)
+        return "error"

@@ -1,0 +1,156 @@
+"""Annotating videos with their durations from the metadata endpoint, within the budget.
+
+A duration never changes, so it is cached per randtag for `duration_ttl`
+whatever query or org found the video (a randtag is global in ilos); a video
+whose duration cannot be had is remembered as such for `failed_duration_ttl`.
+
+Searches come before durations (`budget.Spend.DURATION`): a lookup the budget
+allows starts at once, at a steady pace so that their answers do not all land
+in one turn of the loop, and an answer waits for them at
+most `duration_wait`; the rest finish behind it. A lookup the budget refuses,
+or one that fails for a passing reason (timeout, 429, network), is deferred:
+queued in the cache per org, deduplicated by randtag, and run by
+`drain_deferred` as the budget refills, in one process at a time (a lease).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import secrets
+from collections.abc import Sequence
+
+import aiohttp
+
+from aggregator.config import Config, Org
+from aggregator.ilos.budget import Budget, Spend
+from aggregator.ilos.client import Outcome, fetch_duration
+from aggregator.loop.flights import Flights
+from aggregator.loop.turns import Pacer
+from aggregator.metrics import Metrics
+from aggregator.store import cache as cache_keys
+from aggregator.store.cache import Cache
+
+log = logging.getLogger(__name__)
+UNKNOWN = b"-"  # cached for a video whose duration cannot be had
+LATER = -1  # a lookup that failed for a passing reason: deferred, not known
+# Lookups start at most this many per 10 ms in the whole process (eventloop.Pacer): about
+# 2,000 a second, far above any key's budget, and each turn of the loop then handles
+# one batch of answers (~6 ms), not hundreds at once.
+START_PACE = 32
+LEASE_TTL = 5.0  # seconds a drainer holds the lease without renewing it
+DEFERRED_TTL = 86_400.0  # a queue nobody drains for a day is dropped
+
+
+class DurationLookups:
+    def __init__(
+        self, config: Config, session: aiohttp.ClientSession, cache: Cache, metrics: Metrics, budget: Budget
+    ) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.session = session
+        self.cache = cache
+        self.budget = budget
+        self._flights: Flights[str, int | None] = Flights("duration lookup")
+        self._lease = secrets.token_hex(8).encode()
+        self._pace = Pacer(START_PACE, 0.01, least=8)
+
+    async def resolve(
+        self, org: Org, randtags: Sequence[str], wait: float, spend: Spend = Spend.DURATION
+    ) -> dict[str, int | None]:
+        """The durations known within `wait` seconds: randtag -> ms, or None when it cannot be had.
+
+        A randtag missing from the answer is pending: being looked up, or deferred.
+        """
+        if not randtags:
+            return {}
+        found = await self.known(randtags)
+        started: dict[str, asyncio.Task[int | None]] = {}
+        wanted: list[str] = []
+        for tag in randtags:
+            if tag in found:
+                continue
+            if tag in self._flights:
+                started[tag] = self._flights.start(tag, functools.partial(self._lookup, org, tag))
+            else:
+                wanted.append(tag)
+        self.metrics.cache_lookups.labels("duration", "hit").inc(len(found))
+        self.metrics.cache_lookups.labels("duration", "miss").inc(len(randtags) - len(found))
+        # One request to the budget for all of them, not one each: granted ones start now.
+        granted = await self.budget.take_many(org, spend, len(wanted)) if wanted else 0
+        for tag in wanted[:granted]:
+            started[tag] = self._flights.start(tag, functools.partial(self._lookup, org, tag))
+        deferred = wanted[granted:]
+        if deferred:
+            await self.defer(org, deferred)
+        if started and wait > 0:
+            await asyncio.wait(started.values(), timeout=wait)
+        for tag, task in started.items():
+            if task.done() and not task.cancelled() and task.exception() is None:
+                result = task.result()
+                if result != LATER:
+                    found[tag] = result
+        return found
+
+    async def known(self, randtags: Sequence[str]) -> dict[str, int | None]:
+        """What the cache knows now about these videos (landed lookups, deferred ones included)."""
+        cached = await self.cache.get_many([cache_keys.key("duration", t) for t in randtags])
+        return {tag: _read(value) for tag, value in zip(randtags, cached, strict=True) if value is not None}
+
+    async def defer(self, org: Org, randtags: Sequence[str]) -> None:
+        await self.cache.enqueue(cache_keys.key("deferred", org.id), randtags, DEFERRED_TTL)
+        self.metrics.deferred.labels(org.id).inc(len(randtags))
+
+    async def drain_deferred(self) -> int:
+        """One pass over the deferred lookups, if this process holds the lease; how many it started."""
+        if not await cache_keys.hold_lease(self.cache, "deferred", self._lease, LEASE_TTL):
+            return 0
+        started = 0
+        for org in self.config.orgs:
+            queue = cache_keys.key("deferred", org.id)
+            while await self.cache.queue_size(queue) and await self.budget.take(org, Spend.DURATION):
+                taken = await self.cache.dequeue(queue, 1)
+                if not taken:
+                    break
+                tag = taken[0]
+                self._flights.start(tag, functools.partial(self._lookup, org, tag))
+                started += 1
+        return started
+
+    async def pending(self, org: Org) -> int:
+        return await self.cache.queue_size(cache_keys.key("deferred", org.id))
+
+    async def _lookup(self, org: Org, randtag: str) -> int | None:
+        """One metadata request, whose budget was already taken; its result is cached."""
+        await self._pace.admit()
+        answer = await fetch_duration(self.session, org, randtag, self.config.upstream)
+        self.metrics.upstream.labels(org.id, "metadata", answer.outcome.value).inc()
+        self.metrics.upstream_seconds.labels(org.id, "metadata").observe(answer.elapsed_ms / 1000)
+        await self.budget.believe(org, answer.rate_remaining, answer.retry_after)
+        cache_key = cache_keys.key("duration", randtag)
+        if answer.duration_ms is not None:
+            await self.cache.set(cache_key, str(answer.duration_ms).encode(), self.config.cache.duration_ttl)
+            return answer.duration_ms
+        log.warning(
+            "duration lookup failed: org=%s randtag=%s outcome=%s %s",
+            org.id,
+            randtag,
+            answer.outcome.value,
+            answer.detail,
+        )
+        if answer.outcome in (Outcome.UNPARSEABLE, Outcome.HTTP_ERROR, Outcome.TOO_LARGE):
+            # The video itself is the problem (level: error, 404): do not ask again soon.
+            await self.cache.set(cache_key, UNKNOWN, self.config.cache.failed_duration_ttl)
+            return None
+        await self.defer(org, [randtag])  # timeout, 429, network, refused key: try again later
+        return LATER
+
+
+def _read(value: bytes) -> int | None:
+    if value == UNKNOWN:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None

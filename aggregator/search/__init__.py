@@ -1,0 +1,1 @@
+"""Answering a query: every org's answer (cached, fetched or stale), merged and ranked, with thumbnails and suggestions."""

@@ -1,0 +1,322 @@
+"""One organisation's answer to one query: from the cache, from a shared fetch, or stale.
+
+An org's parsed answer (videos with durations) is cached under the normalised
+query; it is fresh for `search_ttl` after it was fetched and kept for
+`stale_ttl` as the last good answer to fall back on when the org fails.
+Concurrent misses for the same org and query make one upstream request: in
+one process they share a flight, across processes a short Redis lock elects
+one fetcher while the others wait for its answer to land, with a bounded wait
+and a fallback to fetching themselves.
+
+Before asking, the fetcher consults the org's breaker (skipped while it is
+open; one probe when its cool-down ends) and takes one request from the org's
+budget (skipped when there is none). After the search it waits at most
+`duration_wait` for the durations it lacks; an answer still missing some is
+stored with their randtags as `pending`, is fresh for pages only for
+`incomplete_ttl`, and fills them in from the duration cache each time it is
+read, as the lookups behind it land.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass, replace
+
+import aiohttp
+
+from aggregator.config import Config, Org
+from aggregator.ilos.breaker import Breakers, Decision
+from aggregator.ilos.budget import Budget, Spend
+from aggregator.ilos.client import Fetched, Outcome, fetch_search
+from aggregator.ilos.durations import DurationLookups
+from aggregator.ilos.parsepool import ParseFailed, ParsePool, WorkerLost
+from aggregator.loop.flights import Flights
+from aggregator.loop.turns import in_turns
+from aggregator.metrics import Metrics
+from aggregator.model import Clock, OrgStatus, Video
+from aggregator.search import thumbnails
+from aggregator.store import cache as cache_keys
+from aggregator.store.cache import Cache
+
+log = logging.getLogger(__name__)
+
+_STATUS_OF = {Outcome.OK: OrgStatus.OK, Outcome.TIMEOUT: OrgStatus.TIMEOUT, Outcome.DENIED: OrgStatus.DENIED}
+# What says an org is down (and counts towards its breaker), as against a bad answer or a full budget.
+_DOWN = (Outcome.TIMEOUT, Outcome.NETWORK)
+FAILURE_MEMORY = 5.0  # seconds other processes are told that a fetch just failed
+WAIT_POLL = 0.02
+RETRY_REFRESH = 30.0  # seconds before a refresh that could not be made is tried again
+REFRESH_AFTER = 60.0  # seconds: an answer younger than this has the newest signatures to be had
+
+
+@dataclass(frozen=True, slots=True)
+class OrgAnswer:
+    videos: tuple[Video, ...]
+    status: OrgStatus
+    fresh_until: float = 0.0  # epoch seconds; 0 when nothing fresh was had
+    detail: str = ""  # safe to log and show: never a key or upstream text
+
+
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    fetched_at: float
+    videos: tuple[Video, ...]
+
+
+class AnswerSource:
+    def __init__(
+        self,
+        config: Config,
+        session: aiohttp.ClientSession,
+        cache: Cache,
+        parse_pool: ParsePool,
+        metrics: Metrics,
+        budget: Budget,
+        clock: Clock = time.time,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.session = session
+        self.cache = cache
+        self.parse_pool = parse_pool
+        self.metrics = metrics
+        self.budget = budget
+        self.breakers = Breakers(cache, clock)
+        self.durations = DurationLookups(config, session, cache, metrics, budget)
+        self._flights: Flights[tuple[str, str], OrgAnswer] = Flights("search")
+
+    async def answer(self, org: Org, query: str, wait: float) -> OrgAnswer:
+        """`query` is already normalised (lower-cased, whitespace folded); `wait` bounds the time taken."""
+        digest = cache_keys.query_digest(query)
+        stored = await self._read(org, digest)
+        ttl = self.config.cache.search_ttl
+        now = self.clock()
+        if stored is not None and now < stored.fetched_at + ttl:
+            self.metrics.cache_lookups.labels("answer", "hit").inc()
+            return OrgAnswer(stored.videos, OrgStatus.CACHED, self._fresh_until(stored))
+        self.metrics.cache_lookups.labels("answer", "stale" if stored is not None else "miss").inc()
+        if stored is not None and now < stored.fetched_at + ttl + self.config.cache.stale_while_revalidate:
+            # Stale-while-revalidate: answer now, refresh behind the answer (one fetch, shared).
+            self._flight(org, query, digest)
+            return OrgAnswer(stored.videos, OrgStatus.STALE, 0.0, "refreshing")
+        try:
+            fresh = await asyncio.wait_for(asyncio.shield(self._flight(org, query, digest)), max(wait, 0.001))
+        except TimeoutError:
+            fresh = OrgAnswer((), OrgStatus.TIMEOUT, detail="no answer within the search deadline")
+        if fresh.status.good or stored is None:
+            return fresh
+        return OrgAnswer(stored.videos, OrgStatus.STALE, 0.0, fresh.detail or fresh.status)
+
+    async def refresh(self, org_id: str, query: str) -> None:
+        """Ask the org again for thumbnails' new signatures, unless it was asked within `REFRESH_AFTER`.
+
+        The fetch is the shared one, behind the org's breaker and budget: a burst
+        of readers opening expiring thumbnails costs one search at most, and none
+        while the org is cooling down.
+        """
+        org = self.config.org(org_id)
+        if org is None:
+            return
+        digest = cache_keys.query_digest(query)
+        stored = await self._read(org, digest)
+        if stored is not None and self.clock() - stored.fetched_at < REFRESH_AFTER:
+            return
+        await self._flight(org, query, digest)
+
+    async def refresh_ahead(
+        self, org: Org, query: str, lead: float, forced_since: float | None = None
+    ) -> tuple[str, float]:
+        """Keep a polled feed's answer fresh: fetch it again when it expires within `lead` seconds.
+
+        Returns what happened ("fresh", "refreshed", "failed" or "later") and when
+        to look again. Spent as `Spend.REFRESH`: after searches and lookups, within
+        `refresh_share`; an org with deferred lookups has them run first.
+        `forced_since` (when an upload webhook came) fetches even a fresh answer,
+        unless it was fetched since.
+        """
+        digest = cache_keys.query_digest(query)
+        now = self.clock()
+        ttl = self.config.cache.search_ttl
+        retry = now + min(RETRY_REFRESH, ttl / 2)
+        stored = await self._read(org, digest)
+        forced = forced_since is not None and (stored is None or stored.fetched_at <= forced_since)
+        if stored is not None and not forced and stored.fetched_at + ttl - now > lead:
+            return "fresh", stored.fetched_at + ttl - lead
+        if await self.durations.pending(org):
+            return "later", retry  # deferred lookups come before refreshes
+        answer = await self._flight(org, query, digest, Spend.REFRESH)
+        if answer.status.good:
+            return "refreshed", self.clock() + ttl - lead
+        return ("later" if answer.status is OrgStatus.SKIPPED else "failed"), retry
+
+    def _fresh_until(self, stored: _Stored) -> float:
+        """How long pages built on this answer may be reused: not past `incomplete_ttl` while it lacks durations."""
+        until = stored.fetched_at + self.config.cache.search_ttl
+        if any(v.duration_pending for v in stored.videos):
+            until = min(until, self.clock() + self.config.cache.incomplete_ttl)
+        return until
+
+    async def _read(self, org: Org, digest: str) -> _Stored | None:
+        key = cache_keys.key("answer", org.id, digest)
+        raw = await self.cache.get(key)
+        if raw is None:
+            return None
+        try:
+            stored = await _decode(raw)
+        except (ValueError, KeyError, TypeError):
+            log.warning("dropping an unreadable cached answer for org=%s", org.id)
+            return None
+        pending = [v.randtag for v in stored.videos if v.duration_pending]
+        if not pending:
+            return stored
+        # Heal: durations looked up behind the answer since it was stored.
+        landed = await self.durations.known(pending)
+        if not landed:
+            return stored
+        healed = _Stored(
+            stored.fetched_at, tuple(await in_turns(stored.videos, functools.partial(_healed, landed)))
+        )
+        await self._store(key, healed)
+        return healed
+
+    def _flight(
+        self, org: Org, query: str, digest: str, spend: Spend = Spend.SEARCH
+    ) -> asyncio.Task[OrgAnswer]:
+        """The fetch under way for this org and query, started if there is none."""
+        return self._flights.start((org.id, digest), lambda: self._locked_fetch(org, query, digest, spend))
+
+    async def _locked_fetch(self, org: Org, query: str, digest: str, spend: Spend) -> OrgAnswer:
+        """One fetch per org and query across the processes that share the cache."""
+        lock = cache_keys.key("lock", org.id, digest)
+        token = secrets.token_hex(8).encode()
+        hold = self.config.upstream.timeout * 2 + self.config.upstream.duration_wait + 2
+        if await self.cache.add(lock, token, hold):
+            try:
+                return await self._fetch(org, query, digest, spend)
+            finally:
+                await self.cache.delete_if(lock, token)
+        waited = await self._wait_for_other(org, digest, lock, self.clock(), hold)
+        return waited if waited is not None else await self._fetch(org, query, digest, spend)
+
+    async def _wait_for_other(
+        self, org: Org, digest: str, lock: str, since: float, hold: float
+    ) -> OrgAnswer | None:
+        deadline = time.monotonic() + hold
+        failed = cache_keys.key("failed", org.id, digest)
+        while time.monotonic() < deadline:
+            await asyncio.sleep(WAIT_POLL)
+            released = await self.cache.get(lock) is None
+            # Read the answer after looking at the lock: the holder stores the
+            # answer, then releases the lock, so a released lock with no answer
+            # (and no failure) means the holder is gone.
+            stored = await self._read(org, digest)
+            if stored is not None and stored.fetched_at >= since - 1.0:
+                return OrgAnswer(stored.videos, OrgStatus.CACHED, self._fresh_until(stored))
+            status = await self.cache.get(failed)
+            if status is not None:
+                return OrgAnswer((), OrgStatus.parse(status), detail="failed in another process")
+            if released:
+                return None  # the holder gave up without a word: ask ourselves
+        return None
+
+    async def _fetch(self, org: Org, query: str, digest: str, spend: Spend) -> OrgAnswer:
+        decision, probe = await self.breakers.decide(org.id)
+        if decision is Decision.SKIP:
+            return await self._failed(org, digest, OrgStatus.SKIPPED, "cooling down after failures")
+        if not await self.budget.take(org, spend):
+            self.metrics.budget_refused.labels(org.id, spend.value).inc()
+            if probe is not None:
+                await self.breakers.succeeded(org.id, probe)  # no verdict: let another request probe
+            return await self._failed(org, digest, OrgStatus.SKIPPED, "no request budget left")
+        fetched = await fetch_search(self.session, org, query, self.config.upstream)
+        self.metrics.upstream.labels(org.id, "search", fetched.outcome.value).inc()
+        self.metrics.upstream_seconds.labels(org.id, "search").observe(fetched.elapsed_ms / 1000)
+        await self.budget.believe(org, fetched.rate_remaining, fetched.retry_after)
+        if not fetched.ok:
+            await self._judge(org, fetched, probe)
+            log.warning("search failed: org=%s outcome=%s %s", org.id, fetched.outcome.value, fetched.detail)
+            status = _STATUS_OF.get(fetched.outcome, OrgStatus.ERROR)
+            if fetched.outcome is Outcome.RATE_LIMITED:
+                status = OrgStatus.SKIPPED
+            return await self._failed(org, digest, status, fetched.detail)
+        await self.breakers.succeeded(org.id, probe)
+        try:
+            parsed = await self.parse_pool.parse(fetched.body, self.config.upstream.max_items)
+        except (WorkerLost, OSError) as exc:  # no worker could be had: not the answer's fault
+            log.error("search failed: org=%s: no parse worker (%s)", org.id, type(exc).__name__)
+            return await self._failed(org, digest, OrgStatus.ERROR, "the answer could not be parsed here")
+        except Exception as exc:  # UnparseableAnswer, or anything feedparser trips on
+            kind = str(exc) if isinstance(exc, ParseFailed) else type(exc).__name__
+            log.warning("search failed: org=%s outcome=unparseable (%s)", org.id, kind)
+            return await self._failed(org, digest, OrgStatus.ERROR, "answer is not RSS or Atom")
+        # Each pass over a 500-video answer costs a few ms, so each is cut into
+        # turns of the loop (`in_turns`): run together they held it 10-35 ms.
+        records = await in_turns(parsed, functools.partial(thumbnails.record, org.id, query))
+        await self.cache.set_many([r for r in records if r is not None], self.config.cache.stale_ttl)
+        missing = [v.randtag for v in parsed if v.duration_ms is None]
+        lookups = Spend.REFRESH if spend is Spend.REFRESH else Spend.DURATION
+        durations = await self.durations.resolve(org, missing, self.config.upstream.duration_wait, lookups)
+        videos = tuple(await in_turns(parsed, functools.partial(_with_lookup, durations)))
+        stored = _Stored(self.clock(), videos)
+        await self._store(cache_keys.key("answer", org.id, digest), stored)
+        return OrgAnswer(videos, OrgStatus.OK, self._fresh_until(stored))
+
+    async def _judge(self, org: Org, fetched: Fetched, probe: bytes | None) -> None:
+        """Tell the breaker what a failed search says about the org."""
+        if fetched.outcome is Outcome.DENIED:
+            log.error(
+                "org=%s: ilos refused the org's API key (%s); skipping it for 10 min", org.id, fetched.detail
+            )
+            await self.breakers.failed(org.id, "key refused", denied=True, probe=probe)
+        elif fetched.outcome in _DOWN or (
+            fetched.outcome is Outcome.HTTP_ERROR and (fetched.status or 0) >= 500
+        ):
+            await self.breakers.failed(org.id, fetched.detail or fetched.outcome.value, probe=probe)
+        elif probe is not None:
+            await self.breakers.succeeded(org.id, probe)  # it answered: not down
+
+    async def _store(self, key: str, stored: _Stored) -> None:
+        ttl = max(self.config.cache.stale_ttl, self.config.cache.search_ttl)
+        await self.cache.set(key, await _encode(stored), ttl)
+
+    async def _failed(self, org: Org, digest: str, status: OrgStatus, detail: str) -> OrgAnswer:
+        await self.cache.set(cache_keys.key("failed", org.id, digest), status.encode(), FAILURE_MEMORY)
+        return OrgAnswer((), status, detail=detail)
+
+
+async def _encode(stored: _Stored) -> bytes:
+    """One JSON line for the record, then one per video, a turn of the loop every hundred.
+
+    Line by line rather than one document: a 500-video answer is ~10 ms of
+    JSON, too long for one turn of the loop, and in a thread it held the GIL
+    against the loop (the turns it made the loop wait were longer still).
+    """
+    head = json.dumps({"fetched_at": stored.fetched_at}).encode()
+    return b"\n".join([head, *await in_turns(stored.videos, Video.to_line)])
+
+
+async def _decode(raw: bytes) -> _Stored:
+    """Raises ValueError, KeyError or TypeError for a record of another shape."""
+    head, *rest = raw.split(b"\n")
+    fetched_at = float(json.loads(head)["fetched_at"])
+    return _Stored(fetched_at, tuple(await in_turns(rest, Video.from_line)))
+
+
+def _with_lookup(durations: dict[str, int | None], video: Video) -> Video:
+    """A freshly parsed video with what the lookups found: its duration, or pending while one runs."""
+    if video.duration_ms is not None:
+        return video
+    tag = video.randtag
+    return replace(video, duration_ms=durations.get(tag), duration_pending=tag not in durations)
+
+
+def _healed(landed: dict[str, int | None], video: Video) -> Video:
+    """A stored video with the duration that landed for it since, if it was pending."""
+    if video.duration_pending and video.randtag in landed:
+        return replace(video, duration_ms=landed[video.randtag], duration_pending=False)
+    return video

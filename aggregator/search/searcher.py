@@ -1,0 +1,202 @@
+"""Asking every organisation at once and merging what comes back.
+
+Each org is one task; the whole search has one deadline (`upstream.deadline`),
+and each org gets only the time that remains of it, as SearXNG bounds a
+search. An org that is slow, failing, rate-limited or broken costs its own
+results and nothing else: even an unexpected exception in its task makes it
+`error`, never the answer a 500. Its `OrgReport` says what happened (the
+`Server-Timing` metric `org-<id>`). Where each org's answer comes from (cache,
+a shared fetch, a stale copy) is `answers`'s job.
+
+`Searcher` is what the web layer talks to: `search`, `suggest`, `thumbnail`,
+`health`, `latency` and `last_error` are its public surface, and
+`run_background` does the work no request waits for (deferred duration lookups).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import aiohttp
+
+from aggregator.config import Config, Org
+from aggregator.ilos.breaker import BreakerState
+from aggregator.ilos.budget import Budget, BudgetState
+from aggregator.ilos.parsepool import ParsePool
+from aggregator.loop.turns import in_turns, off_loop, repeat
+from aggregator.metrics import Metrics
+from aggregator.model import Clock, OrgReport, OrgStatus, Result, Sort
+from aggregator.search.answers import AnswerSource, OrgAnswer
+from aggregator.search.merge import merge
+from aggregator.search.suggestions import SuggestionIndex
+from aggregator.search.thumbnails import Redirect, Thumbnails
+from aggregator.store.cache import Cache
+
+log = logging.getLogger(__name__)
+DRAIN_INTERVAL = 0.5
+MERGE_OFF_LOOP = 1000  # videos: below that a merge takes less than the GIL waits a thread costs
+LATENCY_WINDOW = 300.0  # seconds of answers /status summarises
+LATENCY_SAMPLES = 2000  # per org, at most
+
+
+@dataclass(frozen=True, slots=True)
+class SearchAnswer:
+    results: tuple[Result, ...]
+    reports: tuple[OrgReport, ...]
+    fresh_until: float  # epoch seconds: when the first of the org answers goes stale
+
+    @property
+    def complete(self) -> bool:
+        return all(r.status.good for r in self.reports)
+
+    @property
+    def pending_durations(self) -> int:
+        """Videos in the answer whose duration is still being looked up."""
+        return sum(1 for r in self.results if r.video.duration_pending)
+
+
+@dataclass(frozen=True, slots=True)
+class OrgHealth:
+    """What /readyz says about an org: its last report here, its breaker and its budget."""
+
+    report: OrgReport | None
+    breaker: BreakerState
+    budget: BudgetState
+    deferred: int  # duration lookups waiting for budget
+
+
+class Searcher:
+    def __init__(
+        self,
+        config: Config,
+        session: aiohttp.ClientSession,
+        cache: Cache,
+        parse_pool: ParsePool,
+        budget: Budget,
+        metrics: Metrics | None = None,
+        clock: Clock = time.time,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics or Metrics()
+        self._budget = budget
+        self._answers = AnswerSource(config, session, cache, parse_pool, self.metrics, budget, clock)
+        self._thumbnails = Thumbnails(cache, self._answers.refresh, clock)
+        self._last_reports: dict[str, OrgReport] = {}
+        self._last_errors: dict[str, str] = {}  # safe to show: statuses and details never carry keys
+        self._latency: dict[str, deque[tuple[float, float]]] = {}  # org -> (monotonic time, ms)
+        self._suggestions = SuggestionIndex(
+            min_callers=config.suggest.min_query_count, retention_days=config.suggest.retention, clock=clock
+        )
+
+    async def search(self, query: str, org_ids: Sequence[str], sort: Sort, caller: str = "") -> SearchAnswer:
+        """`query` is normalised (lower-cased, whitespace folded): it is what orgs are asked.
+
+        `caller` names who asked (a client, or a digest of an address), so a past
+        query is suggested only once enough different callers have made it.
+        """
+        deadline = time.monotonic() + self.config.upstream.deadline
+        orgs = [o for o in self.config.orgs if o.id in org_ids]
+        timed = await asyncio.gather(*(self._timed(org, query, deadline) for org in orgs))
+        answers = [(org.id, answer) for org, (answer, _) in zip(orgs, timed, strict=True)]
+        lists = [(org_id, answer.videos) for org_id, answer in answers]
+        large = sum(len(videos) for _, videos in lists) > MERGE_OFF_LOOP
+        merged = await off_loop(large, merge, lists, sort)
+        # A turn of the loop between merging and learning: together, for one 500-video
+        # answer, they were one of the longest steps left in the soak (docs/benchmarks.md).
+        await asyncio.sleep(0)
+        reports = tuple(report for _, report in timed)
+        for report in reports:
+            self._last_reports[report.org_id] = report
+            self._latency.setdefault(report.org_id, deque(maxlen=LATENCY_SAMPLES)).append(
+                (time.monotonic(), report.elapsed_ms)
+            )
+            if not report.status.good and report.status is not OrgStatus.STALE:
+                self._last_errors[report.org_id] = (
+                    f"{report.status}: {report.detail}" if report.detail else report.status
+                )
+            self.metrics.org_answers.labels(report.org_id, report.status).inc()
+            self.metrics.org_seconds.labels(report.org_id).observe(report.elapsed_ms / 1000)
+        await self._learn(query, answers, caller)
+        fresh = [answer.fresh_until for _, answer in answers if answer.fresh_until]
+        return SearchAnswer(tuple(merged), reports, min(fresh, default=0.0))
+
+    def suggest(self, prefix: str, visible_orgs: Iterable[str]) -> list[str]:
+        return self._suggestions.suggest(prefix, visible_orgs)
+
+    async def thumbnail(self, randtag: str, orgs: Sequence[str]) -> Redirect | None:
+        return await self._thumbnails.redirect(randtag, orgs)
+
+    def latency(self, org_id: str, window: float = LATENCY_WINDOW) -> tuple[float, float] | None:
+        """(p50, p95) milliseconds of this process's answers for the org in the last `window` s."""
+        since = time.monotonic() - window
+        samples = sorted(ms for at, ms in self._latency.get(org_id, ()) if at >= since)
+        if not samples:
+            return None
+        return samples[len(samples) // 2], samples[min(len(samples) - 1, int(len(samples) * 0.95))]
+
+    def last_error(self, org_id: str) -> str | None:
+        return self._last_errors.get(org_id)
+
+    async def health(self) -> dict[str, OrgHealth]:
+        """Each org's breaker and budget (fleet-wide, from the cache) and its last report here."""
+        out = {}
+        for org in self.config.orgs:
+            out[org.id] = OrgHealth(
+                self._last_reports.get(org.id),
+                await self._answers.breakers.state(org.id),
+                await self._budget.state(org),
+                await self._answers.durations.pending(org),
+            )
+        return out
+
+    async def refresh_ahead(
+        self, query: str, org_ids: Sequence[str], lead: float, forced_since: float | None = None
+    ) -> tuple[bool, float]:
+        """Keep one polled search fresh in each of its orgs: (whether any answer was fetched
+        again, when to look again). See `AnswerSource.refresh_ahead`."""
+        refreshed, next_at = False, float("inf")
+        for org in self.config.orgs:
+            if org.id not in org_ids:
+                continue
+            outcome, at = await self._answers.refresh_ahead(org, query, lead, forced_since)
+            self.metrics.refreshes.labels(org.id, outcome).inc()
+            refreshed |= outcome == "refreshed"
+            next_at = min(next_at, at)
+        return refreshed, next_at
+
+    async def look_up_duration(self, org_id: str, randtag: str) -> None:
+        """Start a duration lookup for one new video (an upload webhook's), within the budget."""
+        org = self.config.org(org_id)
+        if org is not None:
+            await self._answers.durations.resolve(org, [randtag], 0.0)
+
+    async def run_background(self) -> None:
+        """Until cancelled: run deferred duration lookups as the budget refills (one process at a time)."""
+        await repeat(self._answers.durations.drain_deferred, DRAIN_INTERVAL, "deferred duration lookups")
+
+    async def _timed(self, org: Org, query: str, deadline: float) -> tuple[OrgAnswer, OrgReport]:
+        started = time.perf_counter()
+        try:
+            answer = await self._answers.answer(org, query, deadline - time.monotonic())
+        except Exception as exc:  # one org's bug is that org's error, never the whole answer's
+            # No traceback: its frames' text could carry an upstream URL, and so a key.
+            log.error("org=%s: unexpected %s while answering", org.id, type(exc).__name__)
+            answer = OrgAnswer((), OrgStatus.ERROR, detail="unexpected error")
+        elapsed = (time.perf_counter() - started) * 1000
+        return answer, OrgReport(org.id, answer.status, elapsed, answer.detail)
+
+    async def _learn(self, query: str, answers: list[tuple[str, OrgAnswer]], caller: str) -> None:
+        """Feed the suggestions: titles, and the query itself where it found something.
+
+        On the loop (the index is the loop's), a turn of it every hundred titles.
+        """
+        found_by = [org_id for org_id, answer in answers if answer.videos]
+        if found_by:
+            self._suggestions.add_query(query, found_by, caller)
+        titles = [(video.title, (org_id,)) for org_id, answer in answers for video in answer.videos]
+        await in_turns(titles, lambda title_orgs: self._suggestions.add_title(*title_orgs))

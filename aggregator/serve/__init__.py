@@ -1,0 +1,1 @@
+"""Running the service: one process or N under gunicorn, the connection guard and logging."""

@@ -1,0 +1,324 @@
+"""What a slow or idle client may hold: a deadline for headers, an idle limit, a connection cap.
+
+aiohttp parses requests but has no deadline for a request's headers and no
+cap on open connections, so a client that trickles header bytes, or opens a
+thousand idle connections, holds memory and file descriptors for as long as
+it likes. `GuardedRunner` is an `AppRunner` whose connections are watched:
+
+- `header_timeout`: a new connection's first request must have sent all its
+  headers within this many seconds, or the connection is closed. Until they
+  are in, the connection meets a `_HeaderGate` (a buffer; one timer keeps
+  every gate's deadline), not aiohttp's handler. (aiohttp's own keep-alive timer bounds the wait for each
+  later request's headers.)
+- `keepalive_timeout`: an idle kept-alive connection is closed after this.
+- `max_connections`: at this many open connections in the process, a new one
+  takes the place of the oldest that has not sent a whole request yet; when
+  every one has, the new one gets `503` and is closed at once. The cap is kept
+  under the process's file limit (`limits_for`).
+
+Header size is bounded too (`max_headers`, `max_field_size`), so a connection
+that does trickle cannot make aiohttp buffer megabytes. It relies on aiohttp's
+RequestHandler and Server (pinned in pyproject); tests/test_guard.py checks
+each limit over real sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+import sys
+from dataclasses import dataclass, replace
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_server import Server
+
+from aggregator.config import Config
+from aggregator.ilos.client import UPSTREAM_CONNECTIONS
+
+log = logging.getLogger(__name__)
+BUSY = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\nRetry-After: 1\r\n\r\n"
+MAX_HEADERS = 64  # SharePoint and browsers send a dozen or two
+MAX_FIELD_SIZE = 8190  # aiohttp's default: a long URL still fits
+# Header bytes a connection's gate holds before aiohttp's parser takes over (and applies
+# its limits): browsers and SharePoint send 1-3 KB, and 400 gates then hold at most 6 MB.
+GATE_BYTES = 16 * 1024
+GATE_CLOSE_BATCH = 64  # overdue gates closed in one turn of the loop
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    header_timeout: float = 10.0
+    keepalive_timeout: float = 15.0
+    max_connections: int = 1000
+
+
+def limits_for(config: Config) -> Limits:
+    """The server's limits, with the connection cap kept under the process's file limit."""
+    limits = Limits(
+        config.server.header_timeout, config.server.keepalive_timeout, config.server.max_connections
+    )
+    # Besides clients' connections the process holds ilos connections, Redis pools (the
+    # cache's and the limiter's), parse workers' pipes and its logs.
+    reserved = UPSTREAM_CONNECTIONS + 2 * config.cache.redis_pool_size + 64
+    return fit_to_file_limit(limits, reserved)
+
+
+def fit_to_file_limit(limits: Limits, reserved: int) -> Limits:
+    """Past the file limit, accept() fails (EMFILE) before the cap is reached: asyncio then
+    stops accepting for a second and logs a traceback per attempt, and ilos or Redis
+    connections fail too. So the soft limit is raised towards the hard one as far as the
+    cap needs, and where even that is too low the cap comes down, with a warning.
+    """
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return limits
+    needed = limits.max_connections + reserved
+    unlimited = resource.RLIM_INFINITY
+    if soft != unlimited and soft < needed:
+        wanted = needed if hard == unlimited else min(needed, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (OSError, ValueError):
+            pass
+    if soft == unlimited or soft >= needed:
+        return limits
+    cap = max(16, soft - reserved)
+    log.warning(
+        "server.max_connections = %d does not fit the file limit (%d descriptors, %d kept for ilos, "
+        "Redis and the rest): at most %d connections are accepted; raise the limit (systemd "
+        "LimitNOFILE, ulimit -n) to allow more",
+        limits.max_connections,
+        soft,
+        reserved,
+        cap,
+    )
+    return replace(limits, max_connections=cap)
+
+
+def _untie(transport: asyncio.BaseTransport | None) -> None:
+    """Let a closed connection's transport be freed at once, not by a full garbage collection.
+
+    On Python 3.11 asyncio's socket transport keeps a bound method of itself
+    (`_read_ready_cb`), a reference cycle, so every closed connection lingered
+    until a full collection, which then had hundreds to free: slow-header
+    clients cut off every few seconds made those collections hold the loop
+    10-25 ms. Python 3.12 drops the method on close (CPython gh-100348); this
+    does the same once the connection is gone, and nothing on 3.12 and later.
+    """
+    if sys.version_info < (3, 12) and transport is not None and hasattr(transport, "_read_ready_cb"):
+        transport._read_ready_cb = None
+
+
+class _HeaderGate(asyncio.Protocol):
+    """What a new connection talks to until its first request's headers are in.
+
+    aiohttp's request handler costs a connection about 33 objects the garbage
+    collector tracks (a task and its coroutine, a parser, timers and their
+    contexts, an access logger...), and every full collection walks them all:
+    400 connections trickling headers made each collection hold the loop 5-15 ms
+    (docs/benchmarks.md, soak). The gate holds a buffer, and the server's one
+    timer keeps every gate's deadline (`_GuardedServer.close_late_gates`): about
+    13 objects a connection. Once the headers have ended (or `GATE_BYTES` have
+    come, for aiohttp's own limits to judge), it hands the connection and what
+    came to a request handler, which then has what is left of `header_timeout`.
+    """
+
+    __slots__ = ("_buffer", "_server", "_transport", "deadline")
+
+    def __init__(self, server: _GuardedServer) -> None:
+        self._server = server
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self.deadline = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        if not self._server.make_room():
+            # Over the cap: say so and go, without a handler or a buffer.
+            transport.write(BUSY)
+            transport.close()
+            return
+        self._transport = transport
+        self._server.admit(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self._transport is None or self not in self._server.gates:
+            return  # being closed: what it still sends is dropped
+        scanned = max(0, len(self._buffer) - 3)  # an end of headers may straddle two reads
+        self._buffer += data
+        ended = self._buffer.find(b"\r\n\r\n", scanned) >= 0 or self._buffer.find(b"\n\n", scanned) >= 0
+        if ended or len(self._buffer) > GATE_BYTES:
+            self._hand_over(self._transport)
+
+    def eof_received(self) -> bool:
+        return False  # a request never finished: close
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._forget()
+        _untie(self._transport)
+        self._transport = None
+
+    def close(self) -> None:
+        """Headers too slow, or making room for a newcomer."""
+        self._forget()
+        if self._transport is not None:
+            self._transport.close()
+
+    def _forget(self) -> None:
+        self._server.gates.pop(self, None)
+
+    def _hand_over(self, transport: asyncio.Transport) -> None:
+        self._forget()
+        self._transport = None
+        data, self._buffer = bytes(self._buffer), bytearray()
+        handler = self._server.new_handler()
+        transport.set_protocol(handler)
+        handler.connection_made(transport)
+        handler.data_received(data)
+        handler.watch_headers(self.deadline)
+
+
+class _GuardedHandler(RequestHandler):
+    """aiohttp's handler, with a deadline for headers that came past the gate unfinished."""
+
+    __slots__ = ("_header_timer", "_own_transport")
+
+    def __init__(self, manager: Server, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._own_transport: asyncio.BaseTransport | None = None  # aiohttp forgets it before connection_lost
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._own_transport = transport
+        super().connection_made(transport)
+
+    def watch_headers(self, deadline: float) -> None:
+        """Close the connection at `deadline` unless its first request's headers are in by then."""
+        if not self._request_count and not self._force_close:
+            self._header_timer = self._loop.call_at(deadline, self._headers_too_slow)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._header_timer is not None and self._request_count:
+            self._header_timer.cancel()  # the first request's headers are in
+            self._header_timer = None
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+        super().connection_lost(exc)
+        _untie(self._own_transport)
+        self._own_transport = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        if not self._request_count:
+            self.force_close()
+
+
+class _GuardedServer(Server):
+    """aiohttp's Server, whose new connections meet a `_HeaderGate` first and keep to `limits`."""
+
+    def __init__(self, handler: Any, *, limits: Limits, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.limits = limits
+        # Connections at their gate, oldest first, and so by deadline: one timer for
+        # them all, not one each (a timer is three objects for the collector to walk).
+        self.gates: dict[_HeaderGate, None] = {}
+        self._gate_timer: asyncio.Handle | None = None
+
+    def __call__(self) -> _HeaderGate:  # type: ignore[override]  # the factory asyncio calls per connection
+        return _HeaderGate(self)
+
+    def admit(self, gate: _HeaderGate) -> None:
+        gate.deadline = self._loop.time() + self.limits.header_timeout
+        self.gates[gate] = None
+        if self._gate_timer is None:
+            self._gate_timer = self._loop.call_at(gate.deadline, self.close_late_gates)
+
+    def close_late_gates(self) -> None:
+        """Close the gates whose headers are overdue, a batch a turn; wake again at the next deadline.
+
+        Clients that connected together fall due together: 400 closed in one turn, their
+        connections' ends handled in the next, held the loop for tens of milliseconds.
+        """
+        self._gate_timer = None
+        now = self._loop.time()
+        for _ in range(GATE_CLOSE_BATCH):
+            if not self.gates:
+                return
+            oldest = next(iter(self.gates))
+            if oldest.deadline > now:
+                self._gate_timer = self._loop.call_at(oldest.deadline, self.close_late_gates)
+                return
+            oldest.close()
+        if self.gates:
+            self._gate_timer = self._loop.call_soon(self.close_late_gates)
+
+    def new_handler(self) -> _GuardedHandler:
+        return _GuardedHandler(self, loop=self._loop, **self._kwargs)
+
+    @property
+    def open_connections(self) -> int:
+        return len(self.gates) + len(self._connections)
+
+    def transports(self) -> list[asyncio.Transport]:
+        """Every open connection's transport, at the gate or handled."""
+        at_gate = [g._transport for g in self.gates if g._transport is not None]
+        return at_gate + [h.transport for h in self._connections if h.transport is not None]
+
+    def make_room(self) -> bool:
+        """Whether a new connection may stay: under the cap, or a silent one was closed for it.
+
+        An idle or trickling connection holds a slot without being served, so a
+        flood of them would turn every newcomer away until header_timeout. The
+        newcomer is let in instead and the flood pays: a client that sends its
+        request at once is served long before it is the oldest silent one.
+        """
+        if self.open_connections < self.limits.max_connections:
+            return True
+        for gate in self.gates:  # oldest first
+            gate.close()
+            return True
+        for handler in self._connections:  # past the gate with headers unfinished
+            if not handler._request_count and not handler._force_close:
+                handler.force_close()
+                return True
+        return False
+
+    def pre_shutdown(self) -> None:
+        for gate in list(self.gates):
+            gate.close()
+        if self._gate_timer is not None:
+            self._gate_timer.cancel()
+            self._gate_timer = None
+        super().pre_shutdown()
+
+
+class GuardedRunner(web.AppRunner):
+    """An AppRunner whose connections keep to `limits`; other keyword arguments go to AppRunner."""
+
+    def __init__(self, app: web.Application, *, limits: Limits, **kwargs: Any) -> None:
+        kwargs.setdefault("keepalive_timeout", limits.keepalive_timeout)
+        kwargs.setdefault("max_headers", MAX_HEADERS)
+        kwargs.setdefault("max_field_size", MAX_FIELD_SIZE)
+        super().__init__(app, **kwargs)
+        self._limits = limits
+
+    async def _make_server(self) -> Server:
+        plain = await super()._make_server()
+        # The same server aiohttp built (handler, request factory, handler arguments), guarded.
+        return _GuardedServer(
+            plain.request_handler,
+            request_factory=plain.request_factory,
+            handler_cancellation=plain.handler_cancellation,
+            loop=plain._loop,
+            limits=self._limits,
+            **plain._kwargs,
+        )

@@ -1,0 +1,1 @@
+"""The HTTP service: the app, its handlers, callers and their limits, CORS, conditional GETs and the access log."""
