@@ -13,14 +13,12 @@ from __future__ import annotations
 import os
 from collections import Counter as Tally
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-
-from aggregator.loop.turns import Tick
 
 METRICS_TYPE = CONTENT_TYPE_LATEST
 APP_KEY_NAME = "metrics"
@@ -29,6 +27,17 @@ PAGES_HELP = "Search pages served, by format and whether the rendered page was r
 
 def multiprocess_mode() -> bool:
     return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+class LoopTick(Protocol):
+    """One late timer of the lag watch (`loop.lag.Tick`): seconds late, busy, and the loop's own CPU."""
+
+    @property
+    def lag(self) -> float: ...
+    @property
+    def busy(self) -> float: ...
+    @property
+    def cpu(self) -> float: ...
 
 
 class Metrics:
@@ -172,7 +181,7 @@ class Metrics:
             multiprocess_mode="min",
         )
 
-    def loop_tick(self, tick: Tick) -> None:
+    def loop_tick(self, tick: LoopTick) -> None:
         self.loop_lag.observe(tick.lag)
         self.loop_busy.observe(tick.busy)
         self.loop_cpu.observe(tick.cpu)

@@ -10,18 +10,24 @@ from pathlib import Path
 
 from aiohttp import web
 
-body = Path(sys.argv[1]).read_bytes()
-content_type = sys.argv[3]
+
+def bare_app(body: bytes, content_type: str) -> web.Application:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    app = web.Application()
+    app.router.add_get("/search.atom", handler)
+    return app
 
 
-async def handler(request: web.Request) -> web.Response:
-    return web.Response(body=body, headers={"Content-Type": content_type})
+def main(argv: list[str]) -> None:
+    app = bare_app(Path(argv[0]).read_bytes(), argv[2])
+    if argv[3:] == ["log"]:
+        logging.basicConfig(level=logging.INFO)
+        web.run_app(app, host="127.0.0.1", port=int(argv[1]), print=None)
+    else:
+        web.run_app(app, host="127.0.0.1", port=int(argv[1]), access_log=None, print=None)
 
 
-app = web.Application()
-app.router.add_get("/search.atom", handler)
-if sys.argv[4:] == ["log"]:
-    logging.basicConfig(level=logging.INFO)
-    web.run_app(app, host="127.0.0.1", port=int(sys.argv[2]), print=None)
-else:
-    web.run_app(app, host="127.0.0.1", port=int(sys.argv[2]), access_log=None, print=None)
+if __name__ == "__main__":
+    main(sys.argv[1:])

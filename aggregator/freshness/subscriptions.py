@@ -20,13 +20,13 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
+from aggregator.caller import Caller
 from aggregator.config import Config
 from aggregator.model import Clock
 from aggregator.params import ParamError, params_of_url
 from aggregator.render.paging import search_query
 from aggregator.store import cache as cache_keys
 from aggregator.store.cache import Cache
-from aggregator.web.auth import Caller
 
 log = logging.getLogger(__name__)
 POLLED_AGAIN_WITHIN = 86_400.0  # a second poll within a day makes a feed URL a subscription

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 import aiohttp
 from aiohttp import web
 
+from aggregator.caller import Caller
 from aggregator.config import Config
 from aggregator.freshness import refresher as refresher_mod
 from aggregator.freshness import websub
@@ -51,7 +52,7 @@ from aggregator.store import cache as caches
 from aggregator.store.cache import Cache, MemoryCache
 from aggregator.store.limiter import Limiter, shared_storage
 from aggregator.web.accesslog import CLIENT
-from aggregator.web.auth import Authenticator, Caller, unauthorized
+from aggregator.web.auth import Authenticator, unauthorized
 from aggregator.web.callerlimits import CallerLimits
 from aggregator.web.cors import Cors
 from aggregator.web.httpcache import CachedPage, body_etag, build_page, first_seen, remember, respond

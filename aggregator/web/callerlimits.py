@@ -19,9 +19,9 @@ from collections.abc import Iterable
 
 from limits import RateLimitItemPerMinute
 
+from aggregator.caller import Caller
 from aggregator.config import Config
 from aggregator.store.limiter import Limiter
-from aggregator.web.auth import Caller
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
