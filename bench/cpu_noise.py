@@ -3,7 +3,7 @@
     python -m bench.cpu_noise [--steps 30000] [--records 4000] [--busy 1]
 
 The soak's stall of record is the CPU time the loop thread spent in one
-iteration (`eventloop.time_iterations`). Its rare outliers were ordinary steps
+iteration (`loop.lag.time_iterations`). Its rare outliers were ordinary steps
 taking ten times their usual CPU. This is the control: one fixed step of
 pure Python that allocates, sorts and drops `--records` small records (the
 kind of work a merge does; 4,000 take 2-4 ms), with the collector off, timed with `time.thread_time`

@@ -2,9 +2,9 @@
 
     python -m bench.render [--entries 20 100] [--rounds 20]
 
-Each renderer writes its page in turns of the loop (`eventloop.in_turns`), so
+Each renderer writes its page in turns of the loop (`loop.turns.in_turns`), so
 what holds the loop is its longest step, not the whole render. The heap is
-frozen first, as the service does after start-up (`eventloop.settle_heap`),
+frozen first, as the service does after start-up (`loop.heap.settle_heap`),
 so a full collection of the import-time heap does not land in a step.
 """
 

@@ -10,7 +10,7 @@ asks for a cached feed every 100 ms. Reports the serving process's peak RSS
 (its parse workers apart), the prober's p99, and the longest event-loop stall:
 the most CPU the loop thread spent in one iteration of the loop, which the
 service itself reports (`ilosagg_event_loop_iteration_cpu_max_seconds`, see
-`eventloop.time_iterations`): how long the service's own work held the loop.
+`loop.lag.time_iterations`): how long the service's own work held the loop.
 
 Beside it, what a 50 ms timer saw: how late it fired
 (`ilosagg_event_loop_lag_max_seconds`), and of that the part the loop was not

@@ -1,197 +1,26 @@
-"""Keeping the event loop responsive: how late it runs, the collector kept off it, big work in a thread.
+"""Cutting long work into turns of the event loop, so that one request's step never holds the others.
 
-Every request shares one loop, so one long step delays them all. The tools:
-`time_iterations` measures how long the loop's own work holds it, and `watch`
-what that costs a timer; `settle_heap` keeps full garbage collections short
-and `collect_in_own_turns` keeps them out of other steps; `in_turns` cuts
-long work into turns; `off_loop` moves work that cannot be cut to a thread.
-
-A 50 ms timer that fires late means every request waited that long too. The
-lateness has two causes that call for different fixes:
-
-- the loop itself was busy (a long step of ours: CPU work or a blocking call),
-  which is a bug in this service;
-- the loop's thread was ready to run but the kernel gave every core to
-  something else (parse workers, another program), which is a matter of
-  capacity.
-
-Linux keeps, per thread, the time spent runnable but waiting for a CPU
-(`run_delay`, the second field of `/proc/thread-self/schedstat`, see the
-kernel's Documentation/scheduler/sched-stats.rst). The busy part of a late tick
-is its lateness less the run delay accrued in the same interval. Where the file
-is missing, the busy part is taken to be the whole lateness.
-
-Busy still counts every other reason the thread did not run: a blocking call,
-the GIL held by another thread, and on a virtual machine the host running
-something else on our core (steal time, which the guest's clocks count as
-neither). So each tick also carries the loop thread's own CPU time since the
-last tick: the part of the lateness that was this service's CPU work is at
-most that (`Tick.cpu`).
+Every request shares one loop, so one long step delays them all: `in_turns`
+cuts long work into turns, `off_loop` moves work that cannot be cut to a
+thread, `repeat` runs a background chore that must not die, and `Pacer`
+starts many requests at a pace the loop can take. How late the loop runs is
+measured in `lag`; the collector is kept out of these steps in `heap`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import gc
 import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
 TURN_BUDGET = 0.002  # seconds of work between turns of the loop in `in_turns`
-SCHEDSTAT = Path("/proc/thread-self/schedstat")
-INTERVAL = 0.05
-ITERATION_FLOOR = 0.001  # iterations with less of the loop's CPU than this are not observed
-FULL_COLLECTION_EVERY = 1.0  # seconds between full collections at most, under load
-NEVER = 2**31 - 1  # a generation threshold no count reaches
-_collecting_tasks = 0  # how many `collect_in_own_turns` run in this process (apps in tests: several)
-_oldest_threshold = 10  # CPython's own, kept while they run
-
-
-@dataclass(frozen=True, slots=True)
-class Tick:
-    lag: float  # how late the timer fired, in seconds
-    busy: float  # of that, the time the loop was not waiting for a core
-    cpu: float = 0.0  # of that, at most the loop thread's CPU time since the last tick
-
-
-def run_delay_reader() -> Callable[[], float] | None:
-    """A reader of the calling thread's run delay in seconds, or None where the kernel has none."""
-    try:
-        # One open file, re-read from the start: a read costs a few microseconds.
-        handle = SCHEDSTAT.open("rb", buffering=0)
-        handle.read()
-    except OSError:
-        return None
-
-    def read() -> float:
-        handle.seek(0)
-        return int(handle.read().split()[1]) / 1e9
-
-    return read
-
-
-async def watch(observe: Callable[[Tick], None], interval: float = INTERVAL) -> None:
-    """Runs until cancelled, calling `observe` once per timer tick."""
-    loop = asyncio.get_running_loop()
-    run_delay = run_delay_reader()
-    waited = run_delay() if run_delay else 0.0
-    used = time.thread_time()
-    while True:
-        expected = loop.time() + interval
-        await asyncio.sleep(interval)
-        lag = max(0.0, loop.time() - expected)
-        if run_delay:
-            now_waited = run_delay()
-            waited, delay = now_waited, now_waited - waited
-            busy = max(0.0, lag - delay)
-        else:
-            busy = lag
-        now_used = time.thread_time()
-        used, cpu = now_used, now_used - used
-        observe(Tick(lag, busy, min(busy, cpu)))
-
-
-def time_iterations(observe: Callable[[float], None]) -> Callable[[], None]:
-    """Until the returned function is called: `observe(cpu)` for every iteration of the running
-    loop in which the loop thread spent `ITERATION_FLOOR` seconds of CPU or more.
-
-    This is the stall itself: an iteration is everything the loop runs between
-    two waits for I/O, and nothing else is served until it ends. The 50 ms
-    timer (`watch`) sees it only as lateness, mixed with waits for a core and,
-    on a virtual machine, with the host not running the guest (steal), even
-    while the loop sat idle in `select`; the thread's CPU time counts neither.
-
-    asyncio has no hook for an iteration, but every iteration of a selector
-    loop begins and ends with one call to its selector's `select`, so that call
-    is wrapped: two clock reads an iteration (~1 us). The selector is a private
-    attribute (`_selector`, there since Python 3.4); a loop without one (uvloop)
-    is left alone and nothing is observed. Several apps on one loop (tests)
-    share one wrapper.
-    """
-    selector = getattr(asyncio.get_running_loop(), "_selector", None)
-    if selector is None or not hasattr(selector, "select"):
-        return lambda: None
-    observers: list[Callable[[float], None]] | None = getattr(selector, "_iteration_observers", None)
-    if observers is None:
-        observers = []
-        selector._iteration_observers = observers
-        select = selector.select
-        thread_time = time.thread_time
-        left_at = [thread_time()]  # the loop thread's CPU time when `select` last returned
-
-        def timed_select(timeout: float | None = None) -> Any:
-            used = thread_time() - left_at[0]
-            if used >= ITERATION_FLOOR:
-                for each in observers:
-                    each(used)
-            try:
-                return select(timeout)
-            finally:
-                left_at[0] = thread_time()
-
-        selector.select = timed_select
-    observers.append(observe)
-    return functools.partial(_forget, observers, observe)
-
-
-def _forget(observers: list[Callable[[float], None]], observe: Callable[[float], None]) -> None:
-    if observe in observers:
-        observers.remove(observe)
-
-
-def settle_heap() -> None:
-    """Call once start-up is done: keeps the start-up heap out of every later full collection.
-
-    A full (generation 2) collection walks every container the process holds. After
-    start-up that is ~65,000 objects of imported modules (aiohttp, redis, lxml,
-    prometheus-client, jinja2...), and one walk of them held the loop for 40-65 ms
-    on this machine, in the middle of whichever request allocated last. None of
-    them is ever garbage, so they are moved to the permanent generation
-    (`gc.freeze`, the remedy the gc module's docs give) and full collections walk
-    only what serving creates.
-    """
-    gc.collect()
-    gc.freeze()
-
-
-async def collect_in_own_turns(interval: float = FULL_COLLECTION_EVERY) -> None:
-    """Runs until cancelled: full collections as steps of their own, never inside a request's step.
-
-    Left to itself, CPython starts a full collection in whichever allocation
-    tips its count (after ten young-generation collections), and that is most
-    often inside the longest steps, since they allocate the most: a merge, or
-    500 videos decoded. A collection of a few milliseconds then lands on top
-    of a step of several more, and the loop is late by their sum. Here the
-    oldest generation's automatic threshold is set out of reach and this task
-    runs the same collection, when it is due, from a timer: at most one per
-    `interval` seconds, as its own turn of the loop. The young generations
-    keep collecting automatically (they are short, and their garbage must
-    not wait). On cancellation the threshold is put back.
-    """
-    global _collecting_tasks, _oldest_threshold
-    if _collecting_tasks == 0:  # the collector is the process's: the first app to start takes it over
-        young, middle, _oldest_threshold = gc.get_threshold()
-        gc.set_threshold(young, middle, NEVER)
-    _collecting_tasks += 1
-    try:
-        while True:
-            await asyncio.sleep(interval)
-            if gc.get_count()[2] > _oldest_threshold:  # as many middle collections as CPython waits for
-                gc.collect(2)
-    finally:
-        _collecting_tasks -= 1
-        if _collecting_tasks == 0:
-            young, middle, _ = gc.get_threshold()
-            gc.set_threshold(young, middle, _oldest_threshold)
 
 
 async def repeat(work: Callable[[], Awaitable[object]], interval: float, what: str) -> None:

@@ -35,7 +35,7 @@ from aggregator.ilos import webhook as hooks
 from aggregator.ilos.budget import Budget
 from aggregator.ilos.client import new_session
 from aggregator.ilos.parsepool import ParsePool
-from aggregator.loop import turns as eventloop
+from aggregator.loop import heap, lag
 from aggregator.loop.flights import Flights
 from aggregator.metrics import METRICS, METRICS_TYPE, Metrics
 from aggregator.model import RANDTAG_RE, Clock, Result, Sort, Video
@@ -157,12 +157,12 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 app[CLOCK],
             )
             await _warm_up_renderers(config)
-            eventloop.settle_heap()
-            stop_timing = eventloop.time_iterations(app[METRICS].loop_iteration_cpu.observe)
+            heap.settle_heap()
+            stop_timing = lag.time_iterations(app[METRICS].loop_iteration_cpu.observe)
             background = [
                 asyncio.create_task(app[SEARCHER].run_background()),
-                asyncio.create_task(eventloop.watch(app[METRICS].loop_tick)),
-                asyncio.create_task(eventloop.collect_in_own_turns()),
+                asyncio.create_task(lag.watch(app[METRICS].loop_tick)),
+                asyncio.create_task(heap.collect_in_own_turns()),
             ]
             every = app[REFRESH_EVERY]
             if every is not None:

@@ -10,7 +10,9 @@ import gc
 import time
 import weakref
 
-from aggregator.loop.turns import Pacer, collect_in_own_turns, in_turns, repeat, time_iterations
+from aggregator.loop.heap import collect_in_own_turns
+from aggregator.loop.lag import time_iterations
+from aggregator.loop.turns import Pacer, in_turns, repeat
 from aggregator.search.suggestions import SuggestionIndex
 
 
