@@ -19,7 +19,7 @@ import redis
 from limits import RateLimitItemPerMinute
 
 from aggregator.config import parse_config_text
-from aggregator.store.cache import NAMESPACE, query_digest
+from aggregator.store.keys import NAMESPACE, query_digest
 from aggregator.store.limiter import MemoryWindows
 from aggregator.web.app import create_app
 from tests.conftest import KEYS, config_toml, free_port, make_config

@@ -14,7 +14,9 @@ import redis
 from redis.asyncio.connection import Connection
 
 from aggregator.demo.simulator import search_catalog
-from aggregator.store.cache import NAMESPACE, MemoryCache, redis_failed
+from aggregator.store.keys import NAMESPACE
+from aggregator.store.memory import MemoryCache
+from aggregator.store.redis_cache import redis_failed
 from aggregator.web.app import create_app
 from tests.conftest import KEYS, config_toml, free_port, make_config
 from tests.helpers import NS, assert_valid_atom, entry_ids, serve, server_timing

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from aggregator.store.cache import NAMESPACE
+from aggregator.store.keys import NAMESPACE
 from aggregator.web.app import create_app
 from tests.conftest import KEYS, free_port, make_config
 from tests.test_cache import timing

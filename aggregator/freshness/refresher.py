@@ -34,8 +34,8 @@ from aggregator.freshness.subscriptions import Subscription, Subscriptions
 from aggregator.loop.turns import repeat
 from aggregator.model import Clock
 from aggregator.search.searcher import Searcher
-from aggregator.store import cache as cache_keys
-from aggregator.store.cache import Cache
+from aggregator.store import keys as cache_keys
+from aggregator.store.cache import Cache, hold_lease
 
 log = logging.getLogger(__name__)
 INTERVAL = 1.0  # seconds between passes
@@ -86,7 +86,7 @@ class Refresher:
         """One pass; how many subscriptions had an answer fetched again."""
         await self.subscriptions.flush()
         await self._follow_generation()
-        if not await cache_keys.hold_lease(self.cache, "refresh", self._lease, LEASE_TTL):
+        if not await hold_lease(self.cache, "refresh", self._lease, LEASE_TTL):
             return 0
         due = await self.subscriptions.due(self.clock(), BATCH)
         # Fronted by a webhook (negative times) first, then the most polled.

@@ -25,7 +25,7 @@ from aggregator.config import Config
 from aggregator.model import Clock
 from aggregator.params import ParamError, params_of_url
 from aggregator.render.paging import search_query
-from aggregator.store import cache as cache_keys
+from aggregator.store import keys as cache_keys
 from aggregator.store.cache import Cache
 
 log = logging.getLogger(__name__)

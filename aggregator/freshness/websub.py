@@ -17,7 +17,7 @@ import logging
 
 import aiohttp
 
-from aggregator.store import cache as cache_keys
+from aggregator.store import keys as cache_keys
 from aggregator.store.cache import Cache
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 
 from aggregator.model import Clock
-from aggregator.store import cache as cache_keys
+from aggregator.store import keys as cache_keys
 from aggregator.store.cache import Cache
 
 FAILURES_TO_OPEN = 3

@@ -31,7 +31,7 @@ from limits import RateLimitItemPerSecond
 
 from aggregator.config import Config, Org
 from aggregator.model import Clock
-from aggregator.store import cache as cache_keys
+from aggregator.store import keys as cache_keys
 from aggregator.store.cache import Cache
 from aggregator.store.limiter import Limiter
 

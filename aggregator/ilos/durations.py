@@ -29,8 +29,8 @@ from aggregator.ilos.client import Outcome, fetch_duration
 from aggregator.loop.flights import Flights
 from aggregator.loop.turns import Pacer
 from aggregator.metrics import Metrics
-from aggregator.store import cache as cache_keys
-from aggregator.store.cache import Cache
+from aggregator.store import keys as cache_keys
+from aggregator.store.cache import Cache, hold_lease
 
 log = logging.getLogger(__name__)
 UNKNOWN = b"-"  # cached for a video whose duration cannot be had
@@ -104,7 +104,7 @@ class DurationLookups:
 
     async def drain_deferred(self) -> int:
         """One pass over the deferred lookups, if this process holds the lease; how many it started."""
-        if not await cache_keys.hold_lease(self.cache, "deferred", self._lease, LEASE_TTL):
+        if not await hold_lease(self.cache, "deferred", self._lease, LEASE_TTL):
             return 0
         started = 0
         for org in self.config.orgs:

@@ -40,7 +40,7 @@ from aggregator.loop.turns import in_turns
 from aggregator.metrics import Metrics
 from aggregator.model import Clock, OrgStatus, Video
 from aggregator.search import thumbnails
-from aggregator.store import cache as cache_keys
+from aggregator.store import keys as cache_keys
 from aggregator.store.cache import Cache
 
 log = logging.getLogger(__name__)

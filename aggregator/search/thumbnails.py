@@ -24,7 +24,7 @@ from hashlib import sha256
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from aggregator.model import Clock, Video
-from aggregator.store import cache as cache_keys
+from aggregator.store import keys as cache_keys
 from aggregator.store.cache import Cache
 
 MARGIN = 60.0  # seconds: a URL expiring sooner than this is refreshed first

@@ -28,7 +28,8 @@ from limits.errors import StorageError
 
 from aggregator.config import CacheConfig
 from aggregator.model import Clock
-from aggregator.store import cache as cache_keys
+from aggregator.store.keys import NAMESPACE
+from aggregator.store.redis_cache import redis_failed, redis_options
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ class Limiter:
 
 def _storage_failed(exc: Exception) -> bool:
     # limits wraps redis-py's own errors in StorageError, but not its close race (`cache.redis_failed`).
-    return isinstance(exc, StorageError) or cache_keys.redis_failed(exc)
+    return isinstance(exc, StorageError) or redis_failed(exc)
 
 
 class _Log:
@@ -184,11 +185,9 @@ async def shared_storage(config: CacheConfig) -> AsyncIterator[RedisStorage | No
     uri = "async+redis+" + url if url.startswith("unix://") else "async+" + url
     if config.redis_cluster:
         uri = "async+redis+cluster://" + url.split("://", 1)[1].split("/", 1)[0]
-    options = {k: v for k, v in cache_keys.redis_options(config).items() if v is not None}
+    options = {k: v for k, v in redis_options(config).items() if v is not None}
     kind = RedisClusterStorage if config.redis_cluster else RedisStorage
-    storage = kind(
-        uri, implementation="redispy", key_prefix=cache_keys.NAMESPACE, wrap_exceptions=True, **options
-    )
+    storage = kind(uri, implementation="redispy", key_prefix=NAMESPACE, wrap_exceptions=True, **options)
     try:
         yield storage
     finally:

@@ -49,8 +49,11 @@ from aggregator.render.presentation import View
 from aggregator.search import thumbnails
 from aggregator.search.searcher import Searcher
 from aggregator.store import cache as caches
-from aggregator.store.cache import Cache, MemoryCache
+from aggregator.store import keys
+from aggregator.store.cache import Cache
 from aggregator.store.limiter import Limiter, shared_storage
+from aggregator.store.memory import MemoryCache
+from aggregator.store.resilient import ResilientCache
 from aggregator.web.accesslog import CLIENT
 from aggregator.web.auth import Authenticator, unauthorized
 from aggregator.web.callerlimits import CallerLimits
@@ -197,7 +200,7 @@ async def _announce(app: web.Application, session: aiohttp.ClientSession, sub: S
     except ParamError:
         return
     page_key = _page_key(fmt, "", caller, params)
-    served_before, _ = await first_seen(app[CACHE], caches.key("page", caches.query_digest(page_key)))
+    served_before, _ = await first_seen(app[CACHE], keys.key("page", keys.query_digest(page_key)))
     page = await app[RENDERING].join(
         page_key, lambda: _render(app, page_key, params, caller, REFRESHER_ID, fmt, "")
     )
@@ -474,7 +477,7 @@ async def _render(
     now = app[CLOCK]()
     # Last-Modified is when this representation first appeared with its current ETag, kept
     # in the shared cache; a page with no dated entry is dated by that time too (never 1970).
-    record = caches.key("page", caches.query_digest(page_key))
+    record = keys.key("page", keys.query_digest(page_key))
     seen_etag, seen_at = await first_seen(app[CACHE], record)
     # On the loop, in turns: a 100-entry page takes 15-40 ms, and in a thread it would cost the
     # loop more than that in waits for the GIL while it sends and receives (measured: 25 ms a turn).
@@ -637,7 +640,7 @@ async def metrics(request: web.Request) -> web.Response:
     for org_id, health in (await request.app[SEARCHER].health()).items():  # fleet-wide, from the cache
         m.breaker_open.labels(org_id).set(1 if health.breaker.is_open(now) else 0)
         m.budget_remaining.labels(org_id).set(health.budget.remaining)
-    if isinstance(cache, caches.ResilientCache):
+    if isinstance(cache, ResilientCache):
         m.redis_up.set(0 if caches.redis_unreachable(cache) else 1)
     return web.Response(body=m.exposition(), headers={"Content-Type": METRICS_TYPE, **NO_STORE})
 
@@ -680,7 +683,7 @@ async def status(request: web.Request) -> web.Response:
                 "error": searcher.last_error(org.id),
             }
         )
-    memory = cache.memory if isinstance(cache, caches.ResilientCache) else cache
+    memory = cache.memory if isinstance(cache, ResilientCache) else cache
     used = (memory.bytes if isinstance(memory, MemoryCache) else 0) + app[PAGES].bytes
     html = render_status(
         base_url=config.server.public_url,

@@ -1,0 +1,21 @@
+"""Every shared key is built here: namespaced, versioned, and made of ids, randtags and digests
+of queries, never of an org key or a client token.
+
+Any change to the shape of a stored value or a key bumps `NAMESPACE`, so replicas of two
+versions running side by side during a rollout never misread each other's records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+NAMESPACE = "ilosagg:v3"  # v3: answers stored as JSON lines; v2: duration_pending, breakers, budgets
+
+
+def key(kind: str, *parts: str) -> str:
+    return ":".join((NAMESPACE, kind, *parts))
+
+
+def query_digest(text: str) -> str:
+    """A short stable digest, so user text never becomes a raw key."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]

@@ -1,0 +1,191 @@
+"""The cache every replica shares, in Redis (or a Redis Cluster), and how its client is made."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import suppress
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from aggregator.config import CacheConfig
+
+# Where redis-py and asyncio's transports live: see `redis_failed`.
+_CLIENT_CODE = tuple(os.path.dirname(m.__file__ or "") + os.sep for m in (aioredis, asyncio))
+
+
+def redis_failed(exc: BaseException) -> bool:
+    """Whether `exc` means Redis (or the way to it) failed, rather than a bug of ours.
+
+    Besides redis-py's own errors, timeouts and socket errors, that is the
+    AttributeError or TypeError redis-py raises when a connection is closed
+    under a command: its writer is gone, and the call fails inside redis-py or
+    asyncio's transport instead of raising ConnectionError (redis/redis-py
+    issues 3546 and 4287). A cluster that loses a node closes connections
+    under running commands, and one such error cost an org its whole search.
+    Only errors raised from inside that code count: the same errors from ours
+    stay bugs.
+    """
+    if isinstance(exc, (TimeoutError, RedisError, OSError)):
+        return True
+    if not isinstance(exc, (AttributeError, TypeError)) or exc.__traceback__ is None:
+        return False
+    tb = exc.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb.tb_frame.f_code.co_filename.startswith(_CLIENT_CODE)
+
+
+class RedisCache:
+    """One Redis, or a Redis Cluster (`cache.redis_cluster`).
+
+    Every multi-key command here touches keys that may live in different slots
+    of a cluster: reads go through the cluster client's non-atomic MGET (one
+    MGET per node), and pipelines are per key. Nothing needs them atomic.
+    """
+
+    def __init__(self, client: aioredis.Redis | aioredis.RedisCluster) -> None:
+        self.client = client
+        self.cluster = isinstance(client, aioredis.RedisCluster)
+
+    # The client is made without decode_responses, so values come back as bytes;
+    # redis-py's annotations allow str too, hence the casts.
+    async def get(self, key: str) -> bytes | None:
+        return cast("bytes | None", await self.client.get(key))
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        if isinstance(self.client, aioredis.RedisCluster):
+            return cast("list[bytes | None]", list(await self.client.mget_nonatomic(keys)))
+        return cast("list[bytes | None]", list(await self.client.mget(keys)))
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        await self.client.set(key, value, px=_px(ttl))
+
+    async def set_many(self, items: Iterable[tuple[str, bytes]], ttl: float) -> None:
+        items = list(items)
+        if not items:
+            return
+        async with self.client.pipeline(transaction=False) as pipe:
+            for k, v in items:
+                pipe.set(k, v, px=_px(ttl))
+            await pipe.execute()
+
+    async def add(self, key: str, value: bytes, ttl: float) -> bool:
+        return bool(await self.client.set(key, value, px=_px(ttl), nx=True))
+
+    async def delete(self, key: str) -> None:
+        await self.client.delete(key)
+
+    async def delete_if(self, key: str, value: bytes) -> bool:
+        return bool(await self.client.eval(_DELETE_IF, 1, key, value))
+
+    async def extend_if(self, key: str, value: bytes, ttl: float) -> bool:
+        return bool(await self.client.eval(_EXTEND_IF, 1, key, value, _px(ttl)))
+
+    async def incr(self, key: str, ttl: float) -> int:
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.pexpire(key, _px(ttl))
+            count, _ = await pipe.execute()
+        return int(count)
+
+    async def enqueue(self, key: str, members: Sequence[str], ttl: float) -> None:
+        if not members:
+            return
+        # Scores are the order of arrival; NX keeps an earlier place for a member already queued.
+        now = time.time()
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.zadd(key, {m: now + i * 1e-6 for i, m in enumerate(members)}, nx=True)
+            pipe.pexpire(key, _px(ttl))
+            await pipe.execute()
+
+    async def dequeue(self, key: str, count: int) -> list[str]:
+        popped = cast("list[tuple[bytes, float]]", await self.client.zpopmin(key, count))
+        return [member.decode() if isinstance(member, bytes) else str(member) for member, _ in popped]
+
+    async def queue_size(self, key: str) -> int:
+        return int(await self.client.zcard(key))
+
+    async def schedule(self, key: str, members: Mapping[str, float], ttl: float) -> None:
+        if not members:
+            return
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.zadd(key, dict(members))
+            pipe.pexpire(key, _px(ttl))
+            await pipe.execute()
+
+    async def scheduled(self, key: str, until: float, count: int) -> list[tuple[str, float]]:
+        found = cast(
+            "list[tuple[bytes, float]]",
+            await self.client.zrangebyscore(key, "-inf", until, start=0, num=count, withscores=True),
+        )
+        return [(m.decode() if isinstance(m, bytes) else str(m), float(t)) for m, t in found]
+
+    async def unschedule(self, key: str, members: Sequence[str]) -> None:
+        if members:
+            await self.client.zrem(key, *members)
+
+    def describe(self) -> str:
+        return "redis"
+
+    async def reset(self) -> None:
+        """Drop pooled connections: after an outage they are all dead."""
+        if isinstance(self.client, aioredis.RedisCluster):
+            return  # the cluster client re-reads its topology and reconnects by itself
+        with suppress(RedisError, OSError):
+            await self.client.connection_pool.disconnect()
+
+
+# Compare-and-act scripts: the GET and the DEL (or PEXPIRE) must be one step, or a
+# lock that expired between them could be another process's by the time we act.
+_DELETE_IF = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+
+
+_EXTEND_IF = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
+
+
+def _px(ttl: float) -> int:
+    """A TTL in seconds as Redis PX milliseconds; never 0, which Redis refuses."""
+    return max(1, int(ttl * 1000))
+
+
+def redis_options(config: CacheConfig) -> dict[str, Any]:
+    """What every Redis client of the service is made with: timeouts, pool size and TLS files."""
+    options: dict[str, Any] = {
+        "socket_connect_timeout": config.redis_connect_timeout,
+        "socket_timeout": config.redis_timeout,
+        "max_connections": config.redis_pool_size,
+        # One immediate retry: on a fresh connection (a pooled one died with a Redis restart), or,
+        # in a cluster, on a freshly read slot map (a node failed over). Anything longer is an
+        # outage for ResilientCache and the limiter. redis-py's cluster default is ten retries,
+        # each a quarter of a second after CLUSTERDOWN: 2.5 s of waiting in one command, half
+        # a search's deadline.
+        "retry": Retry(NoBackoff(), 1),
+    }
+    if config.redis_url and config.redis_url.startswith("rediss://"):
+        options.update(
+            ssl_ca_certs=config.redis_ca, ssl_certfile=config.redis_cert, ssl_keyfile=config.redis_key
+        )
+    return options
+
+
+def redis_client(config: CacheConfig) -> aioredis.Redis | aioredis.RedisCluster:
+    """Short timeouts: a cache that makes requests wait is worse than no cache."""
+    assert config.redis_url is not None
+    if config.redis_cluster:
+        return aioredis.RedisCluster.from_url(config.redis_url, **redis_options(config))
+    return aioredis.Redis.from_url(
+        config.redis_url,
+        retry_on_error=[RedisConnectionError],
+        health_check_interval=15,
+        **redis_options(config),
+    )

@@ -1,0 +1,124 @@
+"""Redis while it answers, the in-process cache while it does not, and back without a restart."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import TypeVar
+
+from aggregator.store.memory import MemoryCache
+from aggregator.store.redis_cache import RedisCache, redis_failed
+
+log = logging.getLogger(__name__)
+
+
+T = TypeVar("T")
+
+
+class ResilientCache:
+    """Redis while it answers; the in-process cache while it does not.
+
+    After a failure Redis is left alone for `retry_seconds`, so an outage
+    costs one connect timeout per interval rather than one per request. Both
+    changes of state are logged once (never with the URL: it may hold a password).
+    """
+
+    def __init__(
+        self,
+        redis_cache: RedisCache,
+        memory: MemoryCache,
+        retry_seconds: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.redis = redis_cache
+        self.memory = memory
+        self.retry_seconds = retry_seconds
+        self._clock = clock
+        self.redis_up = True
+        self._retry_at = 0.0
+
+    async def _either(self, on_redis: Callable[[], Awaitable[T]], on_memory: Callable[[], Awaitable[T]]) -> T:
+        if not self.redis_up and self._clock() < self._retry_at:
+            return await on_memory()
+        try:
+            result = await on_redis()
+        except Exception as exc:
+            if not redis_failed(exc):
+                raise
+            if self.redis_up:
+                log.warning("Redis unreachable (%s): answering from the in-process cache", type(exc).__name__)
+            self.redis_up = False
+            self._retry_at = self._clock() + self.retry_seconds
+            await self.redis.reset()
+            return await on_memory()
+        if not self.redis_up:
+            log.warning("Redis answers again: using it")
+            self.redis_up = True
+        return result
+
+    async def get(self, key: str) -> bytes | None:
+        return await self._either(lambda: self.redis.get(key), lambda: self.memory.get(key))
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        return await self._either(lambda: self.redis.get_many(keys), lambda: self.memory.get_many(keys))
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        await self._either(lambda: self.redis.set(key, value, ttl), lambda: self.memory.set(key, value, ttl))
+
+    async def set_many(self, items: Iterable[tuple[str, bytes]], ttl: float) -> None:
+        items = list(items)
+        await self._either(lambda: self.redis.set_many(items, ttl), lambda: self.memory.set_many(items, ttl))
+
+    async def add(self, key: str, value: bytes, ttl: float) -> bool:
+        return await self._either(
+            lambda: self.redis.add(key, value, ttl), lambda: self.memory.add(key, value, ttl)
+        )
+
+    async def delete(self, key: str) -> None:
+        await self._either(lambda: self.redis.delete(key), lambda: self.memory.delete(key))
+
+    async def delete_if(self, key: str, value: bytes) -> bool:
+        return await self._either(
+            lambda: self.redis.delete_if(key, value), lambda: self.memory.delete_if(key, value)
+        )
+
+    async def extend_if(self, key: str, value: bytes, ttl: float) -> bool:
+        return await self._either(
+            lambda: self.redis.extend_if(key, value, ttl), lambda: self.memory.extend_if(key, value, ttl)
+        )
+
+    async def incr(self, key: str, ttl: float) -> int:
+        return await self._either(lambda: self.redis.incr(key, ttl), lambda: self.memory.incr(key, ttl))
+
+    async def enqueue(self, key: str, members: Sequence[str], ttl: float) -> None:
+        await self._either(
+            lambda: self.redis.enqueue(key, members, ttl), lambda: self.memory.enqueue(key, members, ttl)
+        )
+
+    async def dequeue(self, key: str, count: int) -> list[str]:
+        return await self._either(
+            lambda: self.redis.dequeue(key, count), lambda: self.memory.dequeue(key, count)
+        )
+
+    async def queue_size(self, key: str) -> int:
+        return await self._either(lambda: self.redis.queue_size(key), lambda: self.memory.queue_size(key))
+
+    async def schedule(self, key: str, members: Mapping[str, float], ttl: float) -> None:
+        await self._either(
+            lambda: self.redis.schedule(key, members, ttl), lambda: self.memory.schedule(key, members, ttl)
+        )
+
+    async def scheduled(self, key: str, until: float, count: int) -> list[tuple[str, float]]:
+        return await self._either(
+            lambda: self.redis.scheduled(key, until, count),
+            lambda: self.memory.scheduled(key, until, count),
+        )
+
+    async def unschedule(self, key: str, members: Sequence[str]) -> None:
+        await self._either(
+            lambda: self.redis.unschedule(key, members), lambda: self.memory.unschedule(key, members)
+        )
+
+    def describe(self) -> str:
+        return "redis" if self.redis_up else "memory (Redis unreachable)"
