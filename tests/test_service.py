@@ -244,12 +244,12 @@ async def test_a_dead_parse_worker_is_replaced(aiohttp_client, sim) -> None:
     import os
     import signal as signals
 
-    from aggregator.web.app import PARSE_POOL
+    from aggregator.web.state import SERVICES
 
     app = create_app(make_config(sim, server={"parse_workers": 1}))
     client = await aiohttp_client(app)
     assert (await client.get("/search.atom", params={"q": "onboarding"})).status == 200
-    pool = app[PARSE_POOL]
+    pool = app[SERVICES].parse_pool
     assert len(pool.pids) == 1
     for pid in pool.pids:
         os.kill(pid, signals.SIGKILL)

@@ -1,7 +1,7 @@
 """Polled feeds kept fresh, upload webhooks, WebSub: over loopback, with a real Redis and a moved clock.
 
 The refresher's background pass is off in these apps (`refresh_every=None`);
-each test runs a pass itself (`app[REFRESHER].run_once()`) after moving the
+each test runs a pass itself (`app[SERVICES].refresher.run_once()`) after moving the
 clock, so nothing waits for a timer and nothing depends on wall time.
 """
 
@@ -17,7 +17,8 @@ from aggregator.config import ConfigError, parse_config_text
 from aggregator.demo.simulator import SimVideo
 from aggregator.freshness.refresher import lead_time
 from aggregator.web.accesslog import redact
-from aggregator.web.app import REFRESHER, create_app
+from aggregator.web.app import create_app
+from aggregator.web.state import SERVICES
 from tests.conftest import make_config
 from tests.helpers import NS, atom, entry_ids, link, server_timing
 
@@ -70,10 +71,10 @@ async def test_a_polled_feed_is_fetched_again_before_it_expires(
     url = "/search.atom?q=lecture"
     await subscribe(client, url)
     before = searches(sim, "engineering")
-    assert await app[REFRESHER].run_once() == 0  # just fetched: nothing to do yet
+    assert await app[SERVICES].refresher.run_once() == 0  # just fetched: nothing to do yet
 
     clock.advance(TTL - lead_time(TTL) / 2)  # inside the lead time before expiry
-    assert await app[REFRESHER].run_once() == 1
+    assert await app[SERVICES].refresher.run_once() == 1
     assert searches(sim, "engineering") == before + 1
 
     assert "1 polled feed kept fresh" in await (await client.get("/status")).text()
@@ -93,7 +94,7 @@ async def test_a_feed_fetched_once_is_not_a_subscription(aiohttp_client, sim, cl
     await client.get("/?q=lecture")  # the page is not a feed: not counted
     before = searches(sim, "engineering")
     clock.advance(TTL - 1)
-    assert await app[REFRESHER].run_once() == 0
+    assert await app[SERVICES].refresher.run_once() == 0
     assert searches(sim, "engineering") == before
 
 
@@ -103,10 +104,10 @@ async def test_an_idle_subscription_is_forgotten(aiohttp_client, sim, clock, red
     )
     client = await aiohttp_client(app)
     await subscribe(client, "/search.rss?q=lecture")
-    await app[REFRESHER].run_once()
+    await app[SERVICES].refresher.run_once()
     clock.advance(601)  # not polled for subscription_idle
     before = searches(sim, "engineering")
-    assert await app[REFRESHER].run_once() == 0
+    assert await app[SERVICES].refresher.run_once() == 0
     assert searches(sim, "engineering") == before
 
 
@@ -119,10 +120,10 @@ async def test_refreshes_take_at_most_their_share_and_leave_searches_their_budge
     words = ["lecture", "analysis", "project", "induction", "mechanics", "circuit"]
     for word in words:
         await subscribe(client, f"/search.json?q={word}&org=engineering")
-    assert await app[REFRESHER].run_once() == 0
+    assert await app[SERVICES].refresher.run_once() == 0
     clock.advance(TTL)  # every answer expired: six subscriptions due
     before = searches(sim, "engineering")
-    assert await app[REFRESHER].run_once() == 3
+    assert await app[SERVICES].refresher.run_once() == 3
     assert searches(sim, "engineering") == before + 3
     # A user's new search still finds budget.
     resp = await client.get("/search.json?q=statics&org=engineering")
@@ -152,14 +153,14 @@ async def test_an_upload_shows_in_a_subscribed_feed_with_its_duration(
     app, client = await start(aiohttp_client, with_webhook(sim, redis_clean), clock)
     url = "/search.atom?q=statics&org=engineering&sort=date"
     await subscribe(client, url)
-    await app[REFRESHER].run_once()
+    await app[SERVICES].refresher.run_once()
 
     hook = str(client.make_url(f"/hooks/ilos/engineering/{SECRET}"))
     video = new_video("NeWvId000001", "Statics lecture 9: trusses, new")
     assert await sim.upload("engineering", video, hook) == 202
     assert await sim.upload("engineering", video, hook) == 202  # ilos retries: a replay is harmless
     clock.advance(5)  # seconds, not search_ttl
-    assert await app[REFRESHER].run_once() == 1
+    assert await app[SERVICES].refresher.run_once() == 1
 
     doc = atom(await (await client.get(url)).read())
     ids = entry_ids(doc)
@@ -205,16 +206,16 @@ async def test_open_feeds_name_the_hub_and_a_change_is_announced(
     assert jf["hubs"] == [{"type": "WebSub", "url": hub.url}]
 
     await subscribe(client, url)
-    await app[REFRESHER].run_once()
+    await app[SERVICES].refresher.run_once()
     assert hub.pings == []  # nothing changed yet
 
     hook = str(client.make_url(f"/hooks/ilos/engineering/{SECRET}"))
     assert (
         await sim.upload("engineering", new_video("NeWvId000002", "Statics lecture 10: beams"), hook) == 202
     )
-    assert await app[REFRESHER].run_once() == 1
+    assert await app[SERVICES].refresher.run_once() == 1
     assert hub.pings == [{"hub.mode": "publish", "hub.url": topic}]
-    assert await app[REFRESHER].run_once() == 0
+    assert await app[SERVICES].refresher.run_once() == 0
     assert len(hub.pings) == 1  # announced once per change
 
 
@@ -273,19 +274,19 @@ async def test_a_reader_that_polls_hourly_is_kept_fresh_only_near_its_next_poll(
     url = "/search.atom?q=lecture&org=engineering"
     resp = await client.get(url)
     await resp.read()
-    await app[REFRESHER].run_once()
+    await app[SERVICES].refresher.run_once()
     clock.advance(3600)
     resp = await client.get(url)  # polled again an hour later: a subscription with an hourly reader
     await resp.read()
-    await app[REFRESHER].run_once()
+    await app[SERVICES].refresher.run_once()
     before = searches(sim, "engineering")
     clock.advance(1800)  # its answer expired long ago, but its reader is not due for another half hour
-    assert await app[REFRESHER].run_once() == 0
+    assert await app[SERVICES].refresher.run_once() == 0
     clock.advance(0.8 * 3600 - 1800 - lead_time(TTL) / 2)  # the window for its next poll is opening
-    assert await app[REFRESHER].run_once() == 1
+    assert await app[SERVICES].refresher.run_once() == 1
     assert searches(sim, "engineering") == before + 1
     clock.advance(0.8 * 3600)  # the reader never came: past its window nothing more is fetched
-    assert await app[REFRESHER].run_once() == 0
+    assert await app[SERVICES].refresher.run_once() == 0
     assert searches(sim, "engineering") == before + 1
 
 
@@ -297,10 +298,10 @@ async def test_replicas_sharing_redis_refresh_each_feed_once(aiohttp_client, sim
     await resp.read()
     resp = await client_two.get(url)
     await resp.read()
-    await one[REFRESHER].run_once()
-    await two[REFRESHER].run_once()
+    await one[SERVICES].refresher.run_once()
+    await two[SERVICES].refresher.run_once()
     before = searches(sim, "engineering")
     clock.advance(TTL - lead_time(TTL) / 2)
-    refreshed = await one[REFRESHER].run_once() + await two[REFRESHER].run_once()
+    refreshed = await one[SERVICES].refresher.run_once() + await two[SERVICES].refresher.run_once()
     assert refreshed == 1
     assert searches(sim, "engineering") == before + 1

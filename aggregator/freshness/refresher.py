@@ -17,8 +17,8 @@ Each process, every `INTERVAL` seconds:
 3. drops its rendered pages when another process says an upload made them
    old (a counter in the shared cache), so the new video shows at the next poll.
 
-`on_refreshed` is the web layer's: it renders a refreshed open feed again and
-pings the WebSub hub when its ETag changed.
+A refreshed open feed is rendered again and announced to the WebSub hub when its
+ETag changed (`websub.Announcer`).
 """
 
 from __future__ import annotations
@@ -27,12 +27,13 @@ import asyncio
 import logging
 import math
 import secrets
-from collections.abc import Awaitable, Callable
 
 from aggregator.config import Config
 from aggregator.freshness.subscriptions import Subscription, Subscriptions
+from aggregator.freshness.websub import Announcer
 from aggregator.loop.turns import repeat
 from aggregator.model import Clock
+from aggregator.pages.service import Pages
 from aggregator.search.searcher import Searcher
 from aggregator.store import keys as cache_keys
 from aggregator.store.cache import Cache, hold_lease
@@ -43,8 +44,6 @@ BATCH = 500  # subscriptions looked at in one pass
 CONCURRENCY = 16  # refreshes under way at once (each a search and maybe some lookups)
 LEASE_TTL = 10.0
 PAGES_GENERATION = cache_keys.key("pages", "generation")
-
-OnRefreshed = Callable[[Subscription], Awaitable[None]]
 
 
 def lead_time(search_ttl: float) -> float:
@@ -63,16 +62,16 @@ class Refresher:
         cache: Cache,
         subscriptions: Subscriptions,
         searcher: Searcher,
-        on_refreshed: OnRefreshed,
-        drop_pages: Callable[[], None],
+        pages: Pages,
+        announcer: Announcer,
         clock: Clock,
     ) -> None:
         self.config = config
         self.cache = cache
         self.subscriptions = subscriptions
         self.searcher = searcher
-        self.on_refreshed = on_refreshed
-        self.drop_pages = drop_pages
+        self.pages = pages
+        self.announcer = announcer
         self.clock = clock
         self.lead = lead_time(config.cache.search_ttl)
         self._lease = secrets.token_hex(8).encode()
@@ -121,8 +120,8 @@ class Refresher:
             if fetched:
                 if forced_since is not None:  # an upload: rendered pages everywhere are old now
                     self._generation = await self.cache.incr(PAGES_GENERATION, self.config.cache.stale_ttl)
-                    self.drop_pages()
-                await self.on_refreshed(sub)
+                    self.pages.drop_all()
+                await self.announcer.refreshed(sub)
             return fetched
 
     async def _follow_generation(self) -> None:
@@ -133,5 +132,5 @@ class Refresher:
         except ValueError:
             generation = 0
         if self._generation is not None and generation != self._generation:
-            self.drop_pages()
+            self.pages.drop_all()
         self._generation = generation

@@ -17,12 +17,57 @@ import logging
 
 import aiohttp
 
+from aggregator.caller import Caller
+from aggregator.freshness.subscriptions import Subscription
+from aggregator.metrics import Metrics
+from aggregator.pages.service import Pages, page_key
+from aggregator.params import ParamError, params_of_url
+from aggregator.render.formats import BY_NAME
 from aggregator.store import keys as cache_keys
 from aggregator.store.cache import Cache
 
 log = logging.getLogger(__name__)
 PING_TIMEOUT = aiohttp.ClientTimeout(total=10)
 ANNOUNCED_TTL = 30 * 86_400.0
+REFRESHER_ID = "refresher"  # who asked, for the suggestions' count of callers
+
+
+class Announcer:
+    """After a refresh: render an open subscribed feed again (so its next poll is a page-cache
+    hit) and, with a WebSub hub, announce it if it changed."""
+
+    def __init__(
+        self,
+        hub: str | None,
+        session: aiohttp.ClientSession,
+        cache: Cache,
+        pages: Pages,
+        anyone: Caller,
+        metrics: Metrics,
+    ) -> None:
+        self.hub = hub
+        self._session = session
+        self._cache = cache
+        self._pages = pages
+        self._anyone = anyone  # open feeds only: a keyed feed is never announced
+        self._metrics = metrics
+
+    async def refreshed(self, sub: Subscription) -> None:
+        fmt = BY_NAME.get(sub.fmt)
+        if self.hub is None or not sub.open or fmt is None or fmt.render is None:
+            return
+        try:
+            params = params_of_url(sub.url, self._anyone.visible_orgs)
+        except ParamError:
+            return
+        key = page_key(fmt, "", self._anyone, params)
+        served_before = await self._pages.served_etag(key)
+        page = await self._pages.render(key, fmt, "", self._anyone, params, REFRESHER_ID)
+        outcome = await announce_if_changed(
+            self._session, self._cache, self.hub, sub.id, sub.url, page.etag, served_before
+        )
+        if outcome is not None:
+            self._metrics.websub_pings.labels(outcome).inc()
 
 
 async def announce_if_changed(

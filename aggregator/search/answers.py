@@ -77,6 +77,8 @@ class AnswerSource:
         parse_pool: ParsePool,
         metrics: Metrics,
         budget: Budget,
+        breakers: Breakers,
+        durations: DurationLookups,
         clock: Clock = time.time,
     ) -> None:
         self.config = config
@@ -86,8 +88,8 @@ class AnswerSource:
         self.parse_pool = parse_pool
         self.metrics = metrics
         self.budget = budget
-        self.breakers = Breakers(cache, clock)
-        self.durations = DurationLookups(config, session, cache, metrics, budget)
+        self.breakers = breakers
+        self.durations = durations
         self._flights: Flights[tuple[str, str], OrgAnswer] = Flights("search")
 
     async def answer(self, org: Org, query: str, wait: float) -> OrgAnswer:

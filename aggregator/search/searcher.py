@@ -22,20 +22,17 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-import aiohttp
-
 from aggregator.config import Config, Org
-from aggregator.ilos.breaker import BreakerState
+from aggregator.ilos.breaker import Breakers, BreakerState
 from aggregator.ilos.budget import Budget, BudgetState
-from aggregator.ilos.parsepool import ParsePool
+from aggregator.ilos.durations import DurationLookups
 from aggregator.loop.turns import in_turns, off_loop, repeat
 from aggregator.metrics import Metrics
-from aggregator.model import Clock, OrgReport, OrgStatus, Result, Sort
+from aggregator.model import OrgReport, OrgStatus, Result, Sort
 from aggregator.search.answers import AnswerSource, OrgAnswer
 from aggregator.search.merge import merge
 from aggregator.search.suggestions import SuggestionIndex
 from aggregator.search.thumbnails import Redirect, Thumbnails
-from aggregator.store.cache import Cache
 
 log = logging.getLogger(__name__)
 DRAIN_INTERVAL = 0.5
@@ -74,24 +71,25 @@ class Searcher:
     def __init__(
         self,
         config: Config,
-        session: aiohttp.ClientSession,
-        cache: Cache,
-        parse_pool: ParsePool,
+        answers: AnswerSource,
+        breakers: Breakers,
         budget: Budget,
-        metrics: Metrics | None = None,
-        clock: Clock = time.time,
+        durations: DurationLookups,
+        thumbnails: Thumbnails,
+        suggestions: SuggestionIndex,
+        metrics: Metrics,
     ) -> None:
         self.config = config
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics
+        self._answers = answers
+        self._breakers = breakers
         self._budget = budget
-        self._answers = AnswerSource(config, session, cache, parse_pool, self.metrics, budget, clock)
-        self._thumbnails = Thumbnails(cache, self._answers.refresh, clock)
+        self._durations = durations
+        self._thumbnails = thumbnails
+        self._suggestions = suggestions
         self._last_reports: dict[str, OrgReport] = {}
         self._last_errors: dict[str, str] = {}  # safe to show: statuses and details never carry keys
         self._latency: dict[str, deque[tuple[float, float]]] = {}  # org -> (monotonic time, ms)
-        self._suggestions = SuggestionIndex(
-            min_callers=config.suggest.min_query_count, retention_days=config.suggest.retention, clock=clock
-        )
 
     async def search(self, query: str, org_ids: Sequence[str], sort: Sort, caller: str = "") -> SearchAnswer:
         """`query` is normalised (lower-cased, whitespace folded): it is what orgs are asked.
@@ -148,9 +146,9 @@ class Searcher:
         for org in self.config.orgs:
             out[org.id] = OrgHealth(
                 self._last_reports.get(org.id),
-                await self._answers.breakers.state(org.id),
+                await self._breakers.state(org.id),
                 await self._budget.state(org),
-                await self._answers.durations.pending(org),
+                await self._durations.pending(org),
             )
         return out
 
@@ -173,11 +171,11 @@ class Searcher:
         """Start a duration lookup for one new video (an upload webhook's), within the budget."""
         org = self.config.org(org_id)
         if org is not None:
-            await self._answers.durations.resolve(org, [randtag], 0.0)
+            await self._durations.resolve(org, [randtag], 0.0)
 
     async def run_background(self) -> None:
         """Until cancelled: run deferred duration lookups as the budget refills (one process at a time)."""
-        await repeat(self._answers.durations.drain_deferred, DRAIN_INTERVAL, "deferred duration lookups")
+        await repeat(self._durations.drain_deferred, DRAIN_INTERVAL, "deferred duration lookups")
 
     async def _timed(self, org: Org, query: str, deadline: float) -> tuple[OrgAnswer, OrgReport]:
         started = time.perf_counter()

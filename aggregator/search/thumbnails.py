@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from hashlib import sha256
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from aggregator.config import Config
 from aggregator.model import Clock, Video
 from aggregator.store import keys as cache_keys
 from aggregator.store.cache import Cache
@@ -47,6 +48,11 @@ def record(org_id: str, query: str, video: Video) -> tuple[str, bytes] | None:
     return cache_keys.key("thumb", org_id, video.randtag), json.dumps(
         {"url": video.thumbnail_url, "q": query}
     ).encode()
+
+
+def scope_secret(config: Config) -> str | None:
+    """Thumbnail URLs are scoped only where callers are: an open service shows every org to everyone."""
+    return config.server.signing_secret if config.clients else None
 
 
 def scope_query(secret: str | None, orgs: Sequence[str]) -> str:

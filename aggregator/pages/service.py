@@ -1,0 +1,162 @@
+"""Rendered pages: the page cache, the renders under way, and when each page was first seen.
+
+A page (one format, variant, caller scope and set of search parameters) is
+rendered once, compressed once and kept in-process until the first of its org
+answers goes stale. Concurrent requests for a page share one render. Its
+`Last-Modified` is when that representation first appeared with its current
+ETag, remembered in the shared cache so every replica says the same.
+
+The search handler and the refresher (which renders a refreshed feed again so its
+next poll is a hit) both come here; nothing here knows of HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from aggregator.caller import Caller
+from aggregator.config import Config
+from aggregator.loop.flights import Flights
+from aggregator.model import Clock
+from aggregator.pages.cached_page import CachedPage, body_etag, build_page, first_seen, remember
+from aggregator.params import SearchParams
+from aggregator.render.formats import BY_NAME, HTML, Format
+from aggregator.render.paging import facets, filtered, page_of
+from aggregator.render.presentation import View
+from aggregator.search import thumbnails
+from aggregator.search.searcher import Searcher
+from aggregator.store import keys
+from aggregator.store.cache import Cache, pages_share
+from aggregator.store.memory import MemoryCache
+
+
+def page_key(fmt: Format, variant: str, caller: Caller, params: SearchParams) -> str:
+    """What tells rendered pages apart: everything that changes the bytes, nothing else."""
+    return "\x1f".join(
+        (
+            fmt.name,
+            variant,
+            caller.cache_scope,
+            params.q,
+            ",".join(params.orgs),
+            params.sort,
+            str(params.count),
+            str(params.start_index),
+            params.length or "",
+            params.after.isoformat() if params.after else "",
+        )
+    )
+
+
+class Pages:
+    def __init__(self, config: Config, cache: Cache, searcher: Searcher, clock: Clock) -> None:
+        self.config = config
+        self._cache = cache
+        self._searcher = searcher
+        self._clock = clock
+        self._kept = MemoryCache(pages_share(config.cache.memory_max_bytes), clock=clock)
+        self._rendering: Flights[str, CachedPage] = Flights("render")
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    @property
+    def bytes(self) -> int:
+        return self._kept.bytes
+
+    def kept(self, key: str) -> CachedPage | None:
+        """A page rendered before under `key` (a page key, or the exact request path and scope)."""
+        page: CachedPage | None = self._kept.get_now(key)
+        return page
+
+    def keep(self, key: str, page: CachedPage) -> None:
+        """Keep a rendered page under `key` until the first of its org answers goes stale."""
+        ttl = page.expires_at - self._clock()
+        if ttl > 0:
+            self._kept.set_now(key, page, ttl)
+
+    def drop_all(self) -> None:
+        """Forget every rendered page of this process (an upload made them old)."""
+        self._kept.clear()
+
+    async def served_etag(self, key: str) -> str | None:
+        """The ETag the page under `key` was last served with, by any replica; None if never."""
+        etag, _ = await first_seen(self._cache, _record(key))
+        return etag
+
+    async def render(
+        self, key: str, fmt: Format, variant: str, caller: Caller, params: SearchParams, caller_id: str
+    ) -> CachedPage:
+        """The page under `key`, rendered now (or by the render already under way) and kept.
+
+        `caller_id` names who asked, for the suggestions' count of distinct callers.
+        """
+        return await self._rendering.join(
+            key, lambda: self._render(key, fmt, variant, caller, params, caller_id)
+        )
+
+    async def _render(
+        self, key: str, fmt: Format, variant: str, caller: Caller, params: SearchParams, caller_id: str
+    ) -> CachedPage:
+        config = self.config
+        assert fmt.render is not None  # only formats with a renderer have pages
+        answer = await self._searcher.search(params.normalised_query, params.orgs, params.sort, caller_id)
+        # A turn of the loop before the page is built: the search's last step (learning its
+        # last titles) and the render (3-9 ms for 20 entries on a slow machine) were one step.
+        await asyncio.sleep(0)
+        extra = (("key", caller.key_param),) if caller.key_param else ()
+        kept, left_out = filtered(params, answer.results)
+        view = View(
+            facets=facets(params, answer.results) if fmt is HTML else None,
+            page=page_of(params, kept),
+            unknown_length_left_out=left_out,
+            base_url=config.server.public_url,
+            org_names={o.id: o.name for o in config.orgs},
+            all_orgs=caller.visible_orgs,
+            formats=BY_NAME,
+            short_name=config.description.short_name,
+            language=config.description.language,
+            reports=answer.reports,
+            variant=variant,
+            extra=extra,
+            thumbnail_query=thumbnails.scope_query(thumbnails.scope_secret(config), caller.visible_orgs),
+            hub=config.server.websub_hub if caller.client is None else None,
+        )
+        now = self._clock()
+        # Last-Modified is when this representation first appeared with its current ETag, kept
+        # in the shared cache; a page with no dated entry is dated by that time too (never 1970).
+        record = _record(key)
+        seen_etag, seen_at = await first_seen(self._cache, record)
+        # On the loop, in turns: a 100-entry page takes 15-40 ms, and in a thread it would cost the
+        # loop more than that in waits for the GIL while it sends and receives (measured: 25 ms a turn).
+        body = await fmt.render(replace(view, first_seen=_utc(seen_at or now)))
+        if seen_etag != body_etag(body) and seen_at is not None and view.uses_first_seen:
+            # changed: dated by now, like its validator
+            body = await fmt.render(replace(view, first_seen=_utc(now)))
+        etag = body_etag(body)
+        if etag != seen_etag:
+            seen_at = now
+            await remember(self._cache, record, etag, now)
+        page = build_page(
+            body,
+            fmt.content_type,
+            seen_at or now,
+            answer.fresh_until,
+            answer.reports,
+            answer.complete,
+            now,
+            answer.pending_durations,
+        )
+        self.keep(key, page)
+        return page
+
+
+def _record(key: str) -> str:
+    """The shared record of when the page under `key` was first seen."""
+    return keys.key("page", keys.query_digest(key))
+
+
+def _utc(epoch: float) -> datetime:
+    return datetime.fromtimestamp(int(epoch), UTC)
