@@ -21,11 +21,9 @@ from aggregator.config import Config
 from aggregator.loop.flights import Flights
 from aggregator.model import Clock
 from aggregator.pages.cached_page import CachedPage, body_etag, build_page, first_seen, remember
+from aggregator.pages.view import view_of
 from aggregator.params import SearchParams
-from aggregator.render.formats import BY_NAME, HTML, Format
-from aggregator.render.paging import facets, filtered, page_of
-from aggregator.render.presentation import View
-from aggregator.search import thumbnails
+from aggregator.render.formats import Format
 from aggregator.search.searcher import Searcher
 from aggregator.store import keys
 from aggregator.store.cache import Cache, pages_share
@@ -106,24 +104,7 @@ class Pages:
         # A turn of the loop before the page is built: the search's last step (learning its
         # last titles) and the render (3-9 ms for 20 entries on a slow machine) were one step.
         await asyncio.sleep(0)
-        extra = (("key", caller.key_param),) if caller.key_param else ()
-        kept, left_out = filtered(params, answer.results)
-        view = View(
-            facets=facets(params, answer.results) if fmt is HTML else None,
-            page=page_of(params, kept),
-            unknown_length_left_out=left_out,
-            base_url=config.server.public_url,
-            org_names={o.id: o.name for o in config.orgs},
-            all_orgs=caller.visible_orgs,
-            formats=BY_NAME,
-            short_name=config.description.short_name,
-            language=config.description.language,
-            reports=answer.reports,
-            variant=variant,
-            extra=extra,
-            thumbnail_query=thumbnails.scope_query(thumbnails.scope_secret(config), caller.visible_orgs),
-            hub=config.server.websub_hub if caller.client is None else None,
-        )
+        view = view_of(config, fmt, variant, caller, params, answer)
         now = self._clock()
         # Last-Modified is when this representation first appeared with its current ETag, kept
         # in the shared cache; a page with no dated entry is dated by that time too (never 1970).

@@ -8,9 +8,8 @@ one process they share a flight, across processes a short Redis lock elects
 one fetcher while the others wait for its answer to land, with a bounded wait
 and a fallback to fetching themselves.
 
-Before asking, the fetcher consults the org's breaker (skipped while it is
-open; one probe when its cool-down ends) and takes one request from the org's
-budget (skipped when there is none). After the search it waits at most
+The fetcher asks ilos through `ilos.searches` (behind the org's breaker and
+budget, parsed off the loop). After the search it waits at most
 `duration_wait` for the durations it lacks; an answer still missing some is
 stored with their randtags as `pending`, is fresh for pages only for
 `incomplete_ttl`, and fills them in from the duration cache each time it is
@@ -27,14 +26,10 @@ import secrets
 import time
 from dataclasses import dataclass, replace
 
-import aiohttp
-
 from aggregator.config import Config, Org
-from aggregator.ilos.breaker import Breakers, Decision
-from aggregator.ilos.budget import Budget, Spend
-from aggregator.ilos.client import Fetched, Outcome, fetch_search
+from aggregator.ilos.budget import Spend
 from aggregator.ilos.durations import DurationLookups
-from aggregator.ilos.parsepool import ParseFailed, ParsePool, WorkerLost
+from aggregator.ilos.searches import OrgSearches
 from aggregator.loop.flights import Flights
 from aggregator.loop.turns import in_turns
 from aggregator.metrics import Metrics
@@ -45,9 +40,6 @@ from aggregator.store.cache import Cache
 
 log = logging.getLogger(__name__)
 
-_STATUS_OF = {Outcome.OK: OrgStatus.OK, Outcome.TIMEOUT: OrgStatus.TIMEOUT, Outcome.DENIED: OrgStatus.DENIED}
-# What says an org is down (and counts towards its breaker), as against a bad answer or a full budget.
-_DOWN = (Outcome.TIMEOUT, Outcome.NETWORK)
 FAILURE_MEMORY = 5.0  # seconds other processes are told that a fetch just failed
 WAIT_POLL = 0.02
 RETRY_REFRESH = 30.0  # seconds before a refresh that could not be made is tried again
@@ -72,23 +64,17 @@ class AnswerSource:
     def __init__(
         self,
         config: Config,
-        session: aiohttp.ClientSession,
         cache: Cache,
-        parse_pool: ParsePool,
-        metrics: Metrics,
-        budget: Budget,
-        breakers: Breakers,
+        searches: OrgSearches,
         durations: DurationLookups,
+        metrics: Metrics,
         clock: Clock = time.time,
     ) -> None:
         self.config = config
         self.clock = clock
-        self.session = session
         self.cache = cache
-        self.parse_pool = parse_pool
+        self.searches = searches
         self.metrics = metrics
-        self.budget = budget
-        self.breakers = breakers
         self.durations = durations
         self._flights: Flights[tuple[str, str], OrgAnswer] = Flights("search")
 
@@ -227,35 +213,10 @@ class AnswerSource:
         return None
 
     async def _fetch(self, org: Org, query: str, digest: str, spend: Spend) -> OrgAnswer:
-        decision, probe = await self.breakers.decide(org.id)
-        if decision is Decision.SKIP:
-            return await self._failed(org, digest, OrgStatus.SKIPPED, "cooling down after failures")
-        if not await self.budget.take(org, spend):
-            self.metrics.budget_refused.labels(org.id, spend.value).inc()
-            if probe is not None:
-                await self.breakers.succeeded(org.id, probe)  # no verdict: let another request probe
-            return await self._failed(org, digest, OrgStatus.SKIPPED, "no request budget left")
-        fetched = await fetch_search(self.session, org, query, self.config.upstream)
-        self.metrics.upstream.labels(org.id, "search", fetched.outcome.value).inc()
-        self.metrics.upstream_seconds.labels(org.id, "search").observe(fetched.elapsed_ms / 1000)
-        await self.budget.believe(org, fetched.rate_remaining, fetched.retry_after)
-        if not fetched.ok:
-            await self._judge(org, fetched, probe)
-            log.warning("search failed: org=%s outcome=%s %s", org.id, fetched.outcome.value, fetched.detail)
-            status = _STATUS_OF.get(fetched.outcome, OrgStatus.ERROR)
-            if fetched.outcome is Outcome.RATE_LIMITED:
-                status = OrgStatus.SKIPPED
-            return await self._failed(org, digest, status, fetched.detail)
-        await self.breakers.succeeded(org.id, probe)
-        try:
-            parsed = await self.parse_pool.parse(fetched.body, self.config.upstream.max_items)
-        except (WorkerLost, OSError) as exc:  # no worker could be had: not the answer's fault
-            log.error("search failed: org=%s: no parse worker (%s)", org.id, type(exc).__name__)
-            return await self._failed(org, digest, OrgStatus.ERROR, "the answer could not be parsed here")
-        except Exception as exc:  # UnparseableAnswer, or anything feedparser trips on
-            kind = str(exc) if isinstance(exc, ParseFailed) else type(exc).__name__
-            log.warning("search failed: org=%s outcome=unparseable (%s)", org.id, kind)
-            return await self._failed(org, digest, OrgStatus.ERROR, "answer is not RSS or Atom")
+        asked = await self.searches.ask(org, query, spend)
+        if asked.status is not OrgStatus.OK:
+            return await self._failed(org, digest, asked.status, asked.detail)
+        parsed = asked.videos
         # Each pass over a 500-video answer costs a few ms, so each is cut into
         # turns of the loop (`in_turns`): run together they held it 10-35 ms.
         records = await in_turns(parsed, functools.partial(thumbnails.record, org.id, query))
@@ -267,20 +228,6 @@ class AnswerSource:
         stored = _Stored(self.clock(), videos)
         await self._store(cache_keys.key("answer", org.id, digest), stored)
         return OrgAnswer(videos, OrgStatus.OK, self._fresh_until(stored))
-
-    async def _judge(self, org: Org, fetched: Fetched, probe: bytes | None) -> None:
-        """Tell the breaker what a failed search says about the org."""
-        if fetched.outcome is Outcome.DENIED:
-            log.error(
-                "org=%s: ilos refused the org's API key (%s); skipping it for 10 min", org.id, fetched.detail
-            )
-            await self.breakers.failed(org.id, "key refused", denied=True, probe=probe)
-        elif fetched.outcome in _DOWN or (
-            fetched.outcome is Outcome.HTTP_ERROR and (fetched.status or 0) >= 500
-        ):
-            await self.breakers.failed(org.id, fetched.detail or fetched.outcome.value, probe=probe)
-        elif probe is not None:
-            await self.breakers.succeeded(org.id, probe)  # it answered: not down
 
     async def _store(self, key: str, stored: _Stored) -> None:
         ttl = max(self.config.cache.stale_ttl, self.config.cache.search_ttl)

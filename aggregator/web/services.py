@@ -28,6 +28,7 @@ from aggregator.ilos.budget import Budget
 from aggregator.ilos.client import new_session
 from aggregator.ilos.durations import DurationLookups
 from aggregator.ilos.parsepool import ParsePool
+from aggregator.ilos.searches import OrgSearches
 from aggregator.loop import heap, lag
 from aggregator.metrics import Metrics
 from aggregator.model import Clock
@@ -98,7 +99,8 @@ def _build(
     budget = Budget(config, cache, limiter, clock)
     breakers = Breakers(cache, clock)
     durations = DurationLookups(config, session, cache, metrics, budget)
-    answers = AnswerSource(config, session, cache, parse_pool, metrics, budget, breakers, durations, clock)
+    searches = OrgSearches(config, session, parse_pool, breakers, budget, metrics)
+    answers = AnswerSource(config, cache, searches, durations, metrics, clock)
     suggestions = SuggestionIndex(
         min_callers=config.suggest.min_query_count, retention_days=config.suggest.retention, clock=clock
     )

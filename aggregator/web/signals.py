@@ -1,0 +1,54 @@
+"""What every response passes through (aiohttp's `on_response_prepare`), errors included.
+
+Signals rather than middlewares: they cost less on the warm path, and aiohttp
+already answers an unhandled exception with a bare 500 and logs it, never
+showing a traceback.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+from aiohttp import web
+
+from aggregator.render.formats import FORMATS
+from aggregator.web.state import CORS_POLICY
+
+_SAFE_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+CORS_PATHS = frozenset(f.path for f in FORMATS if f.cors)
+
+
+async def preflight(request: web.Request) -> web.Response:
+    """The browser's OPTIONS before a cross-origin GET with Authorization: no token needed to ask."""
+    return web.Response(status=204, headers=request.app[CORS_POLICY].preflight(request.headers))
+
+
+async def _no_store_errors(request: web.Request, response: web.StreamResponse) -> None:
+    """Errors are never cached (aiohttp's own 404s, 405s and 500s included)."""
+    if response.status >= 400:
+        response.headers["Cache-Control"] = "no-store"
+
+
+async def _cors(request: web.Request, response: web.StreamResponse) -> None:
+    """Who may read the feeds, suggestions and description from a script, errors included."""
+    if request.path in CORS_PATHS:
+        headers = request.app[CORS_POLICY].headers(request.headers)
+        if "Vary" in headers and "Vary" in response.headers:
+            response.headers["Vary"] = f"{response.headers['Vary']}, Origin"
+            headers = {k: v for k, v in headers.items() if k != "Vary"}
+        response.headers.update(headers)
+
+
+async def _request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """X-Request-Id on every answer: the caller's own if it is safe to repeat, else a new one.
+
+    The access log line carries the same id, which ties a response to its log line.
+    """
+    given = request.headers.get("X-Request-Id")
+    if given is None or not _SAFE_ID_RE.fullmatch(given):
+        given = secrets.token_hex(8)
+    response.headers["X-Request-Id"] = given
+
+
+ON_RESPONSE = (_no_store_errors, _cors, _request_id)
