@@ -5,24 +5,45 @@ every problem found, one line each, each naming its key path
 (`orgs[1].api_key: ...`). Problems never quote a value: a secret typed into the
 wrong key must not end up on a terminal or in a log. Secrets may be written as
 `env:NAME`, which reads the environment; their fields are left out of `repr`.
+
+Each setting's default and rule is written once, on its field (`settings.setting`);
+what one field cannot say alone (a default built from others, keys that must
+differ) is checked in `parse_config`.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from aggregator.settings import (
+    Choice,
+    ExistingFile,
+    Flag,
+    Number,
+    Secret,
+    Strings,
+    Table,
+    Text,
+    Url,
+    UrlPath,
+    Whole,
+    read_fields,
+    setting,
+)
 
 ORG_ID_RE = re.compile(r"[a-z0-9-]+")
 DEFAULT_CONFIG_PATH = "config/aggregator.toml"
 CONFIG_ENV_VAR = "AGGREGATOR_CONFIG"
 MIN_TOKEN_LENGTH = 16
+DAY = 86_400
+MANY = 1_000_000
 
 
 class ConfigError(Exception):
@@ -35,100 +56,140 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    public_url: str = "http://127.0.0.1:8080"
+    host: str = setting("127.0.0.1", Text())
+    port: int = setting(8080, Whole(0, 65535))
+    # Absolute base for links in feeds and the description; "" until read: http://{host}:{port}.
+    public_url: str = setting("", Url())
     # Processes that run feedparser beside the event loop; 0 runs it in a thread.
-    parse_workers: int = 2
-    access_log: bool = True  # one line per request on stderr, client tokens redacted
-    log_format: str = "text"  # or "json": one JSON object per line, access log included
-    anonymous_rate_limit: int = 0  # requests a minute per address without a token; 0 is off
-    trusted_proxies: tuple[str, ...] = ()  # networks whose X-Forwarded-For is believed
+    parse_workers: int = setting(2, Whole(0, 64))
+    access_log: bool = setting(True, Flag())  # one line per request on stderr, client tokens redacted
+    log_format: str = setting("text", Choice(("text", "json")))  # json: one object per line
+    anonymous_rate_limit: int = setting(0, Whole(0, MANY))  # requests a minute per address; 0 is off
+    # Networks whose X-Forwarded-For is believed.
+    trusted_proxies: tuple[str, ...] = setting(
+        (), Strings(networks=True, rule="must be IP addresses or networks (10.0.0.0/8)")
+    )
     # How many replicas (machines or containers) share each org key; with Redis
     # away each process falls back to budget / (replicas_hint * workers).
-    replicas_hint: int = 1
-    header_timeout: float = 10.0  # seconds for a request's headers to arrive
-    keepalive_timeout: float = 15.0  # seconds an idle connection is kept
-    max_connections: int = 1000  # open connections per process
+    replicas_hint: int = setting(1, Whole(1, 10_000))
+    header_timeout: float = setting(10.0, Number(0.0, 600.0, above=True))  # seconds for a request's headers
+    keepalive_timeout: float = setting(
+        15.0, Number(0.0, 3600.0, above=True)
+    )  # seconds an idle connection is kept
+    max_connections: int = setting(1000, Whole(1, MANY))  # open connections per process
     workers: int = 1  # processes of this replica: set by `serve --workers`, not by the file
     # Signs scoped thumbnail URLs so feed readers need no token for pictures; shared by every replica.
-    signing_secret: str | None = field(default=None, repr=False)
-    metrics_token: str | None = field(
-        default=None, repr=False
-    )  # optional: /metrics needs it as a Bearer token
-    websub_hub: str | None = None  # a WebSub hub: open feeds name it, and changed ones are announced
+    signing_secret: str | None = setting(None, Secret(MIN_TOKEN_LENGTH), secret=True)
+    # Optional: /metrics needs it as a Bearer token.
+    metrics_token: str | None = setting(None, Secret(MIN_TOKEN_LENGTH), secret=True)
+    websub_hub: str | None = setting(None, Url())  # open feeds name it, and changed ones are announced
 
 
 @dataclass(frozen=True, slots=True)
 class CacheConfig:
     # May carry a Redis password, so it stays out of repr like the keys do.
-    redis_url: str | None = field(default=None, repr=False)
-    search_ttl: int = 300
-    duration_ttl: int = 2_592_000
-    stale_ttl: int = 86_400
-    failed_duration_ttl: int = 600
-    memory_max_bytes: int = 256 * 1024 * 1024  # the in-process caches of one process, in bytes
-    redis_retry_seconds: float = 5.0  # after Redis fails, how long to use memory before trying again
-    # TLS (rediss://): file paths, or env:NAME; the client certificate and key only if Redis asks.
-    redis_ca: str | None = None
-    redis_cert: str | None = None
-    redis_key: str | None = field(default=None, repr=False)
-    redis_cluster: bool = False  # redis_url names one node of a Redis Cluster
-    redis_pool_size: int = 64  # connections per Redis client (the cache's and the limiter's each)
-    redis_timeout: float = 1.0  # seconds a Redis command may take before it counts as an outage
-    redis_connect_timeout: float = 0.5
+    redis_url: str | None = setting(None, Secret(), secret=True)
+    search_ttl: int = setting(300, Whole(1, DAY * 7))
+    duration_ttl: int = setting(2_592_000, Whole(1, DAY * 3650))
+    stale_ttl: int = setting(DAY, Whole(1, DAY * 365))
+    failed_duration_ttl: int = setting(600, Whole(1, DAY))
+    # The in-process caches of one process, in bytes.
+    memory_max_bytes: int = setting(256 * 1024 * 1024, Whole(1 << 20, 1 << 40))
     # Seconds past search_ttl during which an expired answer is served at once
     # (marked stale) while a fresh one is fetched in the background; 0 is off.
-    stale_while_revalidate: int = 0
+    stale_while_revalidate: int = setting(0, Whole(0, DAY))
     # Seconds an org answer that still lacks some durations is fresh: the
     # missing ones are looked up behind it and show once they land.
-    incomplete_ttl: int = 15
+    incomplete_ttl: int = setting(15, Whole(1, DAY))
     # Seconds a polled feed is kept fresh without being polled again, then forgotten.
-    subscription_idle: int = 172_800
+    subscription_idle: int = setting(172_800, Whole(60, DAY * 365))
+    # TLS (rediss://): file paths, or env:NAME; the client certificate and key only if Redis asks.
+    redis_ca: str | None = setting(None, ExistingFile())
+    redis_cert: str | None = setting(None, ExistingFile())
+    redis_key: str | None = setting(None, ExistingFile(), secret=True)
+    redis_cluster: bool = setting(False, Flag())  # redis_url names one node of a Redis Cluster
+    # Connections per Redis client (the cache's and the limiter's each).
+    redis_pool_size: int = setting(64, Whole(1, 10_000))
+    # Seconds a Redis command may take before it counts as an outage.
+    redis_timeout: float = setting(1.0, Number(0.0, 60.0, above=True))
+    redis_connect_timeout: float = setting(0.5, Number(0.0, 60.0, above=True))
+    # After Redis fails, how long to use memory before trying again.
+    redis_retry_seconds: float = setting(5.0, Number(0.0, 3600.0, above=True))
 
 
 @dataclass(frozen=True, slots=True)
 class UpstreamConfig:
-    base_url: str = "https://api.ilosvideos.com"
-    search_path: str = "/opensearch/"
-    metadata_path: str = "/video/metadata"
-    timeout: float = 4.0
-    max_body_bytes: int = 5 * 1024 * 1024
-    rate_limit: int = 60  # requests per rate_window per org key, search and metadata, every process
-    rate_window: int = 60  # seconds
-    search_reserve: float = 0.25  # share of each window that duration lookups leave for searches
-    deadline: float = 5.0  # seconds a whole search may take, whatever the orgs do
-    duration_wait: float = 0.3  # seconds an answer waits for its lookups after its org's search
-    max_items: int = 500  # most items one org's answer may contribute
-    refresh_share: float = 0.3  # most of each window that keeping polled feeds fresh may spend
+    base_url: str = setting("https://api.ilosvideos.com", Url())
+    search_path: str = setting("/opensearch/", UrlPath())
+    metadata_path: str = setting("/video/metadata", UrlPath())
+    timeout: float = setting(4.0, Number(0.0, 120.0, above=True))
+    max_body_bytes: int = setting(5 * 1024 * 1024, Whole(1024, 1 << 30))
+    # Requests per rate_window per org key, search and metadata, every process.
+    rate_limit: int = setting(60, Whole(1, MANY))
+    rate_window: int = setting(60, Whole(1, DAY))  # seconds
+    # Share of each window that duration lookups leave for searches.
+    search_reserve: float = setting(0.25, Number(0.0, 1.0))
+    # Seconds a whole search may take, whatever the orgs do.
+    deadline: float = setting(5.0, Number(0.0, 600.0, above=True))
+    # Seconds an answer waits for its lookups after its org's search.
+    duration_wait: float = setting(0.3, Number(0.0, 60.0))
+    max_items: int = setting(500, Whole(1, 100_000))  # most items one org's answer may contribute
+    # Most of each window that keeping polled feeds fresh may spend.
+    refresh_share: float = setting(0.3, Number(0.0, 1.0))
+
+
+_CSP_SOURCE = r"\*|'self'|'none'|(?:https?://)?(?:\*\.)?[A-Za-z0-9.-]+(?::\d+|:\*)?|https?:"
+_FRAME_ANCESTORS_RULE = 'must be CSP sources like "\'self\'", "https://intranet.example.edu" or "*"'
 
 
 @dataclass(frozen=True, slots=True)
 class WebConfig:
     # CSP frame-ancestors sources for the search page. The default lets any
     # intranet embed it; list your intranet's origins to restrict it.
-    frame_ancestors: tuple[str, ...] = ("*",)
+    frame_ancestors: tuple[str, ...] = setting(("*",), Strings(_CSP_SOURCE, _FRAME_ANCESTORS_RULE))
     # Origins whose scripts may read the feeds, suggestions and description (CORS); "*" is any.
-    cors_origins: tuple[str, ...] = ("*",)
+    cors_origins: tuple[str, ...] = setting(
+        ("*",),
+        Strings(
+            r"\*|https?://[A-Za-z0-9.-]+(?::\d{1,5})?/?",
+            'must be "*" or origins like "https://intranet.example.edu"',
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class SuggestConfig:
-    min_query_count: int = 3  # distinct callers before a past query is suggested to anyone
-    retention: int = 30  # days a past query is kept for suggestions
+    # Distinct callers before a past query is suggested to anyone.
+    min_query_count: int = setting(3, Whole(1, 1000))
+    retention: int = setting(30, Whole(1, 3650))  # days a past query is kept for suggestions
 
 
 @dataclass(frozen=True, slots=True)
 class DescriptionConfig:
     """What the OpenSearch description says about the service."""
 
-    short_name: str = "ilos videos"  # at most 16 characters (OpenSearch 1.1)
-    long_name: str = "Videos from every ilos organisation"
-    description: str = "Search the videos of every ilos organisation at once."
-    tags: str = "video lectures recordings ilos vidgrid"
-    contact: str | None = None  # an e-mail address people can write to
-    example_query: str = "onboarding"
-    language: str = "en"  # the language of titles and pages, said in every format (BCP 47)
+    short_name: str = setting(
+        "ilos videos", Text(most=16, most_rule="must be at most 16 characters (OpenSearch 1.1)")
+    )
+    long_name: str = setting("Videos from every ilos organisation", Text(cut=48))
+    description: str = setting("Search the videos of every ilos organisation at once.", Text(cut=1024))
+    tags: str = setting("video lectures recordings ilos vidgrid", Text(cut=256))
+    # An e-mail address people can write to.
+    contact: str | None = setting(
+        None, Text(pattern=r"[^@\s]+@[^@\s]+", pattern_rule="must be an e-mail address")
+    )
+    example_query: str = setting("onboarding", Text())
+    # The language of titles and pages, said in every format (BCP 47).
+    language: str = setting(
+        "en",
+        Text(
+            pattern=r"[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8}){0,4}",
+            pattern_rule="must be a language tag such as en, de or en-GB",
+        ),
+    )
+
+
+_UPSTREAM = UpstreamConfig()
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,9 +198,10 @@ class Org:
     name: str
     api_key: str = field(repr=False)
     base_url: str
-    rate_limit: int = 60  # requests per upstream.rate_window for this org's key
+    # Requests per upstream.rate_window for this org's key; read with upstream.rate_limit as default.
+    rate_limit: int = setting(_UPSTREAM.rate_limit, Whole(1, MANY))
     # The secret in the path of this org's upload webhook; None: no webhook for this org.
-    webhook_secret: str | None = field(default=None, repr=False)
+    webhook_secret: str | None = setting(None, Secret(), secret=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +209,7 @@ class Client:
     name: str
     token: str = field(repr=False)
     orgs: tuple[str, ...] | None = None
-    rate_limit: int = 600  # requests a minute with this token
+    rate_limit: int = setting(600, Whole(1, MANY))  # requests a minute with this token
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,11 +229,7 @@ class Config:
         return next((o for o in self.orgs if o.id == org_id), None)
 
 
-_SERVER, _CACHE, _UPSTREAM = ServerConfig(), CacheConfig(), UpstreamConfig()
-_WEB, _DESCRIPTION = WebConfig(), DescriptionConfig()
 _WEBHOOK_SECRET_RE = re.compile(rf"[A-Za-z0-9_-]{{{MIN_TOKEN_LENGTH},128}}")
-_ORIGIN_RE = re.compile(r"https?://[A-Za-z0-9.-]+(?::\d{1,5})?/?")
-_CSP_SOURCE_RE = re.compile(r"\*|'self'|'none'|(?:https?://)?(?:\*\.)?[A-Za-z0-9.-]+(?::\d+|:\*)?|https?:")
 
 
 def default_config_path(explicit: str | None, environ: Mapping[str, str] = os.environ) -> str:
@@ -200,86 +258,21 @@ def parse_config_text(text: str, environ: Mapping[str, str] = os.environ) -> Con
 
 def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.environ) -> Config:
     problems: list[str] = []
-    root = _Table(data, "", problems)
+    warnings: list[str] = []
+    root = Table(data, "", problems)
 
     server_t = root.table("server")
-    host = server_t.string("host", _SERVER.host) or _SERVER.host
-    port = server_t.integer("port", _SERVER.port, 0, 65535)
-    public_url = server_t.url("public_url", None)
-    parse_workers = server_t.integer("parse_workers", _SERVER.parse_workers, 0, 64)
-    access_log = server_t.boolean("access_log", _SERVER.access_log)
-    log_format = server_t.string("log_format", "text") or "text"
-    if log_format not in ("text", "json"):
-        problems.append('server.log_format: must be "text" or "json"')
-        log_format = "text"
-    anonymous_rate_limit = server_t.integer("anonymous_rate_limit", 0, 0, 1_000_000)
-    proxies = server_t.string_list("trusted_proxies") or []
-    for proxy in proxies:
-        try:
-            ipaddress.ip_network(proxy, strict=False)
-        except ValueError:
-            problems.append("server.trusted_proxies: must be IP addresses or networks (10.0.0.0/8)")
-            proxies = []
-            break
-    replicas_hint = server_t.integer("replicas_hint", 1, 1, 10_000)
-    header_timeout = server_t.number("header_timeout", 10.0, 0.0, 600.0, exclusive_min=True)
-    keepalive_timeout = server_t.number("keepalive_timeout", 15.0, 0.0, 3600.0, exclusive_min=True)
-    max_connections = server_t.integer("max_connections", 1000, 1, 1_000_000)
-    signing_secret = server_t.secret("signing_secret", environ, required=False)
-    metrics_token = server_t.secret("metrics_token", environ, required=False)
-    if metrics_token is not None and len(metrics_token) < MIN_TOKEN_LENGTH:
-        problems.append(f"server.metrics_token: must be at least {MIN_TOKEN_LENGTH} characters")
-    if signing_secret is not None and len(signing_secret) < MIN_TOKEN_LENGTH:
-        problems.append(f"server.signing_secret: must be at least {MIN_TOKEN_LENGTH} characters")
-    websub_hub = server_t.url("websub_hub", None)
+    server = ServerConfig(**read_fields(server_t, ServerConfig, environ))
     server_t.finish()
-    if public_url is None:
-        bracketed = f"[{host}]" if ":" in host else host
-        public_url = f"http://{bracketed}:{port}"
-    server = ServerConfig(
-        host,
-        port,
-        public_url.rstrip("/"),
-        parse_workers,
-        access_log,
-        log_format,
-        anonymous_rate_limit=anonymous_rate_limit,
-        trusted_proxies=tuple(proxies),
-        replicas_hint=replicas_hint,
-        header_timeout=header_timeout,
-        keepalive_timeout=keepalive_timeout,
-        max_connections=max_connections,
-        signing_secret=signing_secret,
-        metrics_token=metrics_token,
-        websub_hub=websub_hub,
-    )
-    warnings: list[str] = []
+    if not server.public_url:
+        bracketed = f"[{server.host}]" if ":" in server.host else server.host
+        server = replace(server, public_url=f"http://{bracketed}:{server.port}")
+    server = replace(server, public_url=server.public_url.rstrip("/"))
 
     cache_t = root.table("cache")
-    redis_url = cache_t.secret("redis_url", environ, required=False)
-    if redis_url is not None and urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
+    cache = CacheConfig(**read_fields(cache_t, CacheConfig, environ))
+    if cache.redis_url is not None and urlsplit(cache.redis_url).scheme not in ("redis", "rediss", "unix"):
         problems.append("cache.redis_url: must be a redis://, rediss:// or unix:// URL")
-    cache = CacheConfig(
-        redis_url=redis_url,
-        search_ttl=cache_t.integer("search_ttl", _CACHE.search_ttl, 1, 86_400 * 7),
-        duration_ttl=cache_t.integer("duration_ttl", _CACHE.duration_ttl, 1, 86_400 * 3650),
-        stale_ttl=cache_t.integer("stale_ttl", _CACHE.stale_ttl, 1, 86_400 * 365),
-        failed_duration_ttl=cache_t.integer("failed_duration_ttl", _CACHE.failed_duration_ttl, 1, 86_400),
-        memory_max_bytes=cache_t.integer("memory_max_bytes", _CACHE.memory_max_bytes, 1 << 20, 1 << 40),
-        stale_while_revalidate=cache_t.integer("stale_while_revalidate", 0, 0, 86_400),
-        incomplete_ttl=cache_t.integer("incomplete_ttl", _CACHE.incomplete_ttl, 1, 86_400),
-        subscription_idle=cache_t.integer("subscription_idle", _CACHE.subscription_idle, 60, 86_400 * 365),
-        redis_ca=_existing_file(cache_t, "redis_ca", environ, problems),
-        redis_cert=_existing_file(cache_t, "redis_cert", environ, problems),
-        redis_key=_existing_file(cache_t, "redis_key", environ, problems),
-        redis_cluster=cache_t.boolean("redis_cluster", False),
-        redis_pool_size=cache_t.integer("redis_pool_size", 64, 1, 10_000),
-        redis_timeout=cache_t.number("redis_timeout", 1.0, 0.0, 60.0, exclusive_min=True),
-        redis_connect_timeout=cache_t.number("redis_connect_timeout", 0.5, 0.0, 60.0, exclusive_min=True),
-        redis_retry_seconds=cache_t.number(
-            "redis_retry_seconds", _CACHE.redis_retry_seconds, 0.0, 3600.0, exclusive_min=True
-        ),
-    )
     if cache_t.integer("memory_max_entries", 10_000, 10, 10_000_000) and "memory_max_entries" in cache_t.data:
         warnings.append(
             "cache.memory_max_entries: deprecated and ignored; the bound is cache.memory_max_bytes now"
@@ -287,20 +280,8 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.enviro
     cache_t.finish()
 
     up_t = root.table("upstream")
-    upstream = UpstreamConfig(
-        base_url=(up_t.url("base_url", _UPSTREAM.base_url) or _UPSTREAM.base_url).rstrip("/"),
-        search_path=up_t.url_path("search_path", _UPSTREAM.search_path),
-        metadata_path=up_t.url_path("metadata_path", _UPSTREAM.metadata_path),
-        timeout=up_t.number("timeout", _UPSTREAM.timeout, 0.0, 120.0, exclusive_min=True),
-        max_body_bytes=up_t.integer("max_body_bytes", _UPSTREAM.max_body_bytes, 1024, 1 << 30),
-        rate_limit=up_t.integer("rate_limit", _UPSTREAM.rate_limit, 1, 1_000_000),
-        rate_window=up_t.integer("rate_window", _UPSTREAM.rate_window, 1, 86_400),
-        search_reserve=up_t.number("search_reserve", _UPSTREAM.search_reserve, 0.0, 1.0),
-        deadline=up_t.number("deadline", _UPSTREAM.deadline, 0.0, 600.0, exclusive_min=True),
-        duration_wait=up_t.number("duration_wait", _UPSTREAM.duration_wait, 0.0, 60.0),
-        max_items=up_t.integer("max_items", _UPSTREAM.max_items, 1, 100_000),
-        refresh_share=up_t.number("refresh_share", _UPSTREAM.refresh_share, 0.0, 1.0),
-    )
+    upstream = UpstreamConfig(**read_fields(up_t, UpstreamConfig, environ))
+    upstream = replace(upstream, base_url=upstream.base_url.rstrip("/"))
     if up_t.integer("metadata_concurrency", 4, 1, 100) and "metadata_concurrency" in up_t.data:
         warnings.append(
             "upstream.metadata_concurrency: deprecated and ignored; duration lookups are bounded by "
@@ -309,56 +290,38 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.enviro
     up_t.finish()
 
     web_t = root.table("web")
-    ancestors = web_t.string_list("frame_ancestors")
-    if ancestors is not None:
-        if not ancestors or not all(_CSP_SOURCE_RE.fullmatch(a) for a in ancestors):
-            problems.append(
-                "web.frame_ancestors: must be CSP sources like \"'self'\", "
-                '"https://intranet.example.edu" or "*"'
-            )
-            ancestors = None
-        elif "'none'" in ancestors and len(ancestors) > 1:
-            problems.append("web.frame_ancestors: 'none' must stand alone")
-            ancestors = None
-    cors = web_t.string_list("cors_origins")
-    if cors is not None and not all(o == "*" or _ORIGIN_RE.fullmatch(o) for o in cors):
-        problems.append('web.cors_origins: must be "*" or origins like "https://intranet.example.edu"')
-        cors = None
-    web = WebConfig(
-        tuple(ancestors) if ancestors else _WEB.frame_ancestors,
-        tuple(cors) if cors is not None else _WEB.cors_origins,
-    )
+    web = WebConfig(**read_fields(web_t, WebConfig, environ))
+    ancestors = web.frame_ancestors
+    if not ancestors:
+        web_t.problem("frame_ancestors", _FRAME_ANCESTORS_RULE)
+    elif "'none'" in ancestors and len(ancestors) > 1:
+        web_t.problem("frame_ancestors", "'none' must stand alone")
     web_t.finish()
 
     desc_t = root.table("description")
-    language = desc_t.string("language", _DESCRIPTION.language) or _DESCRIPTION.language
-    if not re.fullmatch(r"[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8}){0,4}", language):
-        problems.append("description.language: must be a language tag such as en, de or en-GB")
-        language = _DESCRIPTION.language
-    short_name = desc_t.string("short_name", _DESCRIPTION.short_name) or _DESCRIPTION.short_name
-    if len(short_name) > 16:
-        problems.append("description.short_name: must be at most 16 characters (OpenSearch 1.1)")
-    contact = desc_t.string("contact", None)
-    if contact is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+", contact):
-        problems.append("description.contact: must be an e-mail address")
-    description = DescriptionConfig(
-        short_name=short_name[:16],
-        long_name=(desc_t.string("long_name", _DESCRIPTION.long_name) or "")[:48],
-        description=(desc_t.string("description", _DESCRIPTION.description) or "")[:1024],
-        tags=(desc_t.string("tags", _DESCRIPTION.tags) or "")[:256],
-        contact=contact,
-        example_query=desc_t.string("example_query", _DESCRIPTION.example_query) or "onboarding",
-        language=language,
-    )
+    description = DescriptionConfig(**read_fields(desc_t, DescriptionConfig, environ))
     desc_t.finish()
 
     suggest_t = root.table("suggest")
-    suggest = SuggestConfig(
-        min_query_count=suggest_t.integer("min_query_count", 3, 1, 1000),
-        retention=suggest_t.integer("retention", 30, 1, 3650),
-    )
+    suggest = SuggestConfig(**read_fields(suggest_t, SuggestConfig, environ))
     suggest_t.finish()
 
+    orgs = _orgs(root, upstream, environ, problems)
+    clients = _clients(root, {o.id for o in orgs}, environ, problems)
+    if clients and server.signing_secret is None and "signing_secret" not in server_t.problem_keys:
+        problems.append(
+            "server.signing_secret: is required with [[clients]]: it signs scoped thumbnail URLs "
+            "(write it as env:NAME)"
+        )
+    root.finish()
+    if problems:
+        raise ConfigError(problems)
+    return Config(server, cache, upstream, orgs, clients, web, description, suggest, tuple(warnings))
+
+
+def _orgs(
+    root: Table, upstream: UpstreamConfig, environ: Mapping[str, str], problems: list[str]
+) -> tuple[Org, ...]:
     orgs: list[Org] = []
     org_tables = root.array("orgs")
     if not org_tables and "orgs" not in root.problem_keys:
@@ -375,18 +338,23 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.enviro
         name = org_t.string("name", org_id, required=False) or org_id or ""
         api_key = org_t.secret("api_key", environ, required=True)
         base_url = (org_t.url("base_url", upstream.base_url) or upstream.base_url).rstrip("/")
-        org_rate_limit = org_t.integer("rate_limit", upstream.rate_limit, 1, 1_000_000)
-        webhook_secret = org_t.secret("webhook_secret", environ, required=False)
-        if webhook_secret is not None and not _WEBHOOK_SECRET_RE.fullmatch(webhook_secret):
+        read = read_fields(org_t, Org, environ, rate_limit=upstream.rate_limit)
+        secret = read["webhook_secret"]
+        if secret is not None and not _WEBHOOK_SECRET_RE.fullmatch(secret):
             problems.append(
                 f"orgs[{i}].webhook_secret: must be {MIN_TOKEN_LENGTH} to 128 letters, digits, - or _ "
                 "(it is a URL path segment)"
             )
-            webhook_secret = None
+            read["webhook_secret"] = None
         org_t.finish()
         if org_id is not None and api_key is not None:
-            orgs.append(Org(org_id, name, api_key, base_url, org_rate_limit, webhook_secret))
+            orgs.append(Org(org_id, name, api_key, base_url, **read))
+    return tuple(orgs)
 
+
+def _clients(
+    root: Table, org_ids: set[str], environ: Mapping[str, str], problems: list[str]
+) -> tuple[Client, ...]:
     clients: list[Client] = []
     seen_tokens: set[str] = set()
     seen_names: set[str] = set()
@@ -403,173 +371,11 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.enviro
             elif token in seen_tokens:
                 problems.append(f"clients[{i}].token: the same token is given to another client")
             seen_tokens.add(token)
-        client_rate_limit = client_t.integer("rate_limit", 600, 1, 1_000_000)
+        read = read_fields(client_t, Client, environ)
         allowed = client_t.string_list("orgs")
-        if allowed is not None:
-            for org_id in allowed:
-                if org_id not in seen_ids:
-                    problems.append(f"clients[{i}].orgs: names an organisation that is not configured")
-                    break
+        if allowed is not None and any(org_id not in org_ids for org_id in allowed):
+            problems.append(f"clients[{i}].orgs: names an organisation that is not configured")
         client_t.finish()
         if cname is not None and token is not None:
-            clients.append(
-                Client(cname, token, tuple(allowed) if allowed is not None else None, client_rate_limit)
-            )
-
-    if clients and signing_secret is None and "signing_secret" not in server_t.problem_keys:
-        problems.append(
-            "server.signing_secret: is required with [[clients]]: it signs scoped thumbnail URLs "
-            "(write it as env:NAME)"
-        )
-    root.finish()
-    if problems:
-        raise ConfigError(problems)
-    return Config(
-        server, cache, upstream, tuple(orgs), tuple(clients), web, description, suggest, tuple(warnings)
-    )
-
-
-def _existing_file(table: _Table, key: str, environ: Mapping[str, str], problems: list[str]) -> str | None:
-    """A path (or env:NAME holding one) to a file that exists; None when the key is absent."""
-    path = table.secret(key, environ, required=False)
-    if path is not None and not Path(path).is_file():
-        problems.append(f"{table.path}.{key}: no such file")
-        return None
-    return path
-
-
-class _Table:
-    """Reads one TOML table, recording problems instead of raising."""
-
-    def __init__(self, data: Any, path: str, problems: list[str]) -> None:
-        self.path = path
-        self.problems = problems
-        self.problem_keys: set[str] = set()
-        if not isinstance(data, Mapping):
-            self._problem("", "must be a table")
-            data = {}
-        self.data = data
-        self.used: set[str] = set()
-
-    def _name(self, key: str) -> str:
-        if not key:
-            return self.path
-        return f"{self.path}.{key}" if self.path else key
-
-    def _problem(self, key: str, message: str) -> None:
-        self.problem_keys.add(key)
-        self.problems.append(f"{self._name(key) or '(top level)'}: {message}")
-
-    def _get(self, key: str) -> Any:
-        self.used.add(key)
-        return self.data.get(key)
-
-    def table(self, key: str) -> _Table:
-        value = self._get(key)
-        return _Table({} if value is None else value, self._name(key), self.problems)
-
-    def array(self, key: str) -> list[_Table]:
-        value = self._get(key)
-        if value is None:
-            return []
-        if not isinstance(value, list):
-            self._problem(key, f"must be an array of tables ([[{key}]])")
-            return []
-        return [_Table(item, f"{self._name(key)}[{i}]", self.problems) for i, item in enumerate(value)]
-
-    def string(self, key: str, default: str | None, required: bool = False, hint: str = "") -> str | None:
-        value = self._get(key)
-        if value is None:
-            if required:
-                self._problem(key, "is required")
-            return default
-        if not isinstance(value, str) or not value.strip():
-            self._problem(key, f"must be a non-empty string{hint}")
-            return default
-        return value.strip()
-
-    def string_list(self, key: str) -> list[str] | None:
-        value = self._get(key)
-        if value is None:
-            return None
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            self._problem(key, "must be an array of strings")
-            return None
-        return list(value)
-
-    def boolean(self, key: str, default: bool) -> bool:
-        value = self._get(key)
-        if value is None:
-            return default
-        if not isinstance(value, bool):
-            self._problem(key, "must be true or false")
-            return default
-        return value
-
-    def integer(self, key: str, default: int, lo: int, hi: int) -> int:
-        value = self._get(key)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-            self._problem(key, f"must be a whole number from {lo} to {hi}")
-            return default
-        return value
-
-    def number(self, key: str, default: float, lo: float, hi: float, exclusive_min: bool = False) -> float:
-        value = self._get(key)
-        if value is None:
-            return default
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if ok:
-            ok = (value > lo if exclusive_min else value >= lo) and value <= hi
-        if not ok:
-            low = "greater than" if exclusive_min else "at least"
-            self._problem(key, f"must be a number {low} {lo:g} and at most {hi:g}")
-            return default
-        return float(value)
-
-    def url(self, key: str, default: str | None) -> str | None:
-        if self.data.get(key) is None:
-            self.used.add(key)
-            return default
-        value = self.string(key, None)
-        if value is None:
-            return default
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            self._problem(key, "must be an absolute http:// or https:// URL")
-            return default
-        if parts.query or parts.fragment or parts.username or parts.password:
-            self._problem(key, "must not carry a query, fragment or credentials")
-            return default
-        return value
-
-    def url_path(self, key: str, default: str) -> str:
-        value = self.string(key, default) or default
-        if not value.startswith("/") or "?" in value or "#" in value:
-            self._problem(key, "must be a path starting with /")
-            return default
-        return value
-
-    def secret(self, key: str, environ: Mapping[str, str], required: bool) -> str | None:
-        value = self.string(key, None, required, hint=" (or env:NAME)")
-        if value is None:
-            return None
-        if value.startswith("env:"):
-            var = value[4:]
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", var):
-                self._problem(key, "env: must be followed by an environment variable name")
-                return None
-            resolved = environ.get(var)
-            if resolved is None:
-                self._problem(key, f"environment variable {var} is not set")
-                return None
-            if not resolved.strip():
-                self._problem(key, f"environment variable {var} is empty")
-                return None
-            return resolved.strip()
-        return value
-
-    def finish(self) -> None:
-        for key in sorted(set(self.data) - self.used):
-            self._problem(str(key), "unknown key")
+            clients.append(Client(cname, token, tuple(allowed) if allowed is not None else None, **read))
+    return tuple(clients)

@@ -182,3 +182,37 @@ def test_a_replaced_key_still_starts_with_a_deprecation_warning(tmp_path) -> Non
     )
     assert done.returncode == 0
     assert "warning: upstream.metadata_concurrency: deprecated" in done.stderr
+
+
+def test_a_config_that_leaves_every_key_out_gets_each_documented_default() -> None:
+    """The defaults a file falls back to are the dataclasses' own: written once, read the same."""
+    from dataclasses import replace
+
+    from aggregator.config import (
+        CacheConfig,
+        DescriptionConfig,
+        ServerConfig,
+        SuggestConfig,
+        UpstreamConfig,
+        WebConfig,
+    )
+
+    config = parse_config_text(
+        '[[orgs]]\nid = "a"\napi_key = "k"\n\n[[clients]]\nname = "c"\ntoken = "'
+        + "t" * 16
+        + '"\n[server]\nsigning_secret = "'
+        + "s" * 16
+        + '"\n'
+    )
+    assert config.server == replace(
+        ServerConfig(), public_url="http://127.0.0.1:8080", signing_secret="s" * 16
+    )
+    assert config.cache == CacheConfig()
+    assert config.upstream == UpstreamConfig()
+    assert (config.web, config.description, config.suggest) == (
+        WebConfig(),
+        DescriptionConfig(),
+        SuggestConfig(),
+    )
+    assert config.orgs[0].rate_limit == UpstreamConfig().rate_limit
+    assert config.clients[0].rate_limit == 600

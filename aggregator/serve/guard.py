@@ -35,7 +35,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_server import Server
 
-from aggregator.config import Config
+from aggregator.config import Config, ServerConfig
 from aggregator.ilos.client import UPSTREAM_CONNECTIONS
 
 log = logging.getLogger(__name__)
@@ -48,11 +48,14 @@ GATE_BYTES = 16 * 1024
 GATE_CLOSE_BATCH = 64  # overdue gates closed in one turn of the loop
 
 
+_SERVER = ServerConfig()  # the defaults, written once in config
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
-    header_timeout: float = 10.0
-    keepalive_timeout: float = 15.0
-    max_connections: int = 1000
+    header_timeout: float = _SERVER.header_timeout
+    keepalive_timeout: float = _SERVER.keepalive_timeout
+    max_connections: int = _SERVER.max_connections
 
 
 def limits_for(config: Config) -> Limits:
