@@ -88,6 +88,9 @@ async def test_a_killed_worker_is_replaced_and_sigterm_drains(sim, tmp_path) -> 
             proc.kill()
         _, err = proc.communicate(timeout=10)
     assert b"Traceback" not in err
+    # The request SIGTERM let finish was its worker's last: its access line was still
+    # batched when the worker stopped, and reaches the log all the same.
+    assert b'"GET /search.atom?q=induction" 200' in err
 
 
 async def test_a_killed_master_takes_its_workers_along(sim, tmp_path) -> None:

@@ -91,9 +91,11 @@ class ServiceApplication(BaseApplication):  # type: ignore[misc]  # gunicorn shi
             limits = limits_for(config)
             AccessLogger.write_lines = config.server.access_log  # requests are counted either way
             kwargs: dict[str, Any] = {"access_log_class": AccessLogger}
-            return GuardedRunner(
-                create_app(config), limits=limits, shutdown_timeout=GRACEFUL_TIMEOUT * 0.9, **kwargs
-            )
+            app = create_app(config)
+            # Access lines are written in batches a moment later: the last ones of a worker
+            # that stops would be lost with its loop without this.
+            app.on_cleanup.append(_flush_access_log)
+            return GuardedRunner(app, limits=limits, shutdown_timeout=GRACEFUL_TIMEOUT * 0.9, **kwargs)
 
         return runner
 
