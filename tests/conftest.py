@@ -193,3 +193,14 @@ async def client(aiohttp_client, sim, clock):
 def artifacts() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture
+async def redis_client_app(aiohttp_client, sim, redis_clean, clock):
+    """A factory of test clients of an app on the test's own Redis db, with the test's clock."""
+
+    async def make(**cache):
+        config = make_config(sim, cache={"redis_url": redis_clean, **cache}, upstream={"timeout": 0.5})
+        return await aiohttp_client(create_app(config, clock=clock))
+
+    return make

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import aiohttp
 from lxml import etree
 
 NS = {
@@ -64,3 +67,26 @@ def serve(config: Path, *args: str) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+
+
+def timing(resp) -> dict[str, str]:
+    """org id -> Server-Timing desc (the orgs' metrics only)."""
+    return {
+        name.removeprefix("org-"): desc
+        for name, desc in server_timing(resp).items()
+        if name.startswith("org-")
+    }
+
+
+async def wait_until_up(session: aiohttp.ClientSession, url: str) -> None:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            async with session.get(url) as resp:
+                if resp.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(url)
+        await asyncio.sleep(0.1)

@@ -18,11 +18,10 @@ from pathlib import Path
 import aiohttp
 
 from tests.conftest import config_toml, free_port
-from tests.helpers import serve
-from tests.test_cache import wait_until_up
+from tests.helpers import serve, wait_until_up
 from tests.test_cli import alive, descendants
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def start(sim, tmp_path: Path) -> tuple[subprocess.Popen[bytes], str]:

@@ -16,7 +16,7 @@ from aggregator.ilos.parsing import (
     strip_title_prefix,
 )
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
 
 

@@ -172,7 +172,7 @@ async def test_a_script_on_another_origin_reads_every_feed_with_a_bearer_token(
     assert all(etag for _, _, etag in results.values())  # exposed to the script
 
 
-AXE = Path(__file__).resolve().parent.parent / ".ci" / "npm" / "node_modules" / "axe-core" / "axe.min.js"
+AXE = Path(__file__).resolve().parents[2] / ".ci" / "npm" / "node_modules" / "axe-core" / "axe.min.js"
 
 
 @pytest.mark.skipif(

@@ -22,7 +22,7 @@ import redis
 from aggregator.store.keys import NAMESPACE
 from aggregator.web.app import create_app
 from tests.conftest import KEYS, free_port, make_config
-from tests.test_cache import timing
+from tests.helpers import timing
 
 REDIS = shutil.which("redis-server")
 pytestmark = pytest.mark.skipif(REDIS is None, reason="redis-server is not installed")

@@ -1,0 +1,63 @@
+"""Asking every org at once (search.searcher): one deadline for the whole search, and one org's failure, slowness or bug costs its own results only."""
+
+from __future__ import annotations
+
+import json
+
+import redis
+
+from aggregator.store.keys import NAMESPACE, query_digest
+from aggregator.web.app import create_app
+from tests.conftest import make_config
+from tests.helpers import NS, assert_valid_atom, entry_ids, timing
+from tests.web.test_service import expected_matches
+
+
+async def test_the_deadline_bounds_every_search(aiohttp_client, sim, clock) -> None:
+    config = make_config(sim, upstream={"deadline": 0.5, "timeout": 4.0})
+    client = await aiohttp_client(create_app(config, clock=clock))
+    sim.org("medicine").latency = 3.0  # answers well within its own timeout, but after the deadline
+    resp = await client.get("/search.atom", params={"q": "onboarding"})
+    assert resp.status == 200
+    assert timing(resp) == {"engineering": "ok", "medicine": "timeout", "hr": "ok"}
+
+
+async def test_an_unexpected_exception_in_one_org_is_contained(
+    aiohttp_client, sim, redis_clean, clock
+) -> None:
+    """A record of a shape no version writes (here, a video that is a list) raises inside hr's task."""
+    client = await aiohttp_client(create_app(make_config(sim, cache={"redis_url": redis_clean}), clock=clock))
+    key = f"{NAMESPACE}:answer:hr:{query_digest('onboarding')}"
+    redis.Redis.from_url(redis_clean).set(key, json.dumps({"fetched_at": clock()}) + "\n[1]", px=60_000)
+    resp = await client.get("/search.atom", params={"q": "onboarding"})
+    assert resp.status == 200
+    assert timing(resp) == {"engineering": "ok", "medicine": "ok", "hr": "error"}
+    assert assert_valid_atom(await resp.read()).findall("a:entry", NS)
+
+
+async def test_one_failing_org_never_fails_the_answer(client, sim) -> None:
+    sim.org("medicine").fault = "500"
+    sim.org("hr").fault = "401"
+    resp = await client.get("/search.atom", params={"q": "onboarding"})
+    assert resp.status == 200
+    doc = assert_valid_atom(await resp.read())
+    assert sorted(entry_ids(doc)) == sorted(
+        f"urn:ilos:video:{t}" for t in expected_matches(sim, "onboarding", ["engineering"])
+    )
+    timing = resp.headers["Server-Timing"]
+    assert "org-engineering;dur=" in timing and 'desc="ok"' in timing
+    assert "org-medicine;" in timing and 'desc="error"' in timing
+    assert 'desc="denied"' in timing
+
+
+async def test_timeouts_malformed_and_oversized_orgs(aiohttp_client, sim) -> None:
+    client = await aiohttp_client(create_app(make_config(sim, upstream={"timeout": 0.5})))
+    sim.org("engineering").fault = "timeout"
+    sim.org("medicine").fault = "malformed"
+    sim.org("hr").fault = "oversized"
+    resp = await client.get("/search.atom", params={"q": "onboarding"})
+    assert resp.status == 200
+    assert_valid_atom(await resp.read())
+    timing = resp.headers["Server-Timing"]
+    assert "org-engineering;" in timing and 'desc="timeout"' in timing
+    assert timing.count('desc="error"') == 2
