@@ -11,9 +11,12 @@ is taken from that budget first; what finds none is not sent:
   at most `refresh_share` of each window, counted on its own; the refresher
   runs an org's deferred lookups before its refreshes.
 
-The count lives in Redis (`limiter.Limiter`), so N processes on M machines
-together stay under it. With Redis absent or down each process counts alone,
-allowed `rate_limit / (replicas_hint * workers)`.
+The count lives in Redis (`store.held.HeldWindows`), so N processes on M
+machines together stay under it. A unit is held from when it is taken until a
+full window after its request ended (`done`), so however late a request leaves
+or arrives, ilos's rolling count never holds more than `rate_limit`. With Redis
+absent each process counts alone, allowed `rate_limit / (replicas_hint *
+workers)`; with Redis down, the window last seen still counts as well.
 
 What ilos says wins where it is stricter: `X-RateLimit-Remaining` below our
 own figure uses up the difference, and a 429's `Retry-After` stops every
@@ -27,13 +30,16 @@ import hashlib
 import time
 from dataclasses import dataclass
 
-from limits import RateLimitItemPerSecond
-
 from aggregator.config import Config, Org
 from aggregator.model import Clock
 from aggregator.store import keys as cache_keys
 from aggregator.store.cache import Cache
-from aggregator.store.limiter import Limiter
+from aggregator.store.held import HeldWindows
+
+# Seconds a unit is held past the window at most when its request's end is never reported (its
+# process died): beyond the upstream timeout, the longest a request may wait to leave (pacing,
+# a pooled connection).
+HOLD_SLACK = 5.0
 
 
 class Spend(enum.Enum):
@@ -49,57 +55,78 @@ class BudgetState:
     cooling_until: float  # epoch seconds of a 429's Retry-After; 0 when none
 
 
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """Requests taken from an org key's budget, held until `Budget.done` says they ended."""
+
+    org_id: str
+    units: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.units)
+
+    def each(self) -> list[Grant]:
+        """One grant per request, to be done one by one."""
+        return [Grant(self.org_id, (unit,)) for unit in self.units]
+
+
 class Budget:
-    def __init__(self, config: Config, cache: Cache, limiter: Limiter, clock: Clock = time.time) -> None:
+    def __init__(self, config: Config, cache: Cache, windows: HeldWindows, clock: Clock = time.time) -> None:
         self.config = config
         self.cache = cache
         self.clock = clock
-        self.limiter = limiter
-        share = config.server.replicas_hint * config.server.workers
-        window = config.upstream.rate_window
-        self._items = {o.id: RateLimitItemPerSecond(o.rate_limit, window) for o in config.orgs}
-        self._local = {
-            o.id: RateLimitItemPerSecond(max(1, o.rate_limit // share), window) for o in config.orgs
-        }
-        self._ids = {o.id: "budget/" + _key_id(o) for o in config.orgs}
-        share_of = config.upstream.refresh_share
-        self._refresh_items = {
-            o.id: RateLimitItemPerSecond(int(o.rate_limit * share_of), window) for o in config.orgs
-        }
-        self._refresh_local = {
-            o.id: RateLimitItemPerSecond(int(o.rate_limit * share_of) // share, window) for o in config.orgs
-        }
-        self._refresh_ids = {o.id: "refresh/" + _key_id(o) for o in config.orgs}
+        self.windows = windows
+        self._processes = config.server.replicas_hint * config.server.workers
+        self._window = float(config.upstream.rate_window)
+        self._hold = config.upstream.timeout + HOLD_SLACK
+        self._ids = {o.id: "budget:" + _key_id(o) for o in config.orgs}
+        self._refresh_ids = {o.id: "refresh:" + _key_id(o) for o in config.orgs}
 
-    async def take(self, org: Org, spend: Spend) -> bool:
-        """Take one request from the org's budget; False, and nothing taken, when there is none."""
-        if await self._cooling_until(org) > self.clock():
-            return False
-        if spend is Spend.REFRESH and not await self._take_refresh(org, 1):
-            return False
-        item, local = self._items[org.id], self._local[org.id]
-        return await self.limiter.hit(item, local, self._ids[org.id], keep=self._keep(item.amount, spend))
+    async def take(self, org: Org, spend: Spend) -> Grant | None:
+        """One request from the org's budget; None, and nothing taken, when there is none."""
+        grant = await self.take_many(org, spend, 1)
+        return grant if grant.units else None
 
-    async def take_many(self, org: Org, spend: Spend, wanted: int) -> int:
-        """Take up to `wanted` requests at once; how many were taken (0 when none are left)."""
-        if await self._cooling_until(org) > self.clock():
-            return 0
+    async def take_many(self, org: Org, spend: Spend, wanted: int) -> Grant:
+        """Up to `wanted` requests at once (none when none are left)."""
+        none = Grant(org.id, ())
+        if wanted <= 0 or await self._cooling_until(org) > self.clock():
+            return none
         if spend is Spend.REFRESH:
             wanted = await self._take_refresh(org, wanted)
             if not wanted:
-                return 0
-        item, local = self._items[org.id], self._local[org.id]
-        return await self.limiter.hit_up_to(
-            item, local, self._ids[org.id], wanted, self._keep(item.amount, spend)
+                return none
+        limit = org.rate_limit
+        units = await self.windows.take(
+            self._ids[org.id],
+            limit,
+            self._share(limit),
+            wanted,
+            self._window,
+            self._hold,
+            self._keep(limit, spend),
         )
+        return Grant(org.id, tuple(units))
+
+    async def done(self, grant: Grant) -> None:
+        """The grant's requests have their answers (or gave up): each is held one more window, then freed."""
+        if grant.units:
+            await self.windows.release(self._ids[grant.org_id], grant.units, self._window)
 
     async def _take_refresh(self, org: Org, wanted: int) -> int:
         """Up to `wanted` from the refreshes' own share of the window (taken even if the budget
         then refuses: a refresh share counted a little high errs towards users)."""
-        item, local = self._refresh_items[org.id], self._refresh_local[org.id]
-        if item.amount < 1 or local.amount < 1:
+        limit = int(org.rate_limit * self.config.upstream.refresh_share)
+        if limit < 1 or self._share(limit) < 1:
             return 0
-        return await self.limiter.hit_up_to(item, local, self._refresh_ids[org.id], wanted, 0)
+        units = await self.windows.take(
+            self._refresh_ids[org.id], limit, self._share(limit), wanted, self._window, 0.0
+        )
+        return len(units)
+
+    def _share(self, limit: int) -> int:
+        """What one process may use while it counts alone."""
+        return limit // self._processes
 
     def _keep(self, limit: int, spend: Spend) -> int:
         """What a request of this kind must leave in the window: the searches' reserve, unless a search."""
@@ -108,22 +135,20 @@ class Budget:
     async def believe(self, org: Org, remaining: int | None, retry_after: float | None) -> None:
         """What ilos said about this key: `X-RateLimit-Remaining`, and a 429's Retry-After."""
         if retry_after is not None:
-            # A 429: its Retry-After says when to come back; its Remaining (0) says nothing more.
+            # A 429: its Retry-After says when to come back, and no later; its Remaining (0)
+            # says nothing more.
             wait = max(retry_after, 1.0)
             await self.cache.set(cache_keys.key("cooldown", org.id), repr(self.clock() + wait).encode(), wait)
             return
         if remaining is None:
             return
-        item, local = self._items[org.id], self._local[org.id]
-        _, ours, _ = await self.limiter.remaining(item, local, self._ids[org.id])
-        if remaining < ours:
-            await self.limiter.hit(item, local, self._ids[org.id], cost=ours - remaining)
+        figures = await self.windows.figures(self._ids[org.id], org.rate_limit, self._share(org.rate_limit))
+        if remaining < figures.remaining:
+            await self.windows.charge(self._ids[org.id], figures.remaining - remaining, self._window)
 
     async def state(self, org: Org) -> BudgetState:
-        limit, remaining, _ = await self.limiter.remaining(
-            self._items[org.id], self._local[org.id], self._ids[org.id]
-        )
-        return BudgetState(limit, remaining, await self._cooling_until(org))
+        figures = await self.windows.figures(self._ids[org.id], org.rate_limit, self._share(org.rate_limit))
+        return BudgetState(figures.limit, figures.remaining, await self._cooling_until(org))
 
     async def _cooling_until(self, org: Org) -> float:
         raw = await self.cache.get(cache_keys.key("cooldown", org.id))

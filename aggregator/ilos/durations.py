@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import aiohttp
 
 from aggregator.config import Config, Org
-from aggregator.ilos.budget import Budget, Spend
+from aggregator.ilos.budget import Budget, Grant, Spend
 from aggregator.ilos.client import Outcome, fetch_duration
 from aggregator.loop.flights import Flights
 from aggregator.loop.turns import Pacer
@@ -33,6 +33,7 @@ from aggregator.store import keys as cache_keys
 from aggregator.store.cache import Cache, hold_lease
 
 log = logging.getLogger(__name__)
+NOTHING = Grant("", ())  # for joining a lookup already under way: nothing to give back
 UNKNOWN = b"-"  # cached for a video whose duration cannot be had
 LATER = -1  # a lookup that failed for a passing reason: deferred, not known
 # Lookups start at most this many per 10 ms in the whole process (eventloop.Pacer): about
@@ -71,17 +72,17 @@ class DurationLookups:
         for tag in randtags:
             if tag in found:
                 continue
-            if tag in self._flights:
-                started[tag] = self._flights.start(tag, functools.partial(self._lookup, org, tag))
+            if tag in self._flights:  # asked already: join it
+                started[tag] = self._flights.start(tag, functools.partial(self._lookup, org, tag, NOTHING))
             else:
                 wanted.append(tag)
         self.metrics.cache_lookups.labels("duration", "hit").inc(len(found))
         self.metrics.cache_lookups.labels("duration", "miss").inc(len(randtags) - len(found))
         # One request to the budget for all of them, not one each: granted ones start now.
-        granted = await self.budget.take_many(org, spend, len(wanted)) if wanted else 0
-        for tag in wanted[:granted]:
-            started[tag] = self._flights.start(tag, functools.partial(self._lookup, org, tag))
-        deferred = wanted[granted:]
+        grant = await self.budget.take_many(org, spend, len(wanted))
+        for tag, unit in zip(wanted, grant.each(), strict=False):
+            started[tag] = await self._start(org, tag, unit)
+        deferred = wanted[len(grant) :]
         if deferred:
             await self.defer(org, deferred)
         if started and wait > 0:
@@ -109,22 +110,35 @@ class DurationLookups:
         started = 0
         for org in self.config.orgs:
             queue = cache_keys.key("deferred", org.id)
-            while await self.cache.queue_size(queue) and await self.budget.take(org, Spend.DURATION):
+            while await self.cache.queue_size(queue):
+                grant = await self.budget.take(org, Spend.DURATION)
+                if grant is None:
+                    break
                 taken = await self.cache.dequeue(queue, 1)
                 if not taken:
+                    await self.budget.done(grant)
                     break
-                tag = taken[0]
-                self._flights.start(tag, functools.partial(self._lookup, org, tag))
+                await self._start(org, taken[0], grant)
                 started += 1
         return started
 
     async def pending(self, org: Org) -> int:
         return await self.cache.queue_size(cache_keys.key("deferred", org.id))
 
-    async def _lookup(self, org: Org, randtag: str) -> int | None:
-        """One metadata request, whose budget was already taken; its result is cached."""
-        await self._pace.admit()
-        answer = await fetch_duration(self.session, org, randtag, self.config.upstream)
+    async def _start(self, org: Org, randtag: str, grant: Grant) -> asyncio.Task[int | None]:
+        """The lookup of `randtag` on `grant`; if one is under way already, that one, and the grant goes back."""
+        if randtag in self._flights:
+            await self.budget.done(grant)
+            grant = NOTHING
+        return self._flights.start(randtag, functools.partial(self._lookup, org, randtag, grant))
+
+    async def _lookup(self, org: Org, randtag: str, grant: Grant) -> int | None:
+        """One metadata request on `grant`, taken from the budget before; its result is cached."""
+        try:
+            await self._pace.admit()
+            answer = await fetch_duration(self.session, org, randtag, self.config.upstream)
+        finally:
+            await self.budget.done(grant)  # held one more window from its answer, as ilos counts it
         self.metrics.upstream.labels(org.id, "metadata", answer.outcome.value).inc()
         self.metrics.upstream_seconds.labels(org.id, "metadata").observe(answer.elapsed_ms / 1000)
         await self.budget.believe(org, answer.rate_remaining, answer.retry_after)

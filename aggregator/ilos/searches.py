@@ -59,12 +59,16 @@ class OrgSearches:
         decision, probe = await self._breakers.decide(org.id)
         if decision is Decision.SKIP:
             return Asked(OrgStatus.SKIPPED, detail="cooling down after failures")
-        if not await self._budget.take(org, spend):
+        grant = await self._budget.take(org, spend)
+        if grant is None:
             self._metrics.budget_refused.labels(org.id, spend.value).inc()
             if probe is not None:
                 await self._breakers.succeeded(org.id, probe)  # no verdict: let another request probe
             return Asked(OrgStatus.SKIPPED, detail="no request budget left")
-        fetched = await fetch_search(self._session, org, query, self.config.upstream)
+        try:
+            fetched = await fetch_search(self._session, org, query, self.config.upstream)
+        finally:
+            await self._budget.done(grant)  # held one more window from its answer, as ilos counts it
         self._metrics.upstream.labels(org.id, "search", fetched.outcome.value).inc()
         self._metrics.upstream_seconds.labels(org.id, "search").observe(fetched.elapsed_ms / 1000)
         await self._budget.believe(org, fetched.rate_remaining, fetched.retry_after)

@@ -40,6 +40,7 @@ from aggregator.search.suggestions import SuggestionIndex
 from aggregator.search.thumbnails import Thumbnails
 from aggregator.store import cache as caches
 from aggregator.store.cache import Cache
+from aggregator.store.held import HeldWindows, held_windows
 from aggregator.store.limiter import Limiter, shared_storage
 from aggregator.web.auth import Authenticator
 from aggregator.web.callerlimits import CallerLimits
@@ -72,16 +73,10 @@ async def open_services(config: Config, clock: Clock, metrics: Metrics) -> Async
         async with (
             caches.from_config(config.cache, clock) as cache,
             shared_storage(config.cache) as shared,
+            held_windows(config.cache, clock) as windows,
         ):
-            yield _build(
-                config,
-                clock,
-                metrics,
-                session,
-                parse_pool,
-                cache,
-                Limiter(shared, config.cache.redis_retry_seconds, clock),
-            )
+            limiter = Limiter(shared, config.cache.redis_retry_seconds, clock)
+            yield _build(config, clock, metrics, session, parse_pool, cache, limiter, windows)
     finally:
         await session.close()
         await parse_pool.close()
@@ -95,8 +90,9 @@ def _build(
     parse_pool: ParsePool,
     cache: Cache,
     limiter: Limiter,
+    windows: HeldWindows,
 ) -> Services:
-    budget = Budget(config, cache, limiter, clock)
+    budget = Budget(config, cache, windows, clock)
     breakers = Breakers(cache, clock)
     durations = DurationLookups(config, session, cache, metrics, budget)
     searches = OrgSearches(config, session, parse_pool, breakers, budget, metrics)

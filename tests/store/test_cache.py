@@ -9,6 +9,7 @@ import pytest
 import redis
 from redis.asyncio.connection import Connection
 
+from aggregator.store.held import PREFIX as BUDGET_PREFIX
 from aggregator.store.keys import NAMESPACE
 from aggregator.store.memory import MemoryCache
 from aggregator.store.redis_cache import redis_failed
@@ -45,13 +46,15 @@ async def test_cache_holds_no_secrets_and_every_key_expires(redis_client_app, si
     await client.get("/search.atom", params={"q": "onboarding"})
     r = redis.Redis.from_url(redis_clean)
     keys = r.keys("*")
-    assert keys and all(k.startswith(NAMESPACE.encode() + b":") for k in keys)
+    # The cache's records under its namespace; the budget's windows under their own fixed prefix.
+    assert keys and all(k.startswith((NAMESPACE.encode() + b":", BUDGET_PREFIX.encode())) for k in keys)
+    assert any(k.startswith(BUDGET_PREFIX.encode()) for k in keys)
     for k in keys:
         assert r.pttl(k) > 0
         kind = r.type(k)
         if kind == b"list":  # the budget's moving window: timestamps
             blob = k + b"".join(r.lrange(k, 0, -1))
-        elif kind == b"zset":  # deferred duration lookups: randtags
+        elif kind == b"zset":  # deferred duration lookups: randtags; budget windows: unit ids
             blob = k + b"".join(r.zrange(k, 0, -1))
         else:
             blob = k + (r.get(k) or b"")

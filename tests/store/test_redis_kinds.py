@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from aggregator.store.held import PREFIX as BUDGET_PREFIX
 from aggregator.store.keys import NAMESPACE
 from aggregator.web.app import create_app
 from tests.conftest import KEYS, free_port, make_config
@@ -158,8 +159,8 @@ async def core_cases(aiohttp_client, sim, cache: dict[str, object], direct: redi
         if isinstance(direct, redis.RedisCluster)
         else direct.keys("*")
     )
-    assert keys and all(k.startswith(NAMESPACE.encode() + b":") for k in keys)
-    assert any(b":answer:" in k for k in keys) and any(b"LIMITER" in k for k in keys)
+    assert keys and all(k.startswith((NAMESPACE.encode() + b":", BUDGET_PREFIX.encode())) for k in keys)
+    assert any(b":answer:" in k for k in keys) and any(k.startswith(BUDGET_PREFIX.encode()) for k in keys)
 
 
 async def test_tls_redis(aiohttp_client, sim, tls_redis) -> None:
