@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import MaxConnectionsError, RedisError
 
 from aggregator.config import CacheConfig
 
@@ -138,11 +138,12 @@ class RedisCache:
         return "redis"
 
     async def reset(self) -> None:
-        """Drop pooled connections: after an outage they are all dead."""
+        """Drop the idle pooled connections: after an outage they are dead. Connections in use
+        are left to their commands, which fail or finish on their own."""
         if isinstance(self.client, aioredis.RedisCluster):
             return  # the cluster client re-reads its topology and reconnects by itself
         with suppress(RedisError, OSError):
-            await self.client.connection_pool.disconnect()
+            await self.client.connection_pool.disconnect(inuse_connections=False)
 
 
 # Compare-and-act scripts: the GET and the DEL (or PEXPIRE) must be one step, or a
@@ -183,9 +184,25 @@ def redis_client(config: CacheConfig) -> aioredis.Redis | aioredis.RedisCluster:
     assert config.redis_url is not None
     if config.redis_cluster:
         return aioredis.RedisCluster.from_url(config.redis_url, **redis_options(config))
-    return aioredis.Redis.from_url(
+    # A command that finds every pooled connection busy waits for one (up to redis_timeout, inside
+    # a search's deadline) instead of failing at once: pool pressure is not Redis being down.
+    pool = aioredis.BlockingConnectionPool.from_url(
         config.redis_url,
+        timeout=config.redis_timeout,
         retry_on_error=[RedisConnectionError],
         health_check_interval=15,
         **redis_options(config),
     )
+    return aioredis.Redis.from_pool(pool)
+
+
+def pool_exhausted(exc: BaseException) -> bool:
+    """No free pooled connection came in time: the pool is busy, Redis is not down.
+
+    `MaxConnectionsError` from a non-blocking pool (the cluster client's), or the
+    blocking pool's wait running out, which redis-py raises as a ConnectionError
+    whose cause is the timeout.
+    """
+    if isinstance(exc, MaxConnectionsError):
+        return True
+    return isinstance(exc, RedisConnectionError) and isinstance(exc.__cause__, TimeoutError)

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TypeVar
 
 from aggregator.store.memory import MemoryCache
-from aggregator.store.redis_cache import RedisCache, redis_failed
+from aggregator.store.redis_cache import RedisCache, pool_exhausted, redis_failed
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,9 @@ class ResilientCache:
         self._clock = clock
         self.redis_up = True
         self._retry_at = 0.0
+        # Keys this process `add`ed (locks, leases) and where: each is released in the store
+        # that holds it, even if the cache switched since (else Redis keeps an orphaned lock).
+        self._added_in_redis: set[str] = set()
 
     async def _either(self, on_redis: Callable[[], Awaitable[T]], on_memory: Callable[[], Awaitable[T]]) -> T:
         if not self.redis_up and self._clock() < self._retry_at:
@@ -44,6 +47,11 @@ class ResilientCache:
         try:
             result = await on_redis()
         except Exception as exc:
+            if pool_exhausted(exc):
+                # Every connection stayed busy for redis_timeout: this one command is answered
+                # from memory, but Redis is not down and nothing is switched or disconnected.
+                log.warning("Redis connection pool exhausted: one command answered from memory")
+                return await on_memory()
             if not redis_failed(exc):
                 raise
             if self.redis_up:
@@ -71,14 +79,26 @@ class ResilientCache:
         await self._either(lambda: self.redis.set_many(items, ttl), lambda: self.memory.set_many(items, ttl))
 
     async def add(self, key: str, value: bytes, ttl: float) -> bool:
-        return await self._either(
+        on_redis = self.redis_up or self._clock() >= self._retry_at
+        added = await self._either(
             lambda: self.redis.add(key, value, ttl), lambda: self.memory.add(key, value, ttl)
         )
+        if added and on_redis and self.redis_up:
+            self._added_in_redis.add(key)
+        return added
 
     async def delete(self, key: str) -> None:
         await self._either(lambda: self.redis.delete(key), lambda: self.memory.delete(key))
 
     async def delete_if(self, key: str, value: bytes) -> bool:
+        if key in self._added_in_redis:
+            self._added_in_redis.discard(key)
+            try:  # where it was taken, whatever the cache answers from now
+                return await self.redis.delete_if(key, value)
+            except Exception as exc:
+                if not (redis_failed(exc) or pool_exhausted(exc)):
+                    raise
+                return False  # Redis lets it go by its TTL
         return await self._either(
             lambda: self.redis.delete_if(key, value), lambda: self.memory.delete_if(key, value)
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
+import asyncio
 import pytest
 import redis
 from redis.asyncio.connection import Connection
@@ -242,3 +243,30 @@ async def test_a_connection_closed_under_a_command_is_redis_failing_not_a_bug() 
     with pytest.raises(AttributeError) as ours:
         MemoryCache().no_such_thing  # noqa: B018
     assert not redis_failed(ours.value)
+
+
+async def test_an_exhausted_pool_is_waited_on_and_a_second_replica_finds_every_answer(
+    aiohttp_client, sim, redis_clean, clock
+) -> None:
+    """Pool pressure is not an outage. With 8 connections and every lookup of several searches
+    starting at once, commands found no free connection; that was taken for Redis being down,
+    answers landed in memory only, and a second replica on the same Redis missed them (or found
+    an orphaned lock and waited out the deadline, reporting the org `timeout`)."""
+    for org in sim.orgs:
+        org.duration_child = None  # every duration is a lookup
+        org.feed_format = "rss"
+    config = make_config(
+        sim,
+        cache={"redis_url": redis_clean, "redis_pool_size": 8},
+        upstream={"rate_limit": 100_000, "timeout": 2.0, "deadline": 4.0},
+    )
+    one = await aiohttp_client(create_app(config, clock=clock))
+    queries = ["lecture", "onboarding", "safety", "analysis"]
+    first = await asyncio.gather(*(one.get("/search.atom", params={"q": q, "count": "100"}) for q in queries))
+    assert {r.status for r in first} == {200}
+    assert all(set(timing(r).values()) == {"ok"} for r in first)
+    two = await aiohttp_client(create_app(config, clock=clock))
+    for q in queries:
+        again = await two.get("/search.json", params={"q": q, "count": "100"})
+        assert set(timing(again).values()) == {"cached"}, q
+    assert "Redis unreachable" not in (await (await one.get("/readyz")).text())
