@@ -81,8 +81,12 @@ def start_service(
     timeout: float = 4.0,
     webhook_secret: str | None = None,
     trace: str | None = None,
+    server_extra: str = "",
+    root: Path = ROOT,
 ) -> tuple[subprocess.Popen, str]:
-    """A `serve` process; with `trace`, under `bench.turntrace`, its long loop steps written there."""
+    """A `serve` process; with `trace`, under `bench.turntrace`, its long loop steps written there.
+
+    `root`: the checkout whose code it runs (another commit's, for a before and after)."""
     port = port or free_port()
     hook = f'webhook_secret = "{webhook_secret}"\n' if webhook_secret else ""
     orgs = "".join(
@@ -90,7 +94,7 @@ def start_service(
     )
     config = (
         f'[server]\nhost = "127.0.0.1"\nport = {port}\nparse_workers = {parse_workers}\n'
-        f"access_log = {'true' if access_log else 'false'}\n"
+        f"access_log = {'true' if access_log else 'false'}\n{server_extra}\n"
         f'[upstream]\nbase_url = "{sim_url}"\ntimeout = {timeout}\n{extra}\n{orgs}'
     )
     path = Path(tempfile.mkstemp(suffix=".toml", prefix="bench-")[1])
@@ -107,7 +111,7 @@ def start_service(
             "--workers",
             str(workers),
         ],
-        cwd=ROOT,
+        cwd=root,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,
@@ -119,7 +123,7 @@ def start_service(
         stop(proc)
         check = subprocess.run(
             [sys.executable, "-m", "aggregator", "check-config", "--config", str(path)],
-            cwd=ROOT,
+            cwd=root,
             capture_output=True,
             text=True,
         )
@@ -137,9 +141,9 @@ def stop(*procs: subprocess.Popen) -> None:
             p.kill()
 
 
-def start_redis() -> tuple[subprocess.Popen[bytes], str]:
-    """A private redis-server on a free port, keeping nothing on disk."""
-    port = free_port()
+def start_redis(port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """A private redis-server on a free port (or `port`, to restart one empty), keeping nothing on disk."""
+    port = port or free_port()
     proc = subprocess.Popen(
         [
             "redis-server",

@@ -65,12 +65,24 @@ def sample_orgs(count: int, videos_each: int, *, latency: float, metadata_latenc
     ]
 
 
+def most_in_window(arrivals: list[float], window: float) -> int:
+    """The most requests ilos counted in any rolling window: arrivals in some [t, t + window)."""
+    most, start = 0, 0
+    for end, at in enumerate(arrivals):
+        while arrivals[start] <= at - window:
+            start += 1
+        most = max(most, end - start + 1)
+    return most
+
+
 async def main(args: argparse.Namespace) -> None:
     make = uniform_orgs if args.catalog == "uniform" else sample_orgs
     sim_orgs = make(args.orgs, args.videos, latency=args.latency, metadata_latency=args.metadata_latency)
     for org in sim_orgs:
         org.rate_limit = args.rate_limit
         org.rate_window = args.rate_window
+        org.arrival_delay = tuple(args.arrival_delay)
+        org.max_results = args.max_results
     sim = EverythingMatches(sim_orgs) if args.catalog == "uniform" else Simulator(sim_orgs)
 
     async def stats(request: web.Request) -> web.Response:
@@ -80,6 +92,15 @@ async def main(args: argparse.Namespace) -> None:
                 "throttled": len(sim.throttled()),
                 "search": len(sim.calls(endpoint="search")),
                 "metadata": len(sim.calls(endpoint="metadata")),
+                "orgs": {
+                    org.name: {
+                        "search": len(sim.calls(org.name, "search")),
+                        "metadata": len(sim.calls(org.name, "metadata")),
+                        "throttled": sum(1 for c in sim.throttled() if c.org == org.name),
+                        "most_in_window": most_in_window(org.arrivals, org.rate_window),
+                    }
+                    for org in sim_orgs
+                },
             }
         )
 
@@ -117,6 +138,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--catalog", choices=("uniform", "sample"), default="uniform")
     parser.add_argument("--rate-limit", type=int, default=None, help="requests per window per key, as ilos")
     parser.add_argument("--rate-window", type=float, default=60.0)
+    parser.add_argument(
+        "--arrival-delay", type=float, nargs=2, default=(0.0, 0.0), help="seconds to reach ilos: low high"
+    )
+    parser.add_argument("--max-results", type=int, default=None, help="most videos one answer carries")
     return parser.parse_args(argv)
 
 

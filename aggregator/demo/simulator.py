@@ -18,6 +18,7 @@ import asyncio
 import hashlib
 import hmac
 import math
+import random
 import secrets
 import time
 from collections import OrderedDict, deque
@@ -65,7 +66,11 @@ class SimOrg:
     # rate_window seconds per key, 429 with Retry-After past it; None is unlimited.
     rate_limit: int | None = None
     rate_window: float = 60.0
+    # Seconds a request takes to reach ilos, drawn from (low, high) for each: the throttle counts
+    # it when it arrives, as ilos does, and only then does `latency` begin.
+    arrival_delay: tuple[float, float] = (0.0, 0.0)
     _requests: deque[float] = field(default_factory=deque, repr=False)
+    arrivals: list[float] = field(default_factory=list, repr=False)  # monotonic, of counted requests
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +168,7 @@ class Simulator:
         if org is None:
             self.log.append(Call("?", "search", query))
             return web.Response(status=401, text="Invalid API key")
+        await _arrive(org)
         throttled = self._throttle(org)
         self.log.append(Call(org.name, "search", query, throttled is not None))
         if throttled is not None:
@@ -201,6 +207,7 @@ class Simulator:
         if org is None:
             self.log.append(Call("?", "metadata", randtag))
             return web.json_response({"message": "Invalid API key", "level": "error", "data": []}, status=401)
+        await _arrive(org)
         throttled = self._throttle(org)
         self.log.append(Call(org.name, "metadata", randtag, throttled is not None))
         if throttled is not None:
@@ -283,6 +290,7 @@ class Simulator:
                 },
             )
         window.append(now)
+        org.arrivals.append(now)
         self._remaining = org.rate_limit - len(window)
         return None
 
@@ -434,3 +442,10 @@ def _metadata_error(message: str) -> web.Response:
 
 def solid_png(width: int, height: int, r: int, g: int, b: int) -> bytes:
     return png(width, height, lambda _x, _y: (r, g, b, 255))
+
+
+async def _arrive(org: SimOrg) -> None:
+    """The request's trip to ilos, before ilos counts it."""
+    low, high = org.arrival_delay
+    if high > 0:
+        await asyncio.sleep(random.uniform(low, high))

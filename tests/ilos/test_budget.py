@@ -132,6 +132,49 @@ async def test_a_429_stops_every_request_to_that_key_until_retry_after(aiohttp_c
     assert timing(await client.get("/search.atom", params={"q": "wellbeing", "org": "hr"}))["hr"] == "ok"
 
 
+async def test_a_429_that_still_happens_is_answered_stale_or_deferred_never_lost(
+    aiohttp_client, sim, clock
+) -> None:
+    """A refused search is answered from the last good answer; refused lookups wait in the deferred
+    queue and are made once the key's Retry-After has passed, no sooner."""
+    app = create_app(make_config(sim, upstream={"duration_wait": 5.0}), clock=clock)
+    client = await aiohttp_client(app)
+    first = await client.get("/search.json", params={"q": "payroll", "org": "hr"})
+    found = [item["id"] for item in (await first.json())["items"]]
+    assert found and timing(first)["hr"] == "ok"
+    clock.advance(301)  # past search_ttl
+    sim.org("hr").fault = "429"  # Retry-After: 30
+    refused = await client.get("/search.json", params={"q": "payroll", "org": "hr"})
+    assert timing(refused)["hr"] == "stale"
+    assert [item["id"] for item in (await refused.json())["items"]] == found
+    sim.org("hr").fault = None
+
+    engineering = sim.org("engineering")  # RSS without durations: every one is a lookup
+    engineering.metadata_fault = "429"
+    resp = await client.get("/search.atom", params={"q": "onboarding", "org": "engineering"})
+    assert durations_desc(resp).startswith("pending")
+    engineering.metadata_fault = None
+    lookups = len(sim.calls("engineering", "metadata"))
+
+    async def deferred() -> int:
+        ready = await (await client.get("/readyz")).json()
+        return int(ready["orgs"]["engineering"]["deferred_durations"])
+
+    assert await deferred() > 0  # waiting, not lost
+    await asyncio.sleep(1.0)  # two background passes run, but the key is cooling down: nothing is asked
+    assert len(sim.calls("engineering", "metadata")) == lookups
+    clock.advance(31)  # the Retry-After has passed
+
+    async def drained() -> bool:
+        return await deferred() == 0
+
+    await poll(drained)
+    assert len(sim.calls("engineering", "metadata")) > lookups
+    clock.advance(16)  # past incomplete_ttl: the page is built again, with what landed
+    resp = await client.get("/search.atom", params={"q": "onboarding", "org": "engineering"})
+    assert durations_desc(resp) == "complete"
+
+
 CLIENTS = (
     '[[clients]]\nname = "widget"\ntoken = "widget-token-0123456789"\nrate_limit = 3\n'
     '[[clients]]\nname = "sharepoint"\ntoken = "sharepoint-token-0123456789"\n'
