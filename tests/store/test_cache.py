@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
-import asyncio
 import pytest
 import redis
 from redis.asyncio.connection import Connection
