@@ -11,6 +11,11 @@ have made them"):
   callers (a client's name, or a digest of an anonymous caller's address)
   have made them, and forgotten `suggest.retention` days after the last.
 
+A title and a past query of the same text are two entries: a query never
+inherits a title's orgs or its exemption from the caller count (else one search
+in upper case would tell a limited client whether an exact title exists in an
+org it cannot see, and then show it to every client of its scope).
+
 Bounded: the least recently seen phrases go first.
 """
 
@@ -26,6 +31,7 @@ from aggregator.model import Clock
 
 MAX_PHRASES = 5_000  # a linear scan per keystroke stays around a millisecond
 MAX_SUGGESTIONS = 10
+TITLE, QUERY = "t", "q"  # the first character of a phrase's key
 _SPACE_RE = re.compile(r"\s+")
 
 
@@ -60,20 +66,21 @@ class SuggestionIndex:
         self.min_callers = min_callers
         self.retention = retention_days * 86_400
         self.clock = clock
-        self._phrases: OrderedDict[str, tuple[Any, ...]] = OrderedDict()  # folded text -> tuple(_Phrase)
+        # "t" or "q", then the folded text -> tuple(_Phrase): a title and a query never share an entry
+        self._phrases: OrderedDict[str, tuple[Any, ...]] = OrderedDict()
         self._org_bits: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._phrases)
 
     def add_title(self, title: str, orgs: Iterable[str]) -> None:
-        touched = self._touch(title, orgs)
+        touched = self._touch(TITLE, title, orgs)
         if touched is not None:
             key, phrase = touched
             self._keep(key, phrase._replace(title=True))
 
     def add_query(self, query: str, orgs: Iterable[str], caller: str) -> None:
-        touched = self._touch(query, orgs)
+        touched = self._touch(QUERY, query, orgs)
         if touched is not None:
             key, phrase = touched
             callers = phrase.callers
@@ -89,17 +96,26 @@ class SuggestionIndex:
         allowed = self._mask(visible, learn=False)
         forget_before = self.clock() - self.retention
         starts, inside = [], []
+        title_text: dict[str, str] = {}
         for key, (text, orgs, seen, callers, last, title) in self._phrases.items():
             if not orgs & allowed:
                 continue
             if not title and (len(callers) < self.min_callers or last < forget_before):
                 continue  # a past query not yet made by enough callers, or forgotten
-            if key.startswith(folded):
-                starts.append((-seen, key, text))
-            elif f" {folded}" in key:
-                inside.append((-seen, key, text))
-        ranked = sorted(starts)[:limit] + sorted(inside)[:limit]
-        return [text for _, _, text in ranked][:limit]
+            words = key[1:]
+            if title:
+                title_text[words] = text  # a title's own spelling wins over a query's
+            if words.startswith(folded):
+                starts.append((-seen, words, text))
+            elif f" {folded}" in words:
+                inside.append((-seen, words, text))
+        ranked = sorted(starts) + sorted(inside)
+        offered: dict[str, str] = {}  # a title and a query of the same words are offered once
+        for _, words, text in ranked:
+            offered.setdefault(words, title_text.get(words, text))
+            if len(offered) == limit:
+                break
+        return list(offered.values())
 
     def _mask(self, orgs: Iterable[str], learn: bool) -> int:
         """The orgs as bits; `learn` numbers an org seen for the first time (else it sets no bit)."""
@@ -113,12 +129,12 @@ class SuggestionIndex:
             mask |= bit
         return mask
 
-    def _touch(self, text: str, orgs: Iterable[str]) -> tuple[str, _Phrase] | None:
+    def _touch(self, kind: str, text: str, orgs: Iterable[str]) -> tuple[str, _Phrase] | None:
         """One more sighting of `text` in `orgs`: (key, phrase), taken out for the caller to `_keep`."""
         text = _SPACE_RE.sub(" ", text).strip()[:120]
         if len(text) < 2:
             return None
-        folded = text.casefold()
+        folded = kind + text.casefold()
         mask = self._mask(orgs, learn=True)
         stored = self._phrases.pop(folded, None)
         if stored is None:
