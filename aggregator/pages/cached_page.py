@@ -46,9 +46,6 @@ class CachedPage:
         return max(0, int(self.expires_at - now))
 
 
-FIRST_SEEN_TTL = 30 * 86_400  # a page's first appearance is remembered this long after it last changed
-
-
 async def first_seen(cache: Cache, record: str) -> tuple[str | None, float | None]:
     """(ETag, epoch seconds) a page was first served with, from the shared cache; Nones if unknown."""
     raw = await cache.get(record)
@@ -61,8 +58,12 @@ async def first_seen(cache: Cache, record: str) -> tuple[str | None, float | Non
         return None, None
 
 
-async def remember(cache: Cache, record: str, etag: str, at: float) -> None:
-    await cache.set(record, json.dumps({"etag": etag, "at": at}).encode(), FIRST_SEEN_TTL)
+async def remember(cache: Cache, record: str, etag: str, at: float, ttl: float) -> None:
+    """Remember when the page first appeared with `etag`, for `ttl` seconds after it last changed.
+
+    The record tells a caller when someone in its scope first fetched that page, so it is kept
+    no longer than the answers behind the page can be served (`cache.stale_ttl`)."""
+    await cache.set(record, json.dumps({"etag": etag, "at": at}).encode(), ttl)
 
 
 def body_etag(body: bytes) -> str:

@@ -119,7 +119,7 @@ class Pages:
         etag = body_etag(body)
         if etag != seen_etag:
             seen_at = now
-            await remember(self._cache, record, etag, now)
+            await remember(self._cache, record, etag, now, config.cache.stale_ttl)
         page = build_page(
             body,
             fmt.content_type,
