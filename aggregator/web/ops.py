@@ -77,12 +77,23 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Can serve (always, while the process runs); says what is degraded, and each org's state."""
+    """Can serve (200 whenever the process runs, as Kubernetes probes expect); says what is degraded.
+
+    To anyone, in general terms ("2 of 5 organisations unavailable"); each org's state only to
+    whoever may see `/status` (an open service's callers, or a client without an `orgs` limit).
+    """
     services = request.app[SERVICES]
     cache = services.cache
     degraded = [f"cache: {cache.describe()}"] if redis_unreachable(cache) else []
+    states = await org_states(services)
+    if not _may_see_every_org(request, services):
+        down = sum(1 for org in states if not org.good or org.breaker == "open")
+        if down:
+            degraded.append(f"{down} of {len(states)} organisations unavailable")
+        body = {"status": "degraded" if degraded else "ok", "cache": cache.describe(), "degraded": degraded}
+        return web.json_response(body, headers=NO_STORE)
     orgs: dict[str, object] = {}
-    for org in await org_states(services):
+    for org in states:
         orgs[org.id] = {
             "last": org.last,
             "breaker": org.breaker,
@@ -98,13 +109,19 @@ async def readyz(request: web.Request) -> web.Response:
             degraded.append(f"org {org.id}: {org.last}")
         if org.breaker == "open":
             degraded.append(f"org {org.id}: skipped ({org.breaker_reason})")
-    body = {
+    detail: dict[str, object] = {
         "status": "degraded" if degraded else "ok",
         "cache": cache.describe(),
         "orgs": orgs,
         "degraded": degraded,
     }
-    return web.json_response(body, headers=NO_STORE)
+    return web.json_response(detail, headers=NO_STORE)
+
+
+def _may_see_every_org(request: web.Request, services: Services) -> bool:
+    """/status's rule: an open service's callers, or a client whose token sees every org."""
+    caller = services.auth.caller(request)
+    return caller is not None and (caller.client is None or caller.client.orgs is None)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -138,7 +155,7 @@ async def status(request: web.Request) -> web.Response:
     caller = services.auth.caller(request)
     if caller is None:
         return unauthorized(HTML.name)
-    if caller.client is not None and caller.client.orgs is not None:
+    if not _may_see_every_org(request, services):
         return web.Response(
             status=403,
             text="This page names every organisation: a client limited to some may not see it.\n",

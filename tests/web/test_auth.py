@@ -205,3 +205,22 @@ async def test_metrics_can_sit_behind_a_token(aiohttp_client, sim) -> None:
     assert refused.status == 401 and refused.headers["WWW-Authenticate"].startswith("Bearer")
     assert (await client.get("/metrics", headers={"Authorization": "Bearer wrong"})).status == 401
     assert (await client.get("/metrics", headers={"Authorization": f"Bearer {metrics_token}"})).status == 200
+
+
+async def test_readyz_says_what_is_degraded_in_general_terms_and_names_orgs_only_to_whom_status_would(
+    secured, sim
+) -> None:
+    """Before, /readyz listed every org id, its breaker, budget and deferred lookups to anyone,
+    while /status refused the same to a limited client."""
+    sim.org("medicine").fault = "500"
+    await secured.get(
+        "/search.atom", params={"q": "onboarding"}, headers={"Authorization": f"Bearer {SP_TOKEN}"}
+    )
+    for headers in ({}, {"Authorization": f"Bearer {HR_TOKEN}"}):
+        resp = await secured.get("/readyz", headers=headers)
+        assert resp.status == 200  # probes keep their meaning: the process can serve
+        body = await resp.json()
+        assert body["status"] == "degraded" and body["degraded"] == ["1 of 3 organisations unavailable"]
+        assert "orgs" not in body and "medicine" not in await resp.text()
+    full = await (await secured.get("/readyz", headers={"Authorization": f"Bearer {SP_TOKEN}"})).json()
+    assert full["orgs"]["medicine"]["last"] == "error" and "org medicine: error" in full["degraded"]
