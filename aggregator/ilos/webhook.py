@@ -19,7 +19,7 @@ import hmac
 import json
 from dataclasses import dataclass
 
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
 
 from aggregator.config import Config
 from aggregator.model import RANDTAG_RE
@@ -56,10 +56,13 @@ async def read_upload(request: web.Request, org_id: str) -> Upload:
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise HookRefused(413, f"the body is over {MAX_BODY // 1024} KB")
     body = bytearray()
-    while chunk := await request.content.readany():
-        body += chunk
-        if len(body) > MAX_BODY:
-            raise HookRefused(413, f"the body is over {MAX_BODY // 1024} KB")
+    try:
+        while chunk := await request.content.readany():
+            body += chunk
+            if len(body) > MAX_BODY:
+                raise HookRefused(413, f"the body is over {MAX_BODY // 1024} KB")
+    except (ConnectionError, ClientPayloadError):  # the caller hung up mid-body: nothing to answer
+        raise HookRefused(400, "the body ended before its length") from None
     try:
         doc = json.loads(body)
     except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes

@@ -13,7 +13,7 @@ import re
 import sys
 import time
 from typing import ClassVar
-from urllib.parse import unquote_plus
+from urllib.parse import quote, unquote, unquote_plus
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -34,20 +34,33 @@ def redact(path_qs: str) -> str:
     escapes and no such name, is one scan and no parsing.
     """
     path, sep, query = path_qs.partition("?")
-    if path.startswith(HOOKS_PREFIX):  # /hooks/ilos/{org}/{secret}: the secret is the last segment
-        path = path.rpartition("/")[0] + "/REDACTED"
+    if "%" in path or "//" in path or path.startswith(HOOKS_PREFIX):
+        path = _redact_hook_secret(path)
         path_qs = path + sep + query
     if not sep:
         return path_qs
     lowered = query.lower()
-    if "%" not in query and "+" not in query and "key=" not in lowered and "token=" not in lowered:
+    if "%" not in query and "+" not in query and "key" not in lowered and "token" not in lowered:
         return path_qs
     parts = _SEPARATORS_RE.split(query)
     for i in range(0, len(parts), 2):
         name, eq, _ = parts[i].partition("=")
-        if eq and unquote_plus(name).strip().lower() in _SECRET_NAMES:
+        # `key[]=T` is `key=T` to many frameworks: the name before any bracket decides.
+        if eq and unquote_plus(name).strip().lower().split("[", 1)[0] in _SECRET_NAMES:
             parts[i] = f"{name}=REDACTED"
     return f"{path}?{''.join(parts)}"
+
+
+def _redact_hook_secret(path: str) -> str:
+    """/hooks/ilos/{org}/{secret}: everything after the org goes, judged on the path as the router
+    sees it (percent-escapes decoded, as RFC 3986 makes `%68` and `h` the same; repeated slashes
+    merged), so no spelling of it (`//hooks/…`, `/%68ooks/…`, a trailing slash or more
+    segments) reaches the log."""
+    segments = [s for s in unquote(path).split("/") if s]
+    if segments[:1] != ["hooks"]:
+        return path
+    kept = segments[:3]  # hooks, ilos, {org}
+    return "/" + "/".join(quote(s, safe="") for s in kept) + ("/REDACTED" if len(segments) > 3 else "")
 
 
 class AccessLogger(AbstractAccessLogger):
