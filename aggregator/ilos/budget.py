@@ -43,9 +43,12 @@ HOLD_SLACK = 5.0
 
 
 class Spend(enum.Enum):
+    """Who a request is for, in the order they come first (contract: "Budget priority")."""
+
     SEARCH = "search"  # a user's search: may take the whole window
-    DURATION = "duration"  # leaves search_reserve of the window for searches
-    REFRESH = "refresh"  # as DURATION, and at most refresh_share of each window in all
+    DURATION = "duration"  # for an answer being served: leaves search_reserve for searches
+    DEFERRED = "deferred"  # a lookup that waited: leaves twice that, so served answers' go first
+    REFRESH = "refresh"  # as DEFERRED, and at most refresh_share of each window in all
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,8 +132,13 @@ class Budget:
         return limit // self._processes
 
     def _keep(self, limit: int, spend: Spend) -> int:
-        """What a request of this kind must leave in the window: the searches' reserve, unless a search."""
-        return 0 if spend is Spend.SEARCH else int(limit * self.config.upstream.search_reserve)
+        """What a request of this kind must leave in the window for those that come before it."""
+        reserve = self.config.upstream.search_reserve
+        if spend is Spend.SEARCH:
+            return 0
+        if spend is Spend.DURATION:
+            return int(limit * reserve)
+        return min(limit - 1, int(limit * min(1.0, 2 * reserve)))
 
     async def believe(self, org: Org, remaining: int | None, retry_after: float | None) -> None:
         """What ilos said about this key: `X-RateLimit-Remaining`, and a 429's Retry-After."""

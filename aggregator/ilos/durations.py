@@ -1,16 +1,19 @@
 """Annotating videos with their durations from the metadata endpoint, within the budget.
 
 A duration never changes, so it is cached per randtag for `duration_ttl`
-whatever query or org found the video (a randtag is global in ilos); a video
-whose duration cannot be had is remembered as such for `failed_duration_ttl`.
+whatever query or org found the video (a randtag is global in ilos). A video
+whose duration an org's key cannot have is remembered as such for
+`failed_duration_ttl`, for that org only: another org's key (an upload webhook
+naming a randtag of another org) must not erase what the video's own org knows.
 
 Searches come before durations (`budget.Spend.DURATION`): a lookup the budget
 allows starts at once, at a steady pace so that their answers do not all land
 in one turn of the loop, and an answer waits for them at
 most `duration_wait`; the rest finish behind it. A lookup the budget refuses,
 or one that fails for a passing reason (timeout, 429, network), is deferred:
-queued in the cache per org, deduplicated by randtag, and run by
-`drain_deferred` as the budget refills, in one process at a time (a lease).
+queued in the cache per org (at most `MAX_DEFERRED`), deduplicated by
+randtag, and run by `drain_deferred` as the budget refills, after the lookups
+of answers being served (`Spend.DEFERRED`), in one process at a time (a lease).
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ LATER = -1  # a lookup that failed for a passing reason: deferred, not known
 START_PACE = 32
 LEASE_TTL = 5.0  # seconds a drainer holds the lease without renewing it
 DEFERRED_TTL = 86_400.0  # a queue nobody drains for a day is dropped
+# Lookups waiting per org, at most: a day of one key's budget at the defaults is 86,400, but a
+# queue that long helps nobody; a video beyond it is looked up when its answer is fetched again.
+MAX_DEFERRED = 1_000
 
 
 class DurationLookups:
@@ -58,15 +64,21 @@ class DurationLookups:
         self._pace = Pacer(START_PACE, 0.01, least=8)
 
     async def resolve(
-        self, org: Org, randtags: Sequence[str], wait: float, spend: Spend = Spend.DURATION
+        self,
+        org: Org,
+        randtags: Sequence[str],
+        wait: float,
+        spend: Spend = Spend.DURATION,
+        defer: bool = True,
     ) -> dict[str, int | None]:
         """The durations known within `wait` seconds: randtag -> ms, or None when it cannot be had.
 
-        A randtag missing from the answer is pending: being looked up, or deferred.
+        A randtag missing from the answer is pending: being looked up, or deferred (unless
+        `defer` is False: then a lookup the budget refuses is simply not made now).
         """
         if not randtags:
             return {}
-        found = await self.known(randtags)
+        found = await self.known(org, randtags)
         started: dict[str, asyncio.Task[int | None]] = {}
         wanted: list[str] = []
         for tag in randtags:
@@ -83,7 +95,7 @@ class DurationLookups:
         for tag, unit in zip(wanted, grant.each(), strict=False):
             started[tag] = await self._start(org, tag, unit)
         deferred = wanted[len(grant) :]
-        if deferred:
+        if deferred and defer:
             await self.defer(org, deferred)
         if started and wait > 0:
             await asyncio.wait(started.values(), timeout=wait)
@@ -94,14 +106,24 @@ class DurationLookups:
                     found[tag] = result
         return found
 
-    async def known(self, randtags: Sequence[str]) -> dict[str, int | None]:
-        """What the cache knows now about these videos (landed lookups, deferred ones included)."""
+    async def known(self, org: Org, randtags: Sequence[str]) -> dict[str, int | None]:
+        """What the cache knows now about these videos: their durations (whoever looked them up),
+        or that this org's key could not have one."""
         cached = await self.cache.get_many([cache_keys.key("duration", t) for t in randtags])
-        return {tag: _read(value) for tag, value in zip(randtags, cached, strict=True) if value is not None}
+        found = {tag: _read(value) for tag, value in zip(randtags, cached, strict=True) if value is not None}
+        rest = [tag for tag in randtags if tag not in found]
+        if rest:
+            failed = await self.cache.get_many([_failed_key(org, t) for t in rest])
+            found.update((tag, None) for tag, value in zip(rest, failed, strict=True) if value is not None)
+        return found
 
     async def defer(self, org: Org, randtags: Sequence[str]) -> None:
-        await self.cache.enqueue(cache_keys.key("deferred", org.id), randtags, DEFERRED_TTL)
-        self.metrics.deferred.labels(org.id).inc(len(randtags))
+        queue = cache_keys.key("deferred", org.id)
+        room = MAX_DEFERRED - await self.cache.queue_size(queue)
+        if room <= 0:
+            return
+        await self.cache.enqueue(queue, randtags[:room], DEFERRED_TTL)
+        self.metrics.deferred.labels(org.id).inc(min(room, len(randtags)))
 
     async def drain_deferred(self) -> int:
         """One pass over the deferred lookups, if this process holds the lease; how many it started."""
@@ -111,7 +133,7 @@ class DurationLookups:
         for org in self.config.orgs:
             queue = cache_keys.key("deferred", org.id)
             while await self.cache.queue_size(queue):
-                grant = await self.budget.take(org, Spend.DURATION)
+                grant = await self.budget.take(org, Spend.DEFERRED)
                 if grant is None:
                     break
                 taken = await self.cache.dequeue(queue, 1)
@@ -154,11 +176,16 @@ class DurationLookups:
             answer.detail,
         )
         if answer.outcome in (Outcome.UNPARSEABLE, Outcome.HTTP_ERROR, Outcome.TOO_LARGE):
-            # The video itself is the problem (level: error, 404): do not ask again soon.
-            await self.cache.set(cache_key, UNKNOWN, self.config.cache.failed_duration_ttl)
+            # The video is the problem for this org's key (level: error, 404): do not ask again
+            # soon with this key; another org's key may still have it (and what it has stays).
+            await self.cache.set(_failed_key(org, randtag), UNKNOWN, self.config.cache.failed_duration_ttl)
             return None
         await self.defer(org, [randtag])  # timeout, 429, network, refused key: try again later
         return LATER
+
+
+def _failed_key(org: Org, randtag: str) -> str:
+    return cache_keys.key("no-duration", org.id, randtag)
 
 
 def _read(value: bytes) -> int | None:

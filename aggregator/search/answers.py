@@ -163,7 +163,7 @@ class AnswerSource:
         if not pending:
             return stored
         # Heal: durations looked up behind the answer since it was stored.
-        landed = await self.durations.known(pending)
+        landed = await self.durations.known(org, pending)
         if not landed:
             return stored
         healed = _Stored(

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from aggregator.config import Config, Org
 from aggregator.ilos.breaker import Breakers, BreakerState
-from aggregator.ilos.budget import Budget, BudgetState
+from aggregator.ilos.budget import Budget, BudgetState, Spend
 from aggregator.ilos.durations import DurationLookups
 from aggregator.loop.turns import in_turns, off_loop, repeat
 from aggregator.metrics import Metrics
@@ -168,10 +168,13 @@ class Searcher:
         return refreshed, next_at
 
     async def look_up_duration(self, org_id: str, randtag: str) -> None:
-        """Start a duration lookup for one new video (an upload webhook's), within the budget."""
+        """Start a duration lookup for one new video (an upload webhook's) if the budget allows it now.
+
+        Spent as a refresh: within `refresh_share`, after every lookup of an answer being served,
+        and never queued; the video's duration is looked up with its answer otherwise."""
         org = self.config.org(org_id)
         if org is not None:
-            await self._durations.resolve(org, [randtag], 0.0)
+            await self._durations.resolve(org, [randtag], 0.0, Spend.REFRESH, defer=False)
 
     async def run_background(self) -> None:
         """Until cancelled: run deferred duration lookups as the budget refills (one process at a time)."""

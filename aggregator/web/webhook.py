@@ -11,6 +11,7 @@ import logging
 from aiohttp import web
 
 from aggregator.ilos import webhook
+from aggregator.store import keys
 from aggregator.web.errors import NO_STORE
 from aggregator.web.state import CONFIG, SERVICES
 
@@ -30,6 +31,12 @@ async def ilos_upload(request: web.Request) -> web.Response:
     except webhook.HookRefused as exc:
         metrics.webhooks.labels("too_large" if exc.status == 413 else "bad_json").inc()
         return web.json_response({"error": exc.reason}, status=exc.status, headers=NO_STORE)
+    # A randtag handled within search_ttl changes nothing: ilos retries, and anyone holding the
+    # secret could replay a hook to spend the org's budget.
+    ttl = request.app[CONFIG].cache.search_ttl
+    if not await services.cache.add(keys.key("upload", upload.org_id, upload.randtag), b"1", ttl):
+        metrics.webhooks.labels("replayed").inc()
+        return web.json_response({"accepted": upload.randtag, "refreshing": 0}, status=202, headers=NO_STORE)
     await services.searcher.look_up_duration(upload.org_id, upload.randtag)
     fronted = await services.subscriptions.front(upload.org_id)
     metrics.webhooks.labels("accepted").inc()
