@@ -87,6 +87,8 @@ def parse_search_params(query: Mapping[str, str], visible_orgs: Sequence[str]) -
     raw_orgs = _single(query, "org")
     if raw_orgs is not None and raw_orgs.strip():
         wanted = {o.strip() for o in raw_orgs.split(",") if o.strip()}
+        if not wanted:  # `org=,`: a list of nothing would search nothing
+            raise ParamError("org", "must be a comma-separated list of known organisation ids")
         unknown = wanted - set(visible_orgs)
         if unknown:
             raise ParamError("org", "must be a comma-separated list of known organisation ids")

@@ -8,6 +8,7 @@ lookup and this. `If-None-Match` wins over `If-Modified-Since` (section 13.2.2);
 
 from __future__ import annotations
 
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 
 from aiohttp import web
@@ -67,12 +68,18 @@ def _matches(if_none_match: str, etag: str) -> bool:
 
 
 def _not_modified_since(since: str, page: CachedPage) -> bool:
-    """Only when this representation has not changed since then (it appeared no later)."""
+    """Only when this representation has not changed since then (it appeared no later).
+
+    Every HTTP-date is GMT, including the asctime form (`Sun Nov  6 08:49:37 1994`), which
+    RFC 9110 (5.6.7) requires a recipient to accept and which carries no zone of its own.
+    """
     try:
         when = parsedate_to_datetime(since)
     except (TypeError, ValueError, IndexError):
         return False
-    return when.tzinfo is not None and page.last_modified_ts <= when.timestamp()
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return page.last_modified_ts <= when.timestamp()
 
 
 def accepts_gzip(accept_encoding: str) -> bool:

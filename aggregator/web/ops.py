@@ -129,8 +129,9 @@ async def metrics(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     token = services.config.server.metrics_token
     if token is not None:
-        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), token.encode()):
+        # A Bearer token (RFC 6750; the scheme is case-insensitive, RFC 9110 11.1), never a bare one.
+        scheme, _, given = request.headers.get("Authorization", "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
             return web.Response(
                 status=401,
                 text="A metrics token is needed.\n",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 
 import pytest
 
@@ -78,6 +79,16 @@ async def test_key_param_is_kept_in_every_link(secured) -> None:
         assert f"key={SP_TOKEN}" in link(doc, rel), rel
     nxt = await secured.get(link(doc, "next").replace("http://videos.test", ""))
     assert nxt.status == 200
+
+
+async def test_a_page_opened_with_key_keeps_it_in_its_search_form(secured) -> None:
+    """The page's links kept key=, but its form dropped it: the next search was a 401."""
+    page = await (await secured.get("/", params={"q": "onboarding", "key": SP_TOKEN})).text()
+    form = page[page.index("<form") : page.index("</form>")]
+    assert f'<input type="hidden" name="key" value="{SP_TOKEN}">' in form
+    fields = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', form))
+    again = await secured.get("/", params={"q": "induction", **fields})  # what the form submits
+    assert again.status == 200
 
 
 async def test_a_client_never_sees_other_orgs(secured, sim) -> None:
@@ -205,6 +216,11 @@ async def test_metrics_can_sit_behind_a_token(aiohttp_client, sim) -> None:
     assert refused.status == 401 and refused.headers["WWW-Authenticate"].startswith("Bearer")
     assert (await client.get("/metrics", headers={"Authorization": "Bearer wrong"})).status == 401
     assert (await client.get("/metrics", headers={"Authorization": f"Bearer {metrics_token}"})).status == 200
+    # The scheme is case-insensitive (RFC 9110 11.1); a bare token is not a Bearer token.
+    assert (await client.get("/metrics", headers={"Authorization": f"bearer {metrics_token}"})).status == 200
+    assert (await client.get("/metrics", headers={"Authorization": f"BEARER  {metrics_token}"})).status == 200
+    assert (await client.get("/metrics", headers={"Authorization": metrics_token})).status == 401
+    assert (await client.get("/metrics", headers={"Authorization": f"Basic {metrics_token}"})).status == 401
 
 
 async def test_readyz_says_what_is_degraded_in_general_terms_and_names_orgs_only_to_whom_status_would(
