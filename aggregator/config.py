@@ -308,6 +308,7 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.enviro
 
     orgs = _orgs(root, upstream, environ, problems)
     clients = _clients(root, {o.id for o in orgs}, environ, problems)
+    _check_distinct_secrets(clients, orgs, server, problems)
     if clients and server.signing_secret is None and "signing_secret" not in server_t.problem_keys:
         problems.append(
             "server.signing_secret: is required with [[clients]]: it signs scoped thumbnail URLs "
@@ -375,7 +376,28 @@ def _clients(
         allowed = client_t.string_list("orgs")
         if allowed is not None and any(org_id not in org_ids for org_id in allowed):
             problems.append(f"clients[{i}].orgs: names an organisation that is not configured")
+        elif allowed == []:
+            problems.append(
+                f"clients[{i}].orgs: names no organisation, so the client could search nothing; "
+                "leave it out to let the client see every organisation"
+            )
         client_t.finish()
         if cname is not None and token is not None:
             clients.append(Client(cname, token, tuple(allowed) if allowed is not None else None, **read))
     return tuple(clients)
+
+
+def _check_distinct_secrets(
+    clients: tuple[Client, ...], orgs: tuple[Org, ...], server: ServerConfig, problems: list[str]
+) -> None:
+    """A client token that is also another secret would hand whoever holds one the other: a feed
+    reader's key= would open /metrics, or a webhook secret would search every org."""
+    others: dict[str | None, str] = {
+        server.metrics_token: "server.metrics_token",
+        **{o.api_key: f"an organisation's api_key ({o.id})" for o in orgs},
+        **{o.webhook_secret: f"an organisation's webhook_secret ({o.id})" for o in orgs if o.webhook_secret},
+    }
+    for i, client in enumerate(clients):
+        same = others.get(client.token)
+        if same is not None:
+            problems.append(f"clients[{i}].token: must differ from {same}; give the client a token of its own")

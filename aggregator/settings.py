@@ -263,6 +263,13 @@ class Table:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             self.problem(key, "must be an absolute http:// or https:// URL")
             return default
+        try:
+            port = parts.port
+        except ValueError:  # out of range, or not a number
+            port = 0
+        if port == 0 or (parts.netloc.endswith(":") and port is None):
+            self.problem(key, "must have a port from 1 to 65535, or none")
+            return default
         if parts.query or parts.fragment or parts.username or parts.password:
             self.problem(key, "must not carry a query, fragment or credentials")
             return default

@@ -216,3 +216,30 @@ def test_a_config_that_leaves_every_key_out_gets_each_documented_default() -> No
     )
     assert config.orgs[0].rate_limit == UpstreamConfig().rate_limit
     assert config.clients[0].rate_limit == 600
+
+
+def test_secrets_that_would_open_each_other_ports_out_of_range_and_clients_of_nothing_are_refused() -> None:
+    """check-config accepted all of these: a client token equal to the metrics token, an org key
+    or a webhook secret; a client with `orgs = []`; `public_url` with port 99999. Each is now a
+    problem by key path that says what to write instead, and quotes no value."""
+    text = (
+        '[server]\npublic_url = "http://videos.example.edu:99999"\n'
+        'signing_secret = "signing-secret-0123456789"\nmetrics_token = "metrics-token-0123456789"\n'
+        '[[orgs]]\nid = "a"\napi_key = "org-key-0123456789abc"\nwebhook_secret = "webhook-secret-0123456789"\n'
+        '[[clients]]\nname = "one"\ntoken = "metrics-token-0123456789"\n'
+        '[[clients]]\nname = "two"\ntoken = "org-key-0123456789abc"\norgs = []\n'
+        '[[clients]]\nname = "three"\ntoken = "webhook-secret-0123456789"\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        parse_config_text(text, environ={})
+    problems = caught.value.problems
+    assert "server.public_url: must have a port from 1 to 65535, or none" in problems
+    assert any(
+        p.startswith("clients[1].orgs: names no organisation") and "leave it out" in p for p in problems
+    )
+    assert any(p.startswith("clients[0].token: must differ from server.metrics_token") for p in problems)
+    assert any(p.startswith("clients[1].token: must differ from an organisation's api_key") for p in problems)
+    assert any(
+        p.startswith("clients[2].token: must differ from an organisation's webhook_secret") for p in problems
+    )
+    assert not any(secret in str(caught.value) for secret in ("0123456789",))
