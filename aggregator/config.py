@@ -189,6 +189,13 @@ class DescriptionConfig:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class RankingConfig:
+    # How much each org's own order counts beside the text match, 0 (not at all) to 10: the
+    # first of an org's results gets this much on top of a text score between 0 and 1.
+    position_prior: float = setting(0.3, Number(0.0, 10.0))
+
+
 _UPSTREAM = UpstreamConfig()
 
 
@@ -202,6 +209,8 @@ class Org:
     rate_limit: int = setting(_UPSTREAM.rate_limit, Whole(1, MANY))
     # The secret in the path of this org's upload webhook; None: no webhook for this org.
     webhook_secret: str | None = setting(None, Secret(), secret=True)
+    # Scales this org's results in the relevance order (1.0: as every other org).
+    weight: float = setting(1.0, Number(0.0, 100.0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +231,7 @@ class Config:
     web: WebConfig = WebConfig()
     description: DescriptionConfig = DescriptionConfig()
     suggest: SuggestConfig = SuggestConfig()
+    ranking: RankingConfig = RankingConfig()
     # Deprecated keys that were accepted: said once when the service starts.
     warnings: tuple[str, ...] = ()
 
@@ -306,6 +316,10 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.enviro
     suggest = SuggestConfig(**read_fields(suggest_t, SuggestConfig, environ))
     suggest_t.finish()
 
+    ranking_t = root.table("ranking")
+    ranking = RankingConfig(**read_fields(ranking_t, RankingConfig, environ))
+    ranking_t.finish()
+
     orgs = _orgs(root, upstream, environ, problems)
     clients = _clients(root, {o.id for o in orgs}, environ, problems)
     _check_distinct_secrets(clients, orgs, server, problems)
@@ -317,7 +331,7 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.enviro
     root.finish()
     if problems:
         raise ConfigError(problems)
-    return Config(server, cache, upstream, orgs, clients, web, description, suggest, tuple(warnings))
+    return Config(server, cache, upstream, orgs, clients, web, description, suggest, ranking, tuple(warnings))
 
 
 def _orgs(
@@ -400,4 +414,6 @@ def _check_distinct_secrets(
     for i, client in enumerate(clients):
         same = others.get(client.token)
         if same is not None:
-            problems.append(f"clients[{i}].token: must differ from {same}; give the client a token of its own")
+            problems.append(
+                f"clients[{i}].token: must differ from {same}; give the client a token of its own"
+            )

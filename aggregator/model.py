@@ -98,6 +98,9 @@ class Video:
     duration_ms: int | None = None
     # Unknown for now, but being looked up: the page says "length pending".
     duration_pending: bool = False
+    # The terms of its title, summary and author (`terms.Terms`), space-separated, made where the
+    # answer is parsed: what relevance ranking compares the query with.
+    terms: tuple[str, str, str] = ("", "", "")
 
     @property
     def entry_id(self) -> str:
@@ -129,6 +132,7 @@ class Video:
             "plays": self.plays,
             "duration_ms": self.duration_ms,
             "duration_pending": self.duration_pending,
+            "terms": list(self.terms),
         }
 
     @classmethod
@@ -147,7 +151,14 @@ class Video:
             plays=data.get("plays"),
             duration_ms=data.get("duration_ms"),
             duration_pending=bool(data.get("duration_pending", False)),
+            terms=_terms_of(data.get("terms")),
         )
+
+
+def _terms_of(raw: Any) -> tuple[str, str, str]:
+    if isinstance(raw, list) and len(raw) == 3 and all(isinstance(t, str) for t in raw):
+        return (raw[0], raw[1], raw[2])
+    return ("", "", "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +168,8 @@ class Result:
     video: Video
     orgs: tuple[str, ...]
     score: float
+    rank_in_org: tuple[tuple[str, int], ...] = ()  # (org id, its position in that org's answer)
+    matched: tuple[str, ...] = ()  # the fields that hold a query term: title, description, author
 
 
 @dataclass(frozen=True, slots=True)

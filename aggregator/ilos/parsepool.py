@@ -35,6 +35,7 @@ from aggregator.ilos import parseworker
 from aggregator.ilos.parseworker import ANSWER, FAILED, REQUEST, parse_to_lines
 from aggregator.loop.turns import in_turns
 from aggregator.model import Video
+from aggregator.terms import Terms
 
 log = logging.getLogger(__name__)
 PIPE_LIMIT = 2**20  # bytes a worker's answer may buffer before the loop reads it
@@ -57,7 +58,7 @@ class _Worker:
         self.process = process
 
     @classmethod
-    async def start(cls) -> _Worker:
+    async def start(cls, language: str) -> _Worker:
         # The package's own directory first, so the worker imports this very code.
         path = os.pathsep.join(filter(None, (_PACKAGE_ROOT, os.environ.get("PYTHONPATH"))))
         env = {**os.environ, "PYTHONPATH": path}
@@ -65,6 +66,7 @@ class _Worker:
             sys.executable,
             "-m",
             parseworker.__name__,  # a module reference: it follows the worker if it moves
+            language,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             env=env,
@@ -104,19 +106,22 @@ class _Worker:
 class ParsePool:
     """`start` it on the loop that will use it, `close` it on the same loop."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, language: str = "en") -> None:
+        """`language`: a BCP 47 tag, for the terms each video carries (`terms.Terms`)."""
         self.workers = workers
+        self.language = language
         self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
         self._all: list[_Worker] = []
         self._exchanges: set[asyncio.Task[bytes]] = set()
         self._thread: concurrent.futures.ThreadPoolExecutor | None = None
+        self._terms = Terms(language)  # for parsing in a thread (parse_workers = 0)
 
     async def start(self) -> None:
         if self.workers <= 0:
             self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="parse")
             return
         for _ in range(self.workers):  # each imports the parsers now, not on the first user's search
-            worker = await _Worker.start()
+            worker = await _Worker.start(self.language)
             self._all.append(worker)
             self._idle.put_nowait(worker)
 
@@ -129,7 +134,7 @@ class ParsePool:
         """The answer's videos. Raises ParseFailed for a body that is not RSS or Atom."""
         if self._thread is not None:
             loop = asyncio.get_running_loop()
-            lines = await loop.run_in_executor(self._thread, parse_to_lines, body, max_items)
+            lines = await loop.run_in_executor(self._thread, parse_to_lines, body, max_items, self._terms)
         else:
             # Its own task, shielded: a caller that gives up must not leave a worker
             # half-way through an exchange, with an answer nobody reads in its pipe.
@@ -161,7 +166,7 @@ class ParsePool:
 
     async def _replace(self, dead: _Worker) -> _Worker:
         """A new worker in `dead`'s place; OSError (no processes or descriptors left) leaves it there."""
-        fresh = await _Worker.start()
+        fresh = await _Worker.start(self.language)
         self._all = [fresh if w is dead else w for w in self._all]
         return fresh
 

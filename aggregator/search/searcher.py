@@ -26,11 +26,11 @@ from aggregator.config import Config, Org
 from aggregator.ilos.breaker import Breakers, BreakerState
 from aggregator.ilos.budget import Budget, BudgetState, Spend
 from aggregator.ilos.durations import DurationLookups
-from aggregator.loop.turns import in_turns, off_loop, repeat
+from aggregator.loop.turns import in_turns, repeat
 from aggregator.metrics import Metrics
 from aggregator.model import OrgReport, OrgStatus, Result, Sort
 from aggregator.search.answers import AnswerSource, OrgAnswer
-from aggregator.search.merge import merge
+from aggregator.search.rank import Ranker
 from aggregator.search.suggestions import SuggestionIndex
 from aggregator.search.thumbnails import Redirect, Thumbnails
 
@@ -77,6 +77,7 @@ class Searcher:
         durations: DurationLookups,
         thumbnails: Thumbnails,
         suggestions: SuggestionIndex,
+        ranker: Ranker,
         metrics: Metrics,
     ) -> None:
         self.config = config
@@ -87,6 +88,7 @@ class Searcher:
         self._durations = durations
         self._thumbnails = thumbnails
         self._suggestions = suggestions
+        self._ranker = ranker
         self._last_reports: dict[str, OrgReport] = {}
         self._last_errors: dict[str, str] = {}  # safe to show: statuses and details never carry keys
         self._latency: dict[str, deque[tuple[float, float]]] = {}  # org -> (monotonic time, ms)
@@ -103,7 +105,7 @@ class Searcher:
         answers = [(org.id, answer) for org, (answer, _) in zip(orgs, timed, strict=True)]
         lists = [(org_id, answer.videos) for org_id, answer in answers]
         large = sum(len(videos) for _, videos in lists) > MERGE_OFF_LOOP
-        merged = await off_loop(large, merge, lists, sort)
+        merged = await self._ranker.order(query, lists, sort, large)
         # A turn of the loop between merging and learning: together, for one 500-video
         # answer, they were one of the longest steps left in the soak (docs/benchmarks.md).
         await asyncio.sleep(0)
@@ -201,3 +203,6 @@ class Searcher:
             self._suggestions.add_query(query, found_by, caller)
         titles = [(video.title, (org_id,)) for org_id, answer in answers for video in answer.videos]
         await in_turns(titles, lambda title_orgs: self._suggestions.add_title(*title_orgs))
+        # And the shared term statistics (`termstats`): each video counted once per process.
+        videos = [video for _, answer in answers for video in answer.videos]
+        await in_turns(videos, self._ranker.learn)

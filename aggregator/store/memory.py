@@ -155,5 +155,17 @@ class MemoryCache:
             for member in members:
                 times.pop(member, None)
 
+    async def add_counts(self, key: str, counts: Mapping[str, int], ttl: float) -> None:
+        held = self.get_now(key)
+        if not isinstance(held, dict):
+            held = {}
+        for name, n in counts.items():
+            held[name] = held.get(name, 0) + n
+        self.set_now(key, held, ttl)
+
+    async def counts(self, key: str) -> dict[str, int]:
+        held = self.get_now(key)
+        return dict(held) if isinstance(held, dict) else {}
+
     def describe(self) -> str:
         return "memory"

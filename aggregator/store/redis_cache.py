@@ -134,6 +134,25 @@ class RedisCache:
         if members:
             await self.client.zrem(key, *members)
 
+    async def add_counts(self, key: str, counts: Mapping[str, int], ttl: float) -> None:
+        if not counts:
+            return
+        async with self.client.pipeline(transaction=False) as pipe:
+            for name, n in counts.items():
+                pipe.hincrby(key, name, n)
+            pipe.pexpire(key, _px(ttl))
+            await pipe.execute()
+
+    async def counts(self, key: str) -> dict[str, int]:
+        raw = cast("dict[bytes, bytes]", await self.client.hgetall(key))
+        out = {}
+        for name, value in raw.items():
+            try:
+                out[name.decode()] = int(value)
+            except (UnicodeDecodeError, ValueError):
+                continue
+        return out
+
     def describe(self) -> str:
         return "redis"
 

@@ -140,5 +140,13 @@ class ResilientCache:
             lambda: self.redis.unschedule(key, members), lambda: self.memory.unschedule(key, members)
         )
 
+    async def add_counts(self, key: str, counts: Mapping[str, int], ttl: float) -> None:
+        await self._either(
+            lambda: self.redis.add_counts(key, counts, ttl), lambda: self.memory.add_counts(key, counts, ttl)
+        )
+
+    async def counts(self, key: str) -> dict[str, int]:
+        return await self._either(lambda: self.redis.counts(key), lambda: self.memory.counts(key))
+
     def describe(self) -> str:
         return "redis" if self.redis_up else "memory (Redis unreachable)"

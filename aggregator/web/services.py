@@ -35,8 +35,10 @@ from aggregator.model import Clock
 from aggregator.pages.service import Pages
 from aggregator.render.formats import FORMATS
 from aggregator.search.answers import AnswerSource
+from aggregator.search.rank import Ranker
 from aggregator.search.searcher import Searcher
 from aggregator.search.suggestions import SuggestionIndex
+from aggregator.search.termstats import TermStats
 from aggregator.search.thumbnails import Thumbnails
 from aggregator.store import cache as caches
 from aggregator.store.cache import Cache
@@ -67,7 +69,7 @@ class Services:
 @asynccontextmanager
 async def open_services(config: Config, clock: Clock, metrics: Metrics) -> AsyncIterator[Services]:
     session = new_session()
-    parse_pool = ParsePool(config.server.parse_workers)
+    parse_pool = ParsePool(config.server.parse_workers, config.description.language)
     try:
         await parse_pool.start()
         async with (
@@ -101,7 +103,10 @@ def _build(
         min_callers=config.suggest.min_query_count, retention_days=config.suggest.retention, clock=clock
     )
     thumbnails = Thumbnails(cache, answers.refresh, clock)
-    searcher = Searcher(config, answers, breakers, budget, durations, thumbnails, suggestions, metrics)
+    ranker = Ranker(config, TermStats(cache, clock))
+    searcher = Searcher(
+        config, answers, breakers, budget, durations, thumbnails, suggestions, ranker, metrics
+    )
     pages = Pages(config, cache, searcher, clock)
     subscriptions = Subscriptions(config, cache, clock, {f.name: f.path for f in FORMATS if f.subscribable})
     anyone = Caller(None, tuple(o.id for o in config.orgs))

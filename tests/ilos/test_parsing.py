@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from aggregator.ilos.parseworker import with_terms
 from aggregator.ilos.parsing import (
     UnparseableAnswer,
     parse_duration_text,
@@ -15,6 +16,7 @@ from aggregator.ilos.parsing import (
     plain_text,
     strip_title_prefix,
 )
+from aggregator.terms import Terms
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
@@ -22,8 +24,10 @@ UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
 
 @pytest.mark.parametrize("name", ["ilos_evidence.rss", "ilos_answer.atom"])
 def test_golden_answers(name: str) -> None:
-    """The parsed videos of each golden answer, field by field (UPDATE_GOLDEN=1 rewrites them)."""
-    videos = [v.to_json() for v in parse_search_answer((GOLDEN / name).read_bytes())]
+    """The parsed videos of each golden answer, field by field, with the terms the parse worker
+    gives them for ranking (UPDATE_GOLDEN=1 rewrites them)."""
+    terms = Terms("en")
+    videos = [with_terms(v, terms).to_json() for v in parse_search_answer((GOLDEN / name).read_bytes())]
     expected_path = GOLDEN / f"{name}.json"
     if UPDATE:
         expected_path.write_text(json.dumps(videos, indent=2, ensure_ascii=False) + "\n")

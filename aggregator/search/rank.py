@@ -1,0 +1,144 @@
+"""Relevance: one scale for every organisation's results, so the best matches come first.
+
+Each org's engine ranks its own catalogue by its own statistics, and a 30-video
+department's first result is no better than a 3,000-video faculty's tenth just
+for being first. So every returned video is scored again, the same way, by how
+well the text the service sees of it (title, description, author) matches the
+query: BM25F (Robertson & Zaragoza 2009), with term statistics over every org's
+videos (`termstats`: the shared snapshot plus this answer's videos). Re-scoring
+the titles and snippets of what the engines return with one function beat every
+rank-based merge in enterprise search (Li, Thomas & Hawking 2013).
+
+Each org's own order still says what the service cannot see (transcripts, plays),
+so it is blended in as a prior: `position_prior / (1 + ln(rank in that org))`,
+the same for every org whatever its size. `[[orgs]] weight` scales an org's
+results. Scores are rounded and ties broken on the randtag: the same answers and
+the same statistics give the same order, and so the same bytes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from aggregator.config import Config
+from aggregator.loop.turns import off_loop
+from aggregator.model import Result, Sort, Video
+from aggregator.search.merge import merge, richest
+from aggregator.search.termstats import Snapshot, TermStats
+from aggregator.terms import Terms
+
+K1 = 1.2
+B = 0.75
+FIELD_WEIGHTS = (2.0, 1.0, 0.5)  # title, description, author
+FIELDS = ("title", "description", "author")
+DIGITS = 6  # scores are rounded to this many decimals: equal inputs, equal bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Ranking:
+    """What relevance ranking needs besides the answers: the query's terms and the settings."""
+
+    terms: tuple[str, ...]  # the query's distinct terms (`terms.Terms.of`)
+    stats: Snapshot
+    position_prior: float = 0.3
+    weights: Mapping[str, float] | None = None  # org id -> weight; absent: 1.0
+
+
+class Ranker:
+    """Orders a search's merged results: by relevance (`rank`) or newest first (`merge.merge`)."""
+
+    def __init__(self, config: Config, stats: TermStats) -> None:
+        self.config = config
+        self.stats = stats
+        self.terms = Terms(config.description.language)
+        self._weights = {o.id: o.weight for o in config.orgs}
+
+    async def order(
+        self, query: str, answers: Sequence[tuple[str, Sequence[Video]]], sort: Sort, large: bool
+    ) -> list[Result]:
+        """`large`: enough videos that the work goes to a thread (`loop.turns.off_loop`)."""
+        if sort is not Sort.RELEVANCE:
+            return await off_loop(large, merge, answers, sort)
+        ranking = Ranking(
+            terms=tuple(dict.fromkeys(self.terms.of(query))),
+            stats=await self.stats.snapshot(),
+            position_prior=self.config.ranking.position_prior,
+            weights=self._weights,
+        )
+        return await off_loop(large, rank, answers, ranking)
+
+    def learn(self, video: Video) -> None:
+        self.stats.learn((video,))
+
+
+def rank(answers: Sequence[tuple[str, Sequence[Video]]], ranking: Ranking) -> list[Result]:
+    """`answers` are (org id, videos in that org's order); duplicates merged by randtag."""
+    videos: dict[str, Video] = {}
+    ranks: dict[str, list[tuple[str, int]]] = {}
+    for org_id, org_videos in answers:
+        for position, video in enumerate(org_videos, start=1):
+            tag = video.randtag
+            held = ranks.setdefault(tag, [])
+            if any(org == org_id for org, _ in held):  # an org that lists a video twice counts once
+                continue
+            held.append((org_id, position))
+            videos[tag] = richest(videos[tag], video) if tag in videos else video
+    fields = {tag: _fields(v) for tag, v in videos.items()}
+    idf = _idf(ranking, list(fields.values()))
+    avg_length = sum(_length(f) for f in fields.values()) / max(1, len(fields))
+    best = sum(idf.values()) * (K1 + 1) or 1.0
+    weights = ranking.weights or {}
+    results = []
+    for tag, video in videos.items():
+        text, matched = _bm25f(fields[tag], idf, avg_length)
+        prior = max(
+            weights.get(org, 1.0) * ranking.position_prior / (1 + math.log(position))
+            for org, position in ranks[tag]
+        )
+        weight = max(weights.get(org, 1.0) for org, _ in ranks[tag])
+        score = round(weight * text / best + prior, DIGITS)
+        orgs = tuple(org for org, _ in ranks[tag])
+        results.append(Result(video, orgs, score, tuple(ranks[tag]), matched))
+    results.sort(key=lambda r: (-r.score, r.video.randtag))
+    return results
+
+
+def _fields(video: Video) -> tuple[list[str], list[str], list[str]]:
+    title, description, author = video.terms
+    return title.split(), description.split(), author.split()
+
+
+def _length(fields: tuple[list[str], ...]) -> float:
+    return sum(w * len(f) for w, f in zip(FIELD_WEIGHTS, fields, strict=True))
+
+
+def _idf(ranking: Ranking, fields: Sequence[tuple[list[str], ...]]) -> dict[str, float]:
+    """BM25's idf of each query term over the snapshot and this answer's videos together."""
+    n = ranking.stats.videos + len(fields)
+    idf = {}
+    for term in ranking.terms:
+        df = ranking.stats.df.get(term, 0) + sum(1 for f in fields if any(term in part for part in f))
+        idf[term] = math.log(1 + (n - df + 0.5) / (df + 0.5))
+    return idf
+
+
+def _bm25f(
+    fields: tuple[list[str], ...], idf: Mapping[str, float], avg_length: float
+) -> tuple[float, tuple[str, ...]]:
+    """The video's BM25F score for the query, and which of its fields hold a query term."""
+    length = _length(fields)
+    norm = K1 * (1 - B + B * length / avg_length) if avg_length else K1
+    score = 0.0
+    matched = set()
+    for term, weight in idf.items():
+        tf = 0.0
+        for name, w, field in zip(FIELDS, FIELD_WEIGHTS, fields, strict=True):
+            count = field.count(term)
+            if count:
+                tf += w * count
+                matched.add(name)
+        if tf:
+            score += weight * tf * (K1 + 1) / (tf + norm)
+    return score, tuple(name for name in FIELDS if name in matched)
