@@ -12,7 +12,7 @@ import functools
 import json
 
 from aggregator.loop.turns import in_turns
-from aggregator.model import Result, duration_seconds
+from aggregator.model import Result, Sort, duration_seconds
 from aggregator.render.presentation import View
 
 
@@ -76,11 +76,16 @@ def _item(view: View, result: Result) -> dict[str, object]:
     if v.duration_ms is not None:
         attachment["duration_in_seconds"] = duration_seconds(v.duration_ms)
     item["attachments"] = [attachment]
-    item["_ilos"] = {
+    ilos: dict[str, object] = {
         "about": f"{view.base_url}/opensearch.xml",
         "randtag": v.randtag,
         "duration_ms": v.duration_ms,
         "orgs": list(result.orgs),
         "embed_url": v.embed_url,
     }
+    if view.page.params.sort is Sort.RELEVANCE:
+        # Why it stands where it does: its score, its place in each org's own answer, and which
+        # fields hold a word of the query (search.rank). Absent from newest-first feeds.
+        ilos.update(score=result.score, rank_in_org=dict(result.rank_in_org), matched=list(result.matched))
+    item["_ilos"] = ilos
     return item

@@ -7,15 +7,18 @@ from upstream can run in a reader's browser or in the intranet that frames it.
 
 from __future__ import annotations
 
+import functools
 from urllib.parse import urlsplit
 
 import jinja2
+from markupsafe import Markup, escape
 
 from aggregator import PRODUCT, __version__
 from aggregator.loop.turns import in_turns
-from aggregator.model import format_duration
+from aggregator.model import Sort, format_duration
 from aggregator.render.presentation import View
 from aggregator.resources import template
+from aggregator.terms import Terms, marked_spans
 
 MEDIA_TYPE = "text/html"
 STYLESHEET = template("search.css").read_bytes()
@@ -30,7 +33,25 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters["duration"] = format_duration
+    env.filters["marked"] = _marked
     return env
+
+
+def _marked(title: str, view: View) -> Markup:
+    """The title with the words the query matched in `<mark>`: each piece escaped first, the
+    pieces found in the original text (`terms.marked_spans`), whatever folding does to lengths."""
+    if view.page.params.sort is not Sort.RELEVANCE:  # a newest-first page is as it was
+        return escape(title)
+    wanted = frozenset(_terms(view.language).of(view.page.params.q))
+    return Markup("").join(
+        Markup("<mark>{}</mark>").format(piece) if matched else escape(piece)
+        for piece, matched in marked_spans(title, wanted, _terms(view.language))
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _terms(language: str) -> Terms:
+    return Terms(language)
 
 
 _ENV = _environment()

@@ -19,6 +19,7 @@ the same statistics give the same order, and so the same bytes.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -34,6 +35,9 @@ B = 0.75
 FIELD_WEIGHTS = (2.0, 1.0, 0.5)  # title, description, author
 FIELDS = ("title", "description", "author")
 DIGITS = 6  # scores are rounded to this many decimals: equal inputs, equal bytes
+FEEDBACK_DOCS = 10  # the best first-pass matches whose shared terms expand the query
+FEEDBACK_TERMS = 10
+FEEDBACK_WEIGHT = 0.5  # the weight of the most telling feedback term; a typed word weighs 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,23 +90,58 @@ def rank(answers: Sequence[tuple[str, Sequence[Video]]], ranking: Ranking) -> li
             held.append((org_id, position))
             videos[tag] = richest(videos[tag], video) if tag in videos else video
     fields = {tag: _fields(v) for tag, v in videos.items()}
-    idf = _idf(ranking, list(fields.values()))
     avg_length = sum(_length(f) for f in fields.values()) / max(1, len(fields))
-    best = sum(idf.values()) * (K1 + 1) or 1.0
     weights = ranking.weights or {}
+    query = dict.fromkeys(ranking.terms, 1.0)
+    if FEEDBACK_DOCS and query:
+        idf = _idf(ranking.stats, list(fields.values()), query)
+        first = {tag: _bm25f(fields[tag], idf, avg_length)[0] for tag in videos}
+        top = sorted((t for t in videos if first[t] > 0), key=lambda t: (-first[t], t))
+        query.update(_feedback(ranking.stats, [fields[t] for t in top[:FEEDBACK_DOCS]], fields, query))
+    idf = _idf(ranking.stats, list(fields.values()), query)
+    best = sum(idf.values()) * (K1 + 1) or 1.0
+    text: dict[str, tuple[float, tuple[str, ...]]] = {
+        tag: _bm25f(fields[tag], idf, avg_length, ranking.terms) for tag in videos
+    }
     results = []
     for tag, video in videos.items():
-        text, matched = _bm25f(fields[tag], idf, avg_length)
+        score, matched = text[tag]
         prior = max(
             weights.get(org, 1.0) * ranking.position_prior / (1 + math.log(position))
             for org, position in ranks[tag]
         )
         weight = max(weights.get(org, 1.0) for org, _ in ranks[tag])
-        score = round(weight * text / best + prior, DIGITS)
+        final = round(weight * score / best + prior, DIGITS)
         orgs = tuple(org for org, _ in ranks[tag])
-        results.append(Result(video, orgs, score, tuple(ranks[tag]), matched))
+        results.append(Result(video, orgs, final, tuple(ranks[tag]), matched))
     results.sort(key=lambda r: (-r.score, r.video.randtag))
     return results
+
+
+def _feedback(
+    stats: Snapshot,
+    top: Sequence[tuple[list[str], ...]],
+    every: Mapping[str, tuple[list[str], ...]],
+    query: Mapping[str, float],
+) -> dict[str, float]:
+    """Pseudo-relevance feedback (RM3, Lavrenko & Croft 2001; Abdul-Jaleel et al. 2004): the terms
+    the best first-pass matches share, weighted by how often and how telling they are. A video
+    about the query's subject that lacks its exact words then still scores."""
+    if not top:
+        return {}
+    weight: dict[str, float] = {}
+    for doc in top:
+        length = _length(doc) or 1.0
+        for w, part in zip(FIELD_WEIGHTS, doc, strict=True):
+            for term in part:
+                if term not in query:
+                    weight[term] = weight.get(term, 0.0) + w / length
+    idf = _idf(stats, list(every.values()), weight)
+    ranked = sorted(weight, key=lambda t: (-weight[t] * idf[t], t))[:FEEDBACK_TERMS]
+    if not ranked:
+        return {}
+    most = weight[ranked[0]] * idf[ranked[0]]
+    return {t: round(FEEDBACK_WEIGHT * weight[t] * idf[t] / most, DIGITS) for t in ranked}
 
 
 def _fields(video: Video) -> tuple[list[str], list[str], list[str]]:
@@ -114,20 +153,26 @@ def _length(fields: tuple[list[str], ...]) -> float:
     return sum(w * len(f) for w, f in zip(FIELD_WEIGHTS, fields, strict=True))
 
 
-def _idf(ranking: Ranking, fields: Sequence[tuple[list[str], ...]]) -> dict[str, float]:
-    """BM25's idf of each query term over the snapshot and this answer's videos together."""
-    n = ranking.stats.videos + len(fields)
+def _idf(
+    stats: Snapshot, fields: Sequence[tuple[list[str], ...]], query: Mapping[str, float]
+) -> dict[str, float]:
+    """Each query term's BM25 idf over the snapshot and this answer's videos together, times the
+    term's weight in the query (1 for the words typed, less for feedback terms)."""
+    n = stats.videos + len(fields)
+    answer_df: Counter[str] = Counter()
+    for f in fields:
+        answer_df.update({term for part in f for term in part if term in query})
     idf = {}
-    for term in ranking.terms:
-        df = ranking.stats.df.get(term, 0) + sum(1 for f in fields if any(term in part for part in f))
-        idf[term] = math.log(1 + (n - df + 0.5) / (df + 0.5))
+    for term, weight in query.items():
+        df = stats.df.get(term, 0) + answer_df[term]
+        idf[term] = weight * math.log(1 + (n - df + 0.5) / (df + 0.5))
     return idf
 
 
 def _bm25f(
-    fields: tuple[list[str], ...], idf: Mapping[str, float], avg_length: float
+    fields: tuple[list[str], ...], idf: Mapping[str, float], avg_length: float, typed: Sequence[str] = ()
 ) -> tuple[float, tuple[str, ...]]:
-    """The video's BM25F score for the query, and which of its fields hold a query term."""
+    """The video's BM25F score for the query, and which of its fields hold a word typed."""
     length = _length(fields)
     norm = K1 * (1 - B + B * length / avg_length) if avg_length else K1
     score = 0.0
@@ -138,7 +183,8 @@ def _bm25f(
             count = field.count(term)
             if count:
                 tf += w * count
-                matched.add(name)
+                if term in typed:
+                    matched.add(name)
         if tf:
             score += weight * tf * (K1 + 1) / (tf + norm)
     return score, tuple(name for name in FIELDS if name in matched)

@@ -152,7 +152,9 @@ async def test_description_health_and_page(client) -> None:
     assert (await (await client.get("/healthz")).text()).strip() == "ok"
     page = await client.get("/", params={"q": "onboarding"})
     html = await page.text()
-    assert page.status == 200 and "Welcome to campus: onboarding for all staff" in html
+    shown = html.replace("<mark>", "").replace("</mark>", "")  # the query's words are marked
+    assert page.status == 200 and "Welcome to campus: onboarding for all staff" in shown
+    assert "Welcome to campus: <mark>onboarding</mark> for all staff" in html
     assert '<link rel="search" type="application/opensearchdescription+xml"' in html
 
 
@@ -261,7 +263,8 @@ async def test_text_xml_forbids_is_dropped_never_a_500(client, sim) -> None:
             resp = await client.get(path, params={"q": q, "count": "100"})
             assert resp.status == 200, (path, q)
             body = await resp.read()
-            assert b"Onboarding for everyone" in body.replace(b"  ", b" ")
+            shown = body.replace(b"<mark>", b"").replace(b"</mark>", b"")  # the page marks the query
+            assert b"Onboarding for everyone" in shown.replace(b"  ", b" ")
     only_forbidden = await client.get("/search.atom", params={"q": "\uffff"})
     assert only_forbidden.status == 400 and "q: is required" in await only_forbidden.text()
 
