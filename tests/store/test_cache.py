@@ -207,7 +207,9 @@ async def test_last_modified_is_when_the_representation_first_appeared(redis_cli
     again = await client.get("/search.atom", params={"q": "safety", "sort": "date"})
     assert again.headers["ETag"] == first.headers["ETag"] and again.headers["Last-Modified"] == modified
     assert (
-        await client.get("/search.atom", params={"q": "safety", "sort": "date"}, headers={"If-Modified-Since": modified})
+        await client.get(
+            "/search.atom", params={"q": "safety", "sort": "date"}, headers={"If-Modified-Since": modified}
+        )
     ).status == 304
     # Shared through Redis: another replica says the same.
     other = await redis_client_app()
