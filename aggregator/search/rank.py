@@ -18,6 +18,7 @@ the same statistics give the same order, and so the same bytes.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -48,6 +49,7 @@ class Ranking:
     stats: Snapshot
     position_prior: float = 0.3
     weights: Mapping[str, float] | None = None  # org id -> weight; absent: 1.0
+    order_says: Mapping[str, float] | None = None  # org id -> how much its order says (Ranker)
 
 
 class Ranker:
@@ -58,6 +60,9 @@ class Ranker:
         self.stats = stats
         self.terms = Terms(config.description.language)
         self._weights = {o.id: o.weight for o in config.orgs}
+        self._orders: dict[str, list[int]] = {}  # org id -> [answers in date order, answers that could tell]
+        self._order_says: dict[str, float] = {}  # as of the statistics' snapshot in force
+        self._version = -1
 
     async def order(
         self, query: str, answers: Sequence[tuple[str, Sequence[Video]]], sort: Sort, large: bool
@@ -65,11 +70,22 @@ class Ranker:
         """`large`: enough videos that the work goes to a thread (`loop.turns.off_loop`)."""
         if sort is not Sort.RELEVANCE:
             return await off_loop(large, merge, answers, sort)
+        stats = await self.stats.snapshot()
+        if stats.version != self._version:  # what orders say moves with the snapshot, not between
+            self._version = stats.version
+            self._order_says = {org: 1 - dated / told for org, (dated, told) in self._orders.items() if told}
+        for org_id, videos in answers:
+            dated = [v.published for v in videos if v.published is not None]
+            if len(dated) >= 3:
+                counts = self._orders.setdefault(org_id, [0, 0])
+                counts[0] += _newest_first(videos)
+                counts[1] += 1
         ranking = Ranking(
             terms=tuple(dict.fromkeys(self.terms.of(query))),
-            stats=await self.stats.snapshot(),
+            stats=stats,
             position_prior=self.config.ranking.position_prior,
             weights=self._weights,
+            order_says=self._order_says,
         )
         return await off_loop(large, rank, answers, ranking)
 
@@ -90,39 +106,48 @@ def rank(answers: Sequence[tuple[str, Sequence[Video]]], ranking: Ranking) -> li
             held.append((org_id, position))
             videos[tag] = richest(videos[tag], video) if tag in videos else video
     fields = {tag: _fields(v) for tag, v in videos.items()}
-    avg_length = sum(_length(f) for f in fields.values()) / max(1, len(fields))
+    avg_length = sum(length for _, length, _ in fields.values()) / max(1, len(fields))
     weights = ranking.weights or {}
     query = dict.fromkeys(ranking.terms, 1.0)
     if FEEDBACK_DOCS and query:
         idf = _idf(ranking.stats, list(fields.values()), query)
-        first = {tag: _bm25f(fields[tag], idf, avg_length)[0] for tag in videos}
+        first = {tag: _bm25f(fields[tag], idf, avg_length) for tag in videos}
         top = sorted((t for t in videos if first[t] > 0), key=lambda t: (-first[t], t))
-        query.update(_feedback(ranking.stats, [fields[t] for t in top[:FEEDBACK_DOCS]], fields, query))
+        every = list(fields.values())
+        query.update(_feedback(ranking.stats, [fields[t] for t in top[:FEEDBACK_DOCS]], every, query))
     idf = _idf(ranking.stats, list(fields.values()), query)
     best = sum(idf.values()) * (K1 + 1) or 1.0
-    text: dict[str, tuple[float, tuple[str, ...]]] = {
-        tag: _bm25f(fields[tag], idf, avg_length, ranking.terms) for tag in videos
+    text = {tag: _bm25f(fields[tag], idf, avg_length) for tag in videos}
+    # An org that answers in date order says nothing of relevance by its order: this answer if it
+    # can tell (three dated videos or more), else what the org's answers have shown so far.
+    learned = ranking.order_says or {}
+    says = {
+        org_id: 0.0 if _newest_first(org_videos) else learned.get(org_id, 1.0)
+        for org_id, org_videos in answers
     }
     results = []
     for tag, video in videos.items():
-        score, matched = text[tag]
+        score = text[tag]
         prior = max(
-            weights.get(org, 1.0) * ranking.position_prior / (1 + math.log(position))
+            says[org] * weights.get(org, 1.0) * ranking.position_prior / (1 + math.log(position))
             for org, position in ranks[tag]
         )
         weight = max(weights.get(org, 1.0) for org, _ in ranks[tag])
         final = round(weight * score / best + prior, DIGITS)
         orgs = tuple(org for org, _ in ranks[tag])
-        results.append(Result(video, orgs, final, tuple(ranks[tag]), matched))
+        results.append(Result(video, orgs, final, tuple(ranks[tag]), _matched(fields[tag], ranking.terms)))
     results.sort(key=lambda r: (-r.score, r.video.randtag))
     return results
 
 
+def _newest_first(videos: Sequence[Video]) -> bool:
+    """Whether an answer lists its videos newest first (at least three dated ones, none out of order)."""
+    dates = [v.published for v in videos if v.published is not None]
+    return len(dates) >= 3 and all(a >= b for a, b in itertools.pairwise(dates))
+
+
 def _feedback(
-    stats: Snapshot,
-    top: Sequence[tuple[list[str], ...]],
-    every: Mapping[str, tuple[list[str], ...]],
-    query: Mapping[str, float],
+    stats: Snapshot, top: Sequence[Doc], every: Sequence[Doc], query: Mapping[str, float]
 ) -> dict[str, float]:
     """Pseudo-relevance feedback (RM3, Lavrenko & Croft 2001; Abdul-Jaleel et al. 2004): the terms
     the best first-pass matches share, weighted by how often and how telling they are. A video
@@ -130,13 +155,11 @@ def _feedback(
     if not top:
         return {}
     weight: dict[str, float] = {}
-    for doc in top:
-        length = _length(doc) or 1.0
-        for w, part in zip(FIELD_WEIGHTS, doc, strict=True):
-            for term in part:
-                if term not in query:
-                    weight[term] = weight.get(term, 0.0) + w / length
-    idf = _idf(stats, list(every.values()), weight)
+    for tf, length, _ in top:
+        for term, count in tf.items():
+            if term not in query:
+                weight[term] = weight.get(term, 0.0) + count / (length or 1.0)
+    idf = _idf(stats, every, weight)
     ranked = sorted(weight, key=lambda t: (-weight[t] * idf[t], t))[:FEEDBACK_TERMS]
     if not ranked:
         return {}
@@ -144,47 +167,49 @@ def _feedback(
     return {t: round(FEEDBACK_WEIGHT * weight[t] * idf[t] / most, DIGITS) for t in ranked}
 
 
-def _fields(video: Video) -> tuple[list[str], list[str], list[str]]:
-    title, description, author = video.terms
-    return title.split(), description.split(), author.split()
+Doc = tuple[dict[str, float], float, tuple[str, str, str]]  # weighted term counts, length, the fields
 
 
-def _length(fields: tuple[list[str], ...]) -> float:
-    return sum(w * len(f) for w, f in zip(FIELD_WEIGHTS, fields, strict=True))
+def _fields(video: Video) -> Doc:
+    """The video's terms counted once, each field's by its weight, and its weighted length."""
+    tf: dict[str, float] = {}
+    length = 0.0
+    for w, part in zip(FIELD_WEIGHTS, video.terms, strict=True):
+        words = part.split()
+        length += w * len(words)
+        for term in words:
+            tf[term] = tf.get(term, 0.0) + w
+    return tf, length, video.terms
 
 
-def _idf(
-    stats: Snapshot, fields: Sequence[tuple[list[str], ...]], query: Mapping[str, float]
-) -> dict[str, float]:
+def _idf(stats: Snapshot, docs: Sequence[Doc], query: Mapping[str, float]) -> dict[str, float]:
     """Each query term's BM25 idf over the snapshot and this answer's videos together, times the
     term's weight in the query (1 for the words typed, less for feedback terms)."""
-    n = stats.videos + len(fields)
-    answer_df: Counter[str] = Counter()
-    for f in fields:
-        answer_df.update({term for part in f for term in part if term in query})
+    n = stats.videos + len(docs)
+    wanted = query.keys()
+    in_answer: Counter[str] = Counter()
+    for tf, _, _ in docs:  # one pass, the set operation in C
+        in_answer.update(tf.keys() & wanted)
     idf = {}
     for term, weight in query.items():
-        df = stats.df.get(term, 0) + answer_df[term]
+        df = stats.df.get(term, 0) + in_answer[term]
         idf[term] = weight * math.log(1 + (n - df + 0.5) / (df + 0.5))
     return idf
 
 
-def _bm25f(
-    fields: tuple[list[str], ...], idf: Mapping[str, float], avg_length: float, typed: Sequence[str] = ()
-) -> tuple[float, tuple[str, ...]]:
-    """The video's BM25F score for the query, and which of its fields hold a word typed."""
-    length = _length(fields)
+def _bm25f(doc: Doc, idf: Mapping[str, float], avg_length: float) -> float:
+    """The video's BM25F score for the (weighted) query."""
+    tf, length, _ = doc
     norm = K1 * (1 - B + B * length / avg_length) if avg_length else K1
     score = 0.0
-    matched = set()
-    for term, weight in idf.items():
-        tf = 0.0
-        for name, w, field in zip(FIELDS, FIELD_WEIGHTS, fields, strict=True):
-            count = field.count(term)
-            if count:
-                tf += w * count
-                if term in typed:
-                    matched.add(name)
-        if tf:
-            score += weight * tf * (K1 + 1) / (tf + norm)
-    return score, tuple(name for name in FIELDS if name in matched)
+    for term in tf.keys() & idf.keys():
+        count = tf[term]
+        score += idf[term] * count * (K1 + 1) / (count + norm)
+    return score
+
+
+def _matched(doc: Doc, typed: Sequence[str]) -> tuple[str, ...]:
+    """Which fields hold a word typed."""
+    return tuple(
+        name for name, part in zip(FIELDS, doc[2], strict=True) if any(f" {t} " in f" {part} " for t in typed)
+    )
