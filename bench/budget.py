@@ -30,6 +30,7 @@ from pathlib import Path
 import aiohttp
 
 from aggregator.demo.samples import SAMPLE_TOPICS
+from aggregator.web.accesslog import org_outcomes
 from bench.processes import ROOT, start_redis, start_service, start_simulator, stop
 
 ORGS = 20
@@ -89,15 +90,6 @@ async def load(bases: list[str], queries: list[str], args: argparse.Namespace, r
     return results
 
 
-def statuses(server_timing: str) -> dict[str, str]:
-    out = {}
-    for metric in server_timing.split(","):
-        name, _, rest = metric.strip().partition(";")
-        if name.startswith("org-") and 'desc="' in rest:
-            out[name[4:]] = rest.split('desc="', 1)[1].split('"', 1)[0]
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--processes", type=int, default=1)
@@ -154,7 +146,7 @@ def main() -> None:
     refused = {name: o["throttled"] for name, o in orgs.items()}
     answered = [r for r in results if r[1] == 200]
     complete = sum(
-        1 for _, _, timing in answered if set(statuses(timing).values()) <= {"ok", "cached", "stale"}
+        1 for _, _, timing in answered if set(org_outcomes(timing).values()) <= {"ok", "cached", "stale"}
     )
     latencies = sorted(r[0] * 1000 for r in answered)
     print(

@@ -129,12 +129,12 @@ def _json_line(
         "bytes": response.body_length,
         "ms": round(taken * 1000, 1),
         "client": request.get(CLIENT),
-        "orgs": _outcomes(response.headers.get("Server-Timing", "")),
+        "orgs": org_outcomes(response.headers.get("Server-Timing", "")),
     }
     return json.dumps(record, ensure_ascii=False) + "\n"
 
 
-def _outcomes(server_timing: str) -> dict[str, str]:
+def org_outcomes(server_timing: str) -> dict[str, str]:
     """`org-<id>` -> its desc, from our own Server-Timing header."""
     out = {}
     for metric in server_timing.split(","):
