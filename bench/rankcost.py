@@ -21,11 +21,11 @@ from aggregator.search.termstats import Snapshot
 from aggregator.terms import Terms
 
 
-def best_of(runs: int, fn: Callable[[], object]) -> float:
+def best_of(runs: int, fn: Callable[..., object], *args: object) -> float:
     times = []
     for _ in range(runs):
         started = time.perf_counter()
-        fn()
+        fn(*args)
         times.append(time.perf_counter() - started)
     return min(times) * 1000
 
@@ -44,8 +44,8 @@ def main() -> None:
     for orgs, each in ((8, 25), (8, 500)):
         answers = [(f"o{o}", [video(o * 1000 + i) for i in range(each)]) for o in range(orgs)]
         ranking = Ranking(tuple(terms.of("w1 w2")), stats)
-        before = best_of(7, lambda: merge(answers, Sort.RELEVANCE))
-        after = best_of(7, lambda: rank(answers, ranking))
+        before = best_of(7, merge, answers, Sort.RELEVANCE)
+        after = best_of(7, rank, answers, ranking)
         print(f"{orgs} orgs x {each}: merge {before:.2f} ms, rank {after:.2f} ms")
 
 
