@@ -446,6 +446,5 @@ def solid_png(width: int, height: int, r: int, g: int, b: int) -> bytes:
 
 async def _arrive(org: SimOrg) -> None:
     """The request's trip to ilos, before ilos counts it."""
-    low, high = org.arrival_delay
-    if high > 0:
-        await asyncio.sleep(random.uniform(low, high))
+    if org.arrival_delay[1] > 0:
+        await asyncio.sleep(random.uniform(*org.arrival_delay))
