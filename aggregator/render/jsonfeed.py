@@ -70,6 +70,7 @@ def _item(view: View, result: Result) -> dict[str, object]:
         item["image"] = thumb
     if v.author:
         item["authors"] = [{"name": v.author}]
+        item["author"] = {"name": v.author}  # JSON Feed 1.0's, which 1.1 allows beside: 1.0 readers
     item["tags"] = view.org_labels(result)
     # The video as JSON Feed 1.1 sees a media file: its embed page, with its length in seconds.
     attachment: dict[str, object] = {"url": v.embed_url, "mime_type": "text/html", "title": v.title}

@@ -7,54 +7,52 @@ import re
 
 from aiohttp import web
 
+from aggregator.config import Config
 from aggregator.model import RANDTAG_RE
 from aggregator.render.description import render_description, render_osdx
 from aggregator.render.formats import DESCRIPTION
 from aggregator.render.icons import play_icon
 from aggregator.render.page import STYLESHEET
 from aggregator.search import thumbnails
-from aggregator.web.state import CONFIG, SERVICES
+from aggregator.web.httpcache import Resource, respond_resource
+from aggregator.web.state import CONFIG, RESOURCES, SERVICES
+
+DESCRIPTION_TYPE = f"{DESCRIPTION.media_type}; charset=utf-8"
+
+
+def build_resources(config: Config) -> dict[str, Resource]:
+    """Every body that depends on the config alone, made once per app with its validators."""
+    filename = re.sub(r"[^A-Za-z0-9 ._-]", "", config.description.short_name) or "search"
+    day = "public, max-age=86400"
+    return {
+        "description": Resource.of(render_description(config), DESCRIPTION_TYPE, day),
+        "osdx": Resource.of(render_osdx(config), DESCRIPTION_TYPE, day),
+        "osdx-disposition": Resource.of(f'attachment; filename="{filename}.osdx"'.encode(), "", ""),
+        "stylesheet": Resource.of(STYLESHEET, "text/css; charset=utf-8", "public, max-age=3600"),
+        # PNGs are compressed already: validators only.
+        "icon-16": Resource.of(play_icon(16), "image/png", "public, max-age=604800", compress=False),
+        "icon-64": Resource.of(play_icon(64), "image/png", "public, max-age=604800", compress=False),
+    }
 
 
 async def description(request: web.Request) -> web.Response:
-    body = render_description(request.app[CONFIG])
-    return web.Response(
-        body=body,
-        content_type=DESCRIPTION.media_type,
-        charset="utf-8",
-        headers={"Cache-Control": "public, max-age=86400"},
-    )
+    return respond_resource(request, request.app[RESOURCES]["description"])
 
 
 async def windows_connector(request: web.Request) -> web.Response:
     """Opened in Windows Explorer, this adds the service as a federated search location."""
-    config = request.app[CONFIG]
-    filename = re.sub(r"[^A-Za-z0-9 ._-]", "", config.description.short_name) or "search"
-    return web.Response(
-        body=render_osdx(config),
-        content_type=DESCRIPTION.media_type,
-        charset="utf-8",
-        headers={
-            "Content-Disposition": f'attachment; filename="{filename}.osdx"',
-            "Cache-Control": "public, max-age=86400",
-        },
-    )
+    resources = request.app[RESOURCES]
+    disposition = resources["osdx-disposition"].body.decode()
+    return respond_resource(request, resources["osdx"], {"Content-Disposition": disposition})
 
 
 async def stylesheet(request: web.Request) -> web.Response:
-    return web.Response(
-        body=STYLESHEET,
-        content_type="text/css",
-        charset="utf-8",
-        headers={"Cache-Control": "public, max-age=3600"},
-    )
+    return respond_resource(request, request.app[RESOURCES]["stylesheet"])
 
 
 async def icon(request: web.Request) -> web.Response:
-    size = int(request.match_info.get("size", "64"))
-    return web.Response(
-        body=play_icon(size), content_type="image/png", headers={"Cache-Control": "public, max-age=604800"}
-    )
+    size = request.match_info.get("size", "64")
+    return respond_resource(request, request.app[RESOURCES][f"icon-{size}"])
 
 
 async def thumbnail(request: web.Request) -> web.Response:

@@ -8,12 +8,14 @@ lookup and this. `If-None-Match` wins over `If-Modified-Since` (section 13.2.2);
 
 from __future__ import annotations
 
+import gzip
+from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 
 from aiohttp import web
 
-from aggregator.pages.cached_page import CachedPage
+from aggregator.pages.cached_page import MIN_GZIP, CachedPage, body_etag
 
 
 def respond(
@@ -110,3 +112,42 @@ def _qvalue(text: str) -> float:
         return 0.0
     value = float(text)
     return value if 0.0 <= value <= 1.0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """A body that does not depend on a search (the description, the stylesheet, an icon) or one
+    made per request (suggestions), ready to answer: both codings and a strong ETag for each."""
+
+    body: bytes
+    content_type: str
+    cache_control: str
+    etag: str
+    gzipped: bytes | None = None
+    gzip_etag: str = ""
+
+    @classmethod
+    def of(cls, body: bytes, content_type: str, cache_control: str, compress: bool = True) -> Resource:
+        etag = body_etag(body)
+        gzipped = gzip.compress(body, 6, mtime=0) if compress and len(body) >= MIN_GZIP else None
+        return cls(body, content_type, cache_control, etag, gzipped, etag[:-1] + '-gzip"')
+
+
+def respond_resource(
+    request: web.Request, resource: Resource, extra: dict[str, str] | None = None
+) -> web.Response:
+    """200 or 304 (If-None-Match, weak comparison as RFC 9110 13.1.2 says), gzip where accepted."""
+    accept_encoding = request.headers.get("Accept-Encoding")
+    gzipped = resource.gzipped is not None and accept_encoding is not None and accepts_gzip(accept_encoding)
+    etag = resource.gzip_etag if gzipped else resource.etag
+    headers = {"ETag": etag, "Cache-Control": resource.cache_control, **(extra or {})}
+    if resource.gzipped is not None:
+        headers["Vary"] = f"{headers['Vary']}, Accept-Encoding" if "Vary" in headers else "Accept-Encoding"
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match is not None and _matches(if_none_match, etag):
+        return web.Response(status=304, headers=headers)
+    headers["Content-Type"] = resource.content_type
+    if gzipped:
+        headers["Content-Encoding"] = "gzip"
+        return web.Response(body=resource.gzipped, headers=headers)
+    return web.Response(body=resource.body, headers=headers)

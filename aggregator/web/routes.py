@@ -13,10 +13,12 @@ from aggregator.render.formats import DESCRIPTION, FORMATS, HTML, SUGGESTIONS
 from aggregator.web import assets, ops
 from aggregator.web.search import Handler, search_handler, search_page, suggest
 from aggregator.web.signals import preflight
+from aggregator.web.state import CONFIG, RESOURCES
 from aggregator.web.webhook import ilos_upload
 
 
 def add_routes(app: web.Application) -> None:
+    app[RESOURCES] = assets.build_resources(app[CONFIG])
     special: dict[str, Handler] = {
         HTML.name: search_page,
         SUGGESTIONS.name: suggest,

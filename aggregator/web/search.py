@@ -20,7 +20,7 @@ from aggregator.render.page import render_form
 from aggregator.web.accesslog import CLIENT
 from aggregator.web.auth import unauthorized
 from aggregator.web.errors import NO_STORE, bad_request, too_many
-from aggregator.web.httpcache import respond
+from aggregator.web.httpcache import Resource, respond, respond_resource
 from aggregator.web.services import Services
 from aggregator.web.state import CONFIG, PAGE_HEADERS, SERVICES
 
@@ -120,12 +120,9 @@ async def suggest(request: web.Request) -> web.Response:
         )
     found = services.searcher.suggest(prefix, caller.visible_orgs)
     scope = "private" if caller.authenticated else "public"
-    return web.Response(
-        body=json.dumps([prefix, found], ensure_ascii=False).encode(),
-        content_type=SUGGESTIONS.media_type,
-        charset="utf-8",
-        headers={"Cache-Control": f"{scope}, max-age=60", "Vary": "Authorization"},
-    )
+    body = json.dumps([prefix, found], ensure_ascii=False).encode()
+    answer = Resource.of(body, f"{SUGGESTIONS.media_type}; charset=utf-8", f"{scope}, max-age=60")
+    return respond_resource(request, answer, {"Vary": "Authorization"})
 
 
 async def _over_limit(
