@@ -25,6 +25,7 @@ from aggregator.render.presentation import View
 
 OPENSEARCH_NS = "http://a9.com/-/spec/opensearch/1.1/"
 ATOM_NS = "http://www.w3.org/2005/Atom"
+ILOS_NS = "https://github.com/ilos-aggregator/ns/1.0"  # ours, fixed: what only this service says
 
 
 class OpenSearchExtension(BaseExtension):  # type: ignore[misc]  # feedgen is untyped
@@ -81,6 +82,33 @@ class OpenSearchExtension(BaseExtension):  # type: ignore[misc]  # feedgen is un
         return rss
 
 
+class MissingExtension(BaseExtension):  # type: ignore[misc]  # feedgen is untyped
+    """`<ilos:missing org="medicine" status="timeout">Medicine</ilos:missing>` at feed level, one per
+    org whose results are missing: what the subtitle says in words, for programs. Registered only
+    when some are missing, so a healthy answer's bytes stay as they were."""
+
+    def __init__(self) -> None:
+        self._missing: list[tuple[str, str, str]] = []
+
+    def missing(self, missing: list[tuple[str, str, str]]) -> None:
+        self._missing = missing
+
+    def extend_ns(self) -> dict[str, str]:
+        return {"ilos": ILOS_NS}
+
+    def _write(self, parent: etree._Element) -> None:
+        for org_id, name, status in self._missing:
+            xml_elem(f"{{{ILOS_NS}}}missing", parent, org=org_id, status=status).text = name
+
+    def extend_atom(self, feed: etree._Element) -> etree._Element:
+        self._write(feed)
+        return feed
+
+    def extend_rss(self, rss: etree._Element) -> etree._Element:
+        self._write(rss[0])
+        return rss
+
+
 class OpenSearchEntryExtension(BaseExtension):  # type: ignore[misc]  # feedgen is untyped
     """Entries carry nothing of OpenSearch; feedgen wants a class all the same."""
 
@@ -119,6 +147,9 @@ def _feed(view: View, fmt: str) -> Any:
     fg.load_extension("podcast", atom=False, rss=True)
     fg.language(view.language)  # Atom xml:lang, RSS <language>
     fg.register_extension("opensearch", OpenSearchExtension, OpenSearchEntryExtension)
+    if view.missing:
+        fg.register_extension("ilos", MissingExtension, OpenSearchEntryExtension)
+        fg.ilos.missing(view.missing)
     fg.id(view.feed_id)
     fg.title(view.title)
     fg.description(view.subtitle)

@@ -39,6 +39,10 @@ async def render_json_feed(view: View) -> bytes:
             "after": page.params.after.isoformat() if page.params.after else None,
             "unknown_length_left_out": view.unknown_length_left_out,
         }
+    if view.missing:  # absent when every org answered: a healthy answer's bytes stay as they were
+        ilos = feed.setdefault("_ilos", {})
+        assert isinstance(ilos, dict)
+        ilos["missing"] = [{"org": org, "name": name, "status": status} for org, name, status in view.missing]
     feed["_opensearch"] = {
         "about": "https://github.com/dewitt/opensearch",
         "totalResults": page.total,

@@ -16,10 +16,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
 
-from aggregator.model import EPOCH, Length, OrgReport, Result, Sort, format_duration
+from aggregator.model import EPOCH, Length, OrgReport, OrgStatus, Result, Sort, format_duration
 from aggregator.params import DEFAULT_COUNT
 from aggregator.render.paging import Facets, Page, search_query
 
+# What makes an org's results missing from an answer, as every format says at feed level.
+MISSING = frozenset({OrgStatus.TIMEOUT, OrgStatus.ERROR, OrgStatus.SKIPPED, OrgStatus.DENIED})
 LENGTH_WORDS = {
     Length.SHORT: "under 4 minutes",
     Length.MEDIUM: "4 to 20 minutes",
@@ -132,7 +134,22 @@ class View:
         if self.unknown_length_left_out:
             n = self.unknown_length_left_out
             text += f" ({n} video{'s' if n != 1 else ''} of unknown length left out)"
+        missing = [name for _, name, _ in self.missing]
+        if missing:
+            who = missing[0] if len(missing) == 1 else f"{', '.join(missing[:-1])} and {missing[-1]}"
+            text += f". {who} did not answer; {'its' if len(missing) == 1 else 'their'} results are missing"
         return text
+
+    @property
+    def missing(self) -> list[tuple[str, str, str]]:
+        """(org id, name, status) of each org whose results are missing from this answer (timeout,
+        error, skipped, denied). Not a stale one: its results are there, and staleness comes and
+        goes too often for a feed's text."""
+        return [
+            (r.org_id, self.org_names.get(r.org_id, r.org_id), str(r.status))
+            for r in self.reports
+            if r.status in MISSING
+        ]
 
     @property
     def uses_first_seen(self) -> bool:
