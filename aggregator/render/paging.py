@@ -77,6 +77,7 @@ class Facets:
     lengths: tuple[tuple[Length, int], ...]  # every bucket, in order, zeros included
     unknown_length: int
     orgs: tuple[tuple[str, int], ...]  # the orgs asked, in configuration order
+    matched: int = 0  # videos that match the query before the length and date filters
 
 
 def facets(params: SearchParams, merged: tuple[Result, ...]) -> Facets:
@@ -97,7 +98,7 @@ def facets(params: SearchParams, merged: tuple[Result, ...]) -> Facets:
             for org_id in r.orgs:
                 if org_id in by_org:
                     by_org[org_id] += 1
-    return Facets(tuple(by_length.items()), unknown, tuple(by_org.items()))
+    return Facets(tuple(by_length.items()), unknown, tuple(by_org.items()), len(merged))
 
 
 def page_of(params: SearchParams, merged: tuple[Result, ...]) -> Page:

@@ -48,3 +48,24 @@ async def test_json_feed_items_say_why_they_stand_where_they_do(client) -> None:
     assert scores == sorted(scores, reverse=True)
     newest = await (await client.get("/search.json", params={"q": "onboarding", "sort": "date"})).json()
     assert "score" not in newest["items"][0]["_ilos"]
+
+
+async def test_a_page_emptied_by_its_filters_blames_them_not_the_spelling(client) -> None:
+    """It said 'No videos match' and advised checking the spelling, although videos matched and the
+    filters removed them all."""
+    matching = (await (await client.get("/search.json", params={"q": "onboarding", "count": "100"})).json())[
+        "_opensearch"
+    ]["totalResults"]
+    assert matching > 0
+    page = await (
+        await client.get("/", params={"q": "onboarding", "duration": "long", "after": "2099-01-01"})
+    ).text()
+    summary = page[page.index('<p class="summary"') : page.index("</p>", page.index('<p class="summary"'))]
+    assert f"{matching} videos match “onboarding”; none is long and published since 2099-01-01." in summary
+    assert "check the spelling" not in page and "Remove a filter above" in page
+    assert (
+        'aria-label="Long (remove this filter' in page
+        and 'aria-label="Since 2099-01-01 (remove this filter)"' in page
+    )
+    nothing = await (await client.get("/", params={"q": "zzzqqq"})).text()
+    assert "No videos match “zzzqqq”." in nothing and "check the spelling" in nothing
