@@ -11,6 +11,7 @@ from aiohttp import web
 
 from aggregator.render.formats import DESCRIPTION, FORMATS, HTML, SUGGESTIONS
 from aggregator.web import assets, ops
+from aggregator.web.oembed import oembed
 from aggregator.web.search import Handler, search_handler, search_page, suggest
 from aggregator.web.signals import preflight
 from aggregator.web.state import CONFIG, RESOURCES
@@ -39,3 +40,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/metrics", ops.metrics)
     app.router.add_get("/status", ops.status)
     app.router.add_post("/hooks/ilos/{org_id}/{secret}", ilos_upload)
+    app.router.add_get("/oembed", oembed)

@@ -1,0 +1,61 @@
+"""oEmbed 1.0 (web.oembed): a pasted search URL embeds the search, and nothing else is answered."""
+
+from __future__ import annotations
+
+import html
+import re
+
+from lxml import etree
+
+PAGE = "http://videos.test/?q=onboarding&org=hr"
+
+
+async def test_a_search_url_is_a_rich_embed_of_that_search_within_the_bounds(client, sim) -> None:
+    calls = len(sim.log)
+    resp = await client.get("/oembed", params={"url": PAGE, "maxwidth": "500", "maxheight": "300"})
+    assert resp.status == 200 and resp.content_type == "application/json"
+    doc = await resp.json()
+    assert doc["version"] == "1.0" and doc["type"] == "rich"
+    assert doc["width"] <= 500 and doc["height"] <= 300
+    assert (
+        doc["provider_url"] == "http://videos.test/" and doc["cache_age"] > 0 and "onboarding" in doc["title"]
+    )
+    [src] = re.findall(r'<iframe src="([^"]+)"', doc["html"])
+    assert html.unescape(src) == "http://videos.test/embed?q=onboarding&org=hr"
+    assert 'loading="lazy"' in doc["html"] and "title=" in doc["html"]
+    assert len(sim.log) == calls  # oEmbed never starts an upstream search
+
+
+async def test_the_xml_form_carries_the_same_fields(client) -> None:
+    resp = await client.get("/oembed", params={"url": "http://videos.test/embed?q=safety", "format": "xml"})
+    assert resp.status == 200 and resp.content_type == "text/xml"
+    root = etree.fromstring(await resp.read())
+    assert root.tag == "oembed" and root.findtext("type") == "rich" and root.findtext("version") == "1.0"
+    assert "/embed?q=safety" in root.findtext("html")
+
+
+async def test_what_is_not_a_search_of_this_service_is_refused_as_the_spec_says(client) -> None:
+    for url in (
+        "http://elsewhere.example/?q=onboarding",  # foreign
+        "http://videos.test/search.atom?q=onboarding",  # not the page
+        "http://videos.test/?count=5",  # no query
+        "javascript:alert(1)",
+        "http://[::1",  # unparseable
+    ):
+        assert (await client.get("/oembed", params={"url": url})).status == 404, url
+    assert (await client.get("/oembed", params={"url": PAGE, "format": "yaml"})).status == 501
+    keyed = await client.get("/oembed", params={"url": PAGE + "&key=sharepoint-token-0123456789"})
+    assert keyed.status == 401 and "sharepoint-token" not in await keyed.text()
+
+
+async def test_the_page_and_the_embed_say_where_their_oembed_is(client) -> None:
+    for path in ("/", "/embed"):
+        page = await (await client.get(path, params={"q": "onboarding"})).text()
+        [json_link] = re.findall(
+            r'<link rel="alternate" type="application/json\+oembed" href="([^"]+)"', page
+        )
+        assert re.search(
+            r'<link rel="alternate" type="text/xml\+oembed" href="http://videos.test/oembed\?', page
+        )
+        found = await client.get(html.unescape(json_link).replace("http://videos.test", ""))
+        assert found.status == 200 and (await found.json())["type"] == "rich"
