@@ -49,6 +49,7 @@ GATE_CLOSE_BATCH = 64  # overdue gates closed in one turn of the loop
 
 
 _SERVER = ServerConfig()  # the defaults, written once in config
+REDIS_CLIENTS = 3  # store.cache, store.held and store.limiter each open a pool of redis_pool_size
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +65,8 @@ def limits_for(config: Config) -> Limits:
         config.server.header_timeout, config.server.keepalive_timeout, config.server.max_connections
     )
     # Besides clients' connections the process holds ilos connections, Redis pools (the
-    # cache's and the limiter's), parse workers' pipes and its logs.
-    reserved = UPSTREAM_CONNECTIONS + 2 * config.cache.redis_pool_size + 64
+    # cache's, the budget's windows' and the caller limits'), parse workers' pipes and its logs.
+    reserved = UPSTREAM_CONNECTIONS + REDIS_CLIENTS * config.cache.redis_pool_size + 64
     return fit_to_file_limit(limits, reserved)
 
 
