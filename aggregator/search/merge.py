@@ -18,25 +18,35 @@ from aggregator.model import EPOCH, Result, Sort, Video
 
 def merge(answers: Sequence[tuple[str, Sequence[Video]]], sort: Sort = Sort.RELEVANCE) -> list[Result]:
     """`answers` are (org id, videos in that org's order), in configuration order."""
-    videos: dict[str, Video] = {}
-    orgs: dict[str, list[str]] = {}
-    scores: dict[str, float] = {}
-    for org_id, org_videos in answers:
-        seen_here: set[str] = set()
-        for position, video in enumerate(org_videos, start=1):
-            tag = video.randtag
-            if tag in seen_here:  # an org that lists a video twice counts once
-                continue
-            seen_here.add(tag)
-            videos[tag] = richest(videos[tag], video) if tag in videos else video
-            orgs.setdefault(tag, []).append(org_id)
-            scores[tag] = scores.get(tag, 0.0) + 1.0 / position
-    results = [Result(videos[t], tuple(orgs[t]), round(scores[t], 9)) for t in videos]
+    videos, ranks = gather(answers)
+    results = [
+        Result(videos[t], tuple(org for org, _ in ranks[t]), round(sum(1.0 / p for _, p in ranks[t]), 9))
+        for t in videos
+    ]
     if sort is Sort.DATE:
         results.sort(key=lambda r: (-(r.video.published or EPOCH).timestamp(), r.video.randtag))
     else:
         results.sort(key=lambda r: (-r.score, r.video.randtag))
     return results
+
+
+def gather(
+    answers: Sequence[tuple[str, Sequence[Video]]],
+) -> tuple[dict[str, Video], dict[str, list[tuple[str, int]]]]:
+    """One video per randtag (the richest view of it), and where each org placed it: (org, position)
+    in the order the orgs came. An org that lists a video twice counts once, where it first did."""
+    videos: dict[str, Video] = {}
+    ranks: dict[str, list[tuple[str, int]]] = {}
+    for org_id, org_videos in answers:
+        seen_here: set[str] = set()
+        for position, video in enumerate(org_videos, start=1):
+            tag = video.randtag
+            if tag in seen_here:
+                continue
+            seen_here.add(tag)
+            videos[tag] = richest(videos[tag], video) if tag in videos else video
+            ranks.setdefault(tag, []).append((org_id, position))
+    return videos, ranks
 
 
 def richest(first: Video, other: Video) -> Video:

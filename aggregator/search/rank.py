@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from aggregator.config import Config
 from aggregator.loop.turns import off_loop
 from aggregator.model import Result, Sort, Video
-from aggregator.search.merge import merge, richest
+from aggregator.search.merge import gather, merge
 from aggregator.search.termstats import Snapshot, TermStats
 from aggregator.terms import Terms
 
@@ -75,10 +75,10 @@ class Ranker:
             self._version = stats.version
             self._order_says = {org: 1 - dated / told for org, (dated, told) in self._orders.items() if told}
         for org_id, videos in answers:
-            dated = [v.published for v in videos if v.published is not None]
-            if len(dated) >= 3:
+            in_date_order = _in_date_order(videos)
+            if in_date_order is not None:
                 counts = self._orders.setdefault(org_id, [0, 0])
-                counts[0] += _newest_first(videos)
+                counts[0] += in_date_order
                 counts[1] += 1
         ranking = Ranking(
             terms=tuple(dict.fromkeys(self.terms.of(query))),
@@ -95,34 +95,25 @@ class Ranker:
 
 def rank(answers: Sequence[tuple[str, Sequence[Video]]], ranking: Ranking) -> list[Result]:
     """`answers` are (org id, videos in that org's order); duplicates merged by randtag."""
-    videos: dict[str, Video] = {}
-    ranks: dict[str, list[tuple[str, int]]] = {}
-    for org_id, org_videos in answers:
-        for position, video in enumerate(org_videos, start=1):
-            tag = video.randtag
-            held = ranks.setdefault(tag, [])
-            if any(org == org_id for org, _ in held):  # an org that lists a video twice counts once
-                continue
-            held.append((org_id, position))
-            videos[tag] = richest(videos[tag], video) if tag in videos else video
+    videos, ranks = gather(answers)
     fields = {tag: _fields(v) for tag, v in videos.items()}
-    avg_length = sum(length for _, length, _ in fields.values()) / max(1, len(fields))
+    docs = list(fields.values())
+    avg_length = sum(length for _, length, _ in docs) / max(1, len(docs))
     weights = ranking.weights or {}
     query = dict.fromkeys(ranking.terms, 1.0)
-    if FEEDBACK_DOCS and query:
-        idf = _idf(ranking.stats, list(fields.values()), query)
+    if query:
+        idf = _idf(ranking.stats, docs, query)
         first = {tag: _bm25f(fields[tag], idf, avg_length) for tag in videos}
         top = sorted((t for t in videos if first[t] > 0), key=lambda t: (-first[t], t))
-        every = list(fields.values())
-        query.update(_feedback(ranking.stats, [fields[t] for t in top[:FEEDBACK_DOCS]], every, query))
-    idf = _idf(ranking.stats, list(fields.values()), query)
+        query.update(_feedback(ranking.stats, [fields[t] for t in top[:FEEDBACK_DOCS]], docs, query))
+    idf = _idf(ranking.stats, docs, query)
     best = sum(idf.values()) * (K1 + 1) or 1.0
     text = {tag: _bm25f(fields[tag], idf, avg_length) for tag in videos}
     # An org that answers in date order says nothing of relevance by its order: this answer if it
     # can tell (three dated videos or more), else what the org's answers have shown so far.
     learned = ranking.order_says or {}
     says = {
-        org_id: 0.0 if _newest_first(org_videos) else learned.get(org_id, 1.0)
+        org_id: 0.0 if _in_date_order(org_videos) else learned.get(org_id, 1.0)
         for org_id, org_videos in answers
     }
     results = []
@@ -140,10 +131,13 @@ def rank(answers: Sequence[tuple[str, Sequence[Video]]], ranking: Ranking) -> li
     return results
 
 
-def _newest_first(videos: Sequence[Video]) -> bool:
-    """Whether an answer lists its videos newest first (at least three dated ones, none out of order)."""
+def _in_date_order(videos: Sequence[Video]) -> bool | None:
+    """Whether an answer lists its videos newest first; None when it cannot tell (fewer than
+    three dated videos)."""
     dates = [v.published for v in videos if v.published is not None]
-    return len(dates) >= 3 and all(a >= b for a, b in itertools.pairwise(dates))
+    if len(dates) < 3:
+        return None
+    return all(a >= b for a, b in itertools.pairwise(dates))
 
 
 def _feedback(

@@ -45,14 +45,13 @@ PREFIX = "ilosagg-budget:v1:"  # versioned on its own: a cache namespace bump mu
 
 # KEYS[1]: the window. ARGV: now, limit, keep, want, expiry of new units, member prefix,
 # known (units the caller knows unexpired), then member/expiry pairs to write back (NX).
-# Returns {granted, existed, members and expiries of the window after}; granted is -1 when the
-# window is gone although the caller knows units in it (Redis lost it): call again with them.
+# Returns {granted, members and expiries of the window after}; granted is -1 when the window
+# is gone although the caller knows units in it (Redis lost it): call again with them.
 _TAKE = """
 local key = KEYS[1]
 local now = tonumber(ARGV[1])
-local existed = redis.call('EXISTS', key)
-if existed == 0 and tonumber(ARGV[7]) > 0 and #ARGV == 7 then
-  return {-1, 0, {}}
+if redis.call('EXISTS', key) == 0 and tonumber(ARGV[7]) > 0 and #ARGV == 7 then
+  return {-1, {}}
 end
 for i = 8, #ARGV, 2 do
   redis.call('ZADD', key, 'NX', ARGV[i + 1], ARGV[i])
@@ -68,7 +67,7 @@ local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
 if last[2] then
   redis.call('PEXPIRE', key, math.max(1, math.ceil((tonumber(last[2]) - now) * 1000)))
 end
-return {granted, existed, redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')}
+return {granted, redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')}
 """
 
 # KEYS[1]: the window. ARGV: now, expiry, members. Re-dates the units still in the window.
@@ -88,11 +87,10 @@ return 1
 
 @dataclass(frozen=True, slots=True)
 class Figures:
-    """How a window stands: its limit, how much of it is free, when its next unit expires."""
+    """How a window stands: its limit, and how much of it is free."""
 
     limit: int
     remaining: int
-    next_free: float  # epoch seconds; now when nothing is held
 
 
 class HeldWindows:
@@ -177,13 +175,10 @@ class HeldWindows:
                 if not redis_failed(exc):
                     raise
                 self._failed(exc)
-        seen = self._live(key, now)
+        used = len(self._live(key, now))
         if alone:
-            own = sum(1 for m in seen if m.startswith(self._token))
-            remaining, limit = min(limit - len(seen), share - own), share
-        else:
-            remaining = limit - len(seen)
-        return Figures(limit, max(0, remaining), min(seen.values(), default=now))
+            return Figures(share, max(0, min(limit - used, self._room_in_share(key, limit, share, 0, now))))
+        return Figures(limit, max(0, limit - used))
 
     # -- the shared count ------------------------------------------------------------
 
@@ -202,20 +197,20 @@ class HeldWindows:
         client = cast(Any, self._client)
         known = self._live(key, now)
         args: list[Any] = [repr(now), limit, keep, want, repr(expiry), prefix, len(known)]
+        what_we_know = [x for member, at in known.items() for x in (member, repr(at))]
         if self._write_back:
-            args += [x for member, at in known.items() for x in (member, repr(at))]
+            args += what_we_know
         reply = await client.eval(_TAKE, 1, PREFIX + key, *args)
         if int(reply[0]) == -1:  # Redis lost the window: give it back what we know, then take
             log.warning("upstream budget: Redis had lost a key's window; writing back what this process knew")
             self._cautious_until = now + window
             args[3] = min(want, self._room_in_share(key, limit, share, keep, now))
-            args += [x for member, at in known.items() for x in (member, repr(at))]
-            reply = await client.eval(_TAKE, 1, PREFIX + key, *args)
+            reply = await client.eval(_TAKE, 1, PREFIX + key, *args, *what_we_know)
         if self._write_back:
             log.warning("upstream budget: Redis answers again; this process's window was written back")
             self._write_back = False
             self._cautious_until = now + window
-        granted, flat = int(reply[0]), reply[2]
+        granted, flat = int(reply[0]), reply[1]
         units = {}
         for i in range(0, len(flat), 2):
             member = flat[i].decode() if isinstance(flat[i], bytes) else str(flat[i])

@@ -1,8 +1,9 @@
 """An exact moving-window limiter in Redis that keeps counting in memory while Redis is away.
 
-Both the upstream budget (per org key) and the caller limits (per client or
-address) count this way: the `limits` library's moving window, whose Redis
-Lua script keeps a log of timestamps, so N processes share one count. When
+The caller limits (per client or address) count this way: the `limits` library's
+moving window, whose Redis Lua script keeps a log of timestamps, so N processes
+share one count. (The upstream budget holds units past their request's answer,
+which `limits` cannot express: `store.held`.) When
 Redis fails, each process counts alone against its own share of the figure
 until `retry_seconds` have passed, then tries Redis again.
 
@@ -44,36 +45,16 @@ class Limiter:
         self._clock = clock
         self._down_until = 0.0
 
-    async def hit(
-        self, item: RateLimitItem, local: RateLimitItem, ident: str, cost: int = 1, keep: int = 0
-    ) -> bool:
-        """Take `cost`, but only while at least `keep` more would still be left; False takes nothing."""
+    async def hit(self, item: RateLimitItem, local: RateLimitItem, ident: str) -> bool:
+        """Count one request if it fits the window; False counts nothing."""
         if (shared := self._shared_now()) is not None:
             try:
-                if keep and not await shared.test(item, ident, cost=cost + keep):
-                    return False
-                return await shared.hit(item, ident, cost=cost)
+                return await shared.hit(item, ident)
             except Exception as exc:
                 if not _storage_failed(exc):
                     raise
                 self._failed(exc)
-        return self._local.hit(local, ident, cost, keep)
-
-    async def hit_up_to(
-        self, item: RateLimitItem, local: RateLimitItem, ident: str, wanted: int, keep: int = 0
-    ) -> int:
-        """Take as many of `wanted` as leave `keep`; how many were taken. Two round trips, whatever `wanted`."""
-        _, left, _ = await self.remaining(item, local, ident)
-        granted = min(wanted, left - keep)
-        if granted <= 0:
-            return 0
-        # Another process may have taken some meanwhile: then take one at a time what is still there.
-        if await self.hit(item, local, ident, cost=granted, keep=keep):
-            return granted
-        taken = 0
-        while taken < granted and await self.hit(item, local, ident, keep=keep):
-            taken += 1
-        return taken
+        return self._local.hit(local, ident)
 
     async def remaining(
         self, item: RateLimitItem, local: RateLimitItem, ident: str
