@@ -31,7 +31,7 @@ import aiohttp
 
 from aggregator.demo.samples import SAMPLE_TOPICS
 from aggregator.web.accesslog import org_outcomes
-from bench.processes import ROOT, start_redis, start_service, start_simulator, stop
+from bench.processes import ROOT, redis_port, start_redis, start_replicas, start_simulator, stop
 
 ORGS = 20
 LIMIT = 60
@@ -102,7 +102,7 @@ def main() -> None:
     args = parser.parse_args()
 
     redis_proc, redis_url = start_redis()
-    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    port = redis_port(redis_url)
     sim, sim_url, keys = start_simulator(
         ORGS, 400, 0.08, 0.04, None,
         "--catalog", "sample", "--rate-limit", str(LIMIT), "--rate-window", str(WINDOW),
@@ -112,16 +112,7 @@ def main() -> None:
         f"rate_limit = {LIMIT}\nrate_window = {WINDOW}\n"
         f'[cache]\nredis_url = "{redis_url}"\nsearch_ttl = 50\nincomplete_ttl = 3\n'
     )
-    services = [
-        start_service(
-            sim_url,
-            keys,
-            extra=extra,
-            server_extra=f"replicas_hint = {args.processes}",
-            root=args.service_root,
-        )
-        for _ in range(args.processes)
-    ]
+    services = start_replicas(args.processes, sim_url, keys, extra=extra, root=args.service_root)
     queries = distinct_queries(args.queries, random.Random(args.seed))
     redis_box = [redis_proc]
 

@@ -141,6 +141,21 @@ def stop(*procs: subprocess.Popen) -> None:
             p.kill()
 
 
+def start_replicas(
+    count: int, sim_url: str, keys: list[str], *, extra: str, root: Path = ROOT
+) -> list[tuple[subprocess.Popen, str]]:
+    """`count` serve processes sharing one key budget, each told how many share it (replicas_hint)."""
+    return [
+        start_service(sim_url, keys, extra=extra, server_extra=f"replicas_hint = {count}", root=root)
+        for _ in range(count)
+    ]
+
+
+def redis_port(url: str) -> int:
+    """The port of a `start_redis` URL, to start one again empty in its place."""
+    return int(url.rsplit(":", 1)[1].split("/")[0])
+
+
 def start_redis(port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
     """A private redis-server on a free port (or `port`, to restart one empty), keeping nothing on disk."""
     port = port or free_port()

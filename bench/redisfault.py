@@ -19,7 +19,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bench.processes import ROOT, start_redis, start_service, start_simulator, stop
+from bench.processes import ROOT, redis_port, start_redis, start_replicas, start_simulator, stop
 
 
 def phase(bases: list[str], start: int) -> None:
@@ -41,21 +41,12 @@ def main() -> None:
     parser.add_argument("--service-root", type=Path, default=ROOT)
     args = parser.parse_args()
     redis_proc, redis_url = start_redis()
-    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    port = redis_port(redis_url)
     sim, sim_url, keys = start_simulator(
         1, 40, 0.0, 0.0, None
     )  # ilos refusing nothing: we count what is sent
     extra = f'rate_limit = 20\nsearch_reserve = 1.0\n[cache]\nredis_url = "{redis_url}"\nredis_retry_seconds = 1\n'
-    services = [
-        start_service(
-            sim_url,
-            keys,
-            extra=extra,
-            server_extra=f"replicas_hint = {args.processes}",
-            root=args.service_root,
-        )
-        for _ in range(args.processes)
-    ]
+    services = start_replicas(args.processes, sim_url, keys, extra=extra, root=args.service_root)
     bases = [b for _, b in services]
     started = time.monotonic()
     try:

@@ -28,7 +28,7 @@ from aggregator.ilos.budget import Budget, BudgetState, Spend
 from aggregator.ilos.durations import DurationLookups
 from aggregator.loop.turns import in_turns, repeat
 from aggregator.metrics import Metrics
-from aggregator.model import OrgReport, OrgStatus, Result, Sort
+from aggregator.model import OrgReport, OrgStatus, Result, Sort, Video
 from aggregator.search.answers import AnswerSource, OrgAnswer
 from aggregator.search.rank import Ranker
 from aggregator.search.suggestions import SuggestionIndex
@@ -194,15 +194,18 @@ class Searcher:
         return answer, OrgReport(org.id, answer.status, elapsed, answer.detail)
 
     async def _learn(self, query: str, answers: list[tuple[str, OrgAnswer]], caller: str) -> None:
-        """Feed the suggestions: titles, and the query itself where it found something.
+        """Feed the suggestions (titles, and the query itself where it found something) and the
+        shared term statistics (`termstats`: each video counted once per process).
 
-        On the loop (the index is the loop's), a turn of it every hundred titles.
+        On the loop (the index is the loop's), in turns: one pass over the videos for both.
         """
         found_by = [org_id for org_id, answer in answers if answer.videos]
         if found_by:
             self._suggestions.add_query(query, found_by, caller)
-        titles = [(video.title, (org_id,)) for org_id, answer in answers for video in answer.videos]
-        await in_turns(titles, lambda title_orgs: self._suggestions.add_title(*title_orgs))
-        # And the shared term statistics (`termstats`): each video counted once per process.
-        videos = [video for _, answer in answers for video in answer.videos]
-        await in_turns(videos, self._ranker.learn)
+
+        def learn(org_video: tuple[str, Video]) -> None:
+            org_id, video = org_video
+            self._suggestions.add_title(video.title, (org_id,))
+            self._ranker.learn(video)
+
+        await in_turns([(org_id, v) for org_id, answer in answers for v in answer.videos], learn)

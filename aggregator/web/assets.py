@@ -22,12 +22,10 @@ DESCRIPTION_TYPE = f"{DESCRIPTION.media_type}; charset=utf-8"
 
 def build_resources(config: Config) -> dict[str, Resource]:
     """Every body that depends on the config alone, made once per app with its validators."""
-    filename = re.sub(r"[^A-Za-z0-9 ._-]", "", config.description.short_name) or "search"
     day = "public, max-age=86400"
     return {
         "description": Resource.of(render_description(config), DESCRIPTION_TYPE, day),
         "osdx": Resource.of(render_osdx(config), DESCRIPTION_TYPE, day),
-        "osdx-disposition": Resource.of(f'attachment; filename="{filename}.osdx"'.encode(), "", ""),
         "stylesheet": Resource.of(STYLESHEET, "text/css; charset=utf-8", "public, max-age=3600"),
         # PNGs are compressed already: validators only.
         "icon-16": Resource.of(play_icon(16), "image/png", "public, max-age=604800", compress=False),
@@ -41,9 +39,9 @@ async def description(request: web.Request) -> web.Response:
 
 async def windows_connector(request: web.Request) -> web.Response:
     """Opened in Windows Explorer, this adds the service as a federated search location."""
-    resources = request.app[RESOURCES]
-    disposition = resources["osdx-disposition"].body.decode()
-    return respond_resource(request, resources["osdx"], {"Content-Disposition": disposition})
+    filename = re.sub(r"[^A-Za-z0-9 ._-]", "", request.app[CONFIG].description.short_name) or "search"
+    disposition = f'attachment; filename="{filename}.osdx"'
+    return respond_resource(request, request.app[RESOURCES]["osdx"], {"Content-Disposition": disposition})
 
 
 async def stylesheet(request: web.Request) -> web.Response:

@@ -33,8 +33,7 @@ def respond(
     request's validators: `If-None-Match` wins over `If-Modified-Since` (RFC 9110 13.2.2).
     """
     req_headers = request.headers
-    accept_encoding = req_headers.get("Accept-Encoding")
-    gzipped = page.gzipped is not None and accept_encoding is not None and accepts_gzip(accept_encoding)
+    gzipped = _gzip_wanted(request, page.gzipped)
     etag = page.gzip_etag if gzipped else page.etag
     if hit and not private:
         headers = page.hit_headers.copy()
@@ -60,6 +59,12 @@ def respond(
         headers["Content-Encoding"] = "gzip"
         return web.Response(body=page.gzipped, headers=headers)
     return web.Response(body=page.body, headers=headers)
+
+
+def _gzip_wanted(request: web.Request, gzipped: bytes | None) -> bool:
+    """Whether to answer with the gzip body: there is one, and the client accepts gzip."""
+    accept_encoding = request.headers.get("Accept-Encoding")
+    return gzipped is not None and accept_encoding is not None and accepts_gzip(accept_encoding)
 
 
 def _matches(if_none_match: str, etag: str) -> bool:
@@ -137,8 +142,7 @@ def respond_resource(
     request: web.Request, resource: Resource, extra: dict[str, str] | None = None
 ) -> web.Response:
     """200 or 304 (If-None-Match, weak comparison as RFC 9110 13.1.2 says), gzip where accepted."""
-    accept_encoding = request.headers.get("Accept-Encoding")
-    gzipped = resource.gzipped is not None and accept_encoding is not None and accepts_gzip(accept_encoding)
+    gzipped = _gzip_wanted(request, resource.gzipped)
     etag = resource.gzip_etag if gzipped else resource.etag
     headers = {"ETag": etag, "Cache-Control": resource.cache_control, **(extra or {})}
     if resource.gzipped is not None:

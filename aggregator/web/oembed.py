@@ -52,13 +52,12 @@ async def oembed(request: web.Request) -> web.Response:
     except ValueError:
         return _refusal(404, "url: not a search of this service")
     base_path = public.path.rstrip("/")
-    path = wanted.path[len(base_path) :] if wanted.path.startswith(base_path) else None
     query = dict(parse_qsl(wanted.query))
     if (
         wanted.scheme not in ("http", "https")
         or wanted.netloc.lower() != public.netloc.lower()
-        or (path or "/") not in SEARCH_PATHS
-        or path is None
+        or not wanted.path.startswith(base_path)
+        or (wanted.path.removeprefix(base_path) or "/") not in SEARCH_PATHS
         or not query.get("q", "").strip()
     ):
         return _refusal(404, "url: not a search of this service")
