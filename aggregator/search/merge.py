@@ -19,10 +19,14 @@ from aggregator.model import EPOCH, Result, Sort, Video
 def merge(answers: Sequence[tuple[str, Sequence[Video]]], sort: Sort = Sort.RELEVANCE) -> list[Result]:
     """`answers` are (org id, videos in that org's order), in configuration order."""
     videos, ranks = gather(answers)
-    results = [
-        Result(videos[t], tuple(org for org, _ in ranks[t]), round(sum(1.0 / p for _, p in ranks[t]), 9))
-        for t in videos
-    ]
+    results = []
+    for tag, placed in ranks.items():
+        if len(placed) == 1:  # most videos: one org holds them (no generators for those)
+            org, position = placed[0]
+            results.append(Result(videos[tag], (org,), round(1.0 / position, 9)))
+        else:
+            score = round(sum(1.0 / position for _, position in placed), 9)
+            results.append(Result(videos[tag], tuple(org for org, _ in placed), score))
     if sort is Sort.DATE:
         results.sort(key=lambda r: (-(r.video.published or EPOCH).timestamp(), r.video.randtag))
     else:
