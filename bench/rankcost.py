@@ -2,14 +2,18 @@
 
     python -m bench.rankcost
 
-Videos of 6-word titles and 30-word descriptions from a 500-word vocabulary, their
-terms made as the parse worker makes them; 8 orgs of 25 (a page's worth, ranked
-on the loop) and of 500 (over 1,000 videos, ranked in a thread). Best of 7.
+The answers are the ranking bench's (`bench.ranking`, seed 101): for each of its
+first 40 queries, each of the 8 orgs' engines answers its top 25, so a merge
+holds up to 200 videos, their terms made as the parse worker makes them, with
+statistics learned from the warm-up queries' answers. Each merge is timed best of
+15; the table gives the median over the queries, and the extra cost per 200
+videos. A last row ranks 8 orgs of 500 (over 1,000 videos, ranked in a thread).
 """
 
 from __future__ import annotations
 
 import random
+import statistics
 import time
 from collections.abc import Callable
 
@@ -17,8 +21,11 @@ from aggregator.ilos.parseworker import with_terms
 from aggregator.model import Sort, Video
 from aggregator.search.merge import merge
 from aggregator.search.rank import Ranking, rank
-from aggregator.search.termstats import Snapshot
+from aggregator.search.termstats import MAX_TERMS_PER_VIDEO, Snapshot
 from aggregator.terms import Terms
+from bench.ranking import ANSWER, BM25, SIZES, Doc, generate
+
+Answers = list[tuple[str, list[Video]]]
 
 
 def best_of(runs: int, fn: Callable[..., object], *args: object) -> float:
@@ -30,23 +37,67 @@ def best_of(runs: int, fn: Callable[..., object], *args: object) -> float:
     return min(times) * 1000
 
 
-def main() -> None:
-    rng = random.Random(1)
-    words = [f"w{i}" for i in range(500)]
+def bench_answers(seed: int, kind: str, queries: int) -> tuple[list[tuple[str, Answers]], Snapshot]:
+    """The orgs' answers to the bench's queries, and the statistics the warm-up queries teach."""
+    collection = generate(seed)
+    engines = [BM25(docs) for docs in collection.by_org]
     terms = Terms("en")
+    videos: dict[str, Video] = {}
 
-    def video(i: int) -> Video:
+    def video(doc: Doc) -> Video:
+        if doc.randtag not in videos:
+            plain = Video(doc.randtag, doc.title, "l", "e", doc.description, doc.published, doc.author)
+            videos[doc.randtag] = with_terms(plain, terms)
+        return videos[doc.randtag]
+
+    def answers(query: str) -> Answers:
+        out = []
+        for org, engine in enumerate(engines):
+            hits = engine.search(query)
+            if kind == "newest":
+                hits = sorted(hits, key=lambda h: (-h[1].published.timestamp(), h[1].randtag))
+            out.append((f"org{org}", [video(d) for _, d in hits[:ANSWER]]))
+        return out
+
+    df: dict[str, int] = {}
+    for query, _ in collection.warm_up:
+        for _, org_videos in answers(query):
+            for v in org_videos:
+                for term in sorted(set(" ".join(v.terms).split()))[:MAX_TERMS_PER_VIDEO]:
+                    df[term] = df.get(term, 0) + 1
+    stats = Snapshot(1, len(videos), df)
+    return [(query, answers(query)) for query, _ in collection.queries[:queries]], stats
+
+
+def main() -> None:
+    terms = Terms("en")
+    print(f"{'answers':28} {'videos':>7} {'merge ms':>9} {'rank ms':>8} {'extra ms per 200':>17}")
+    for kind in ("bm25", "newest"):
+        cases, stats = bench_answers(101, kind, 40)
+        before, after, extra, sizes = [], [], [], []
+        for query, answers in cases:
+            size = len({v.randtag for _, vs in answers for v in vs})
+            ranking = Ranking(tuple(terms.of(query)), stats)
+            m, r = best_of(15, merge, answers, Sort.RELEVANCE), best_of(15, rank, answers, ranking)
+            before.append(m)
+            after.append(r)
+            extra.append((r - m) * 200 / max(1, size))
+            sizes.append(size)
+        print(
+            f"{kind + ' engines, ' + str(len(SIZES)) + ' orgs x 25':28} {statistics.median(sizes):7.0f} "
+            f"{statistics.median(before):9.2f} {statistics.median(after):8.2f} {statistics.median(extra):17.2f}"
+        )
+    rng = random.Random(1)
+    words = [f"w{i}" for i in range(5000)]
+
+    def synthetic(i: int) -> Video:
         title = " ".join(rng.choice(words) for _ in range(6))
         summary = " ".join(rng.choice(words) for _ in range(30))
         return with_terms(Video(f"v{i:06d}", title, "l", "e", summary, author="Ann Lee"), terms)
 
-    stats = Snapshot(1, 10_000, {w: rng.randint(1, 500) for w in words})
-    for orgs, each in ((8, 25), (8, 500)):
-        answers = [(f"o{o}", [video(o * 1000 + i) for i in range(each)]) for o in range(orgs)]
-        ranking = Ranking(tuple(terms.of("w1 w2")), stats)
-        before = best_of(7, merge, answers, Sort.RELEVANCE)
-        after = best_of(7, rank, answers, ranking)
-        print(f"{orgs} orgs x {each}: merge {before:.2f} ms, rank {after:.2f} ms")
+    large = [(f"o{o}", [synthetic(o * 1000 + i) for i in range(500)]) for o in range(8)]
+    m, r = best_of(5, merge, large, Sort.RELEVANCE), best_of(5, rank, large, Ranking(tuple(terms.of("w1 w2")), stats))
+    print(f"{'synthetic, 8 orgs x 500':28} {4000:7} {m:9.2f} {r:8.2f} {'(in a thread)':>17}")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from aggregator.config import Config
 from aggregator.loop.turns import off_loop
@@ -33,9 +34,11 @@ from aggregator.terms import Terms
 
 K1 = 1.2
 B = 0.75
-FIELD_WEIGHTS = (2.0, 1.0, 0.5)  # title, description, author
+TITLE, DESCRIPTION, AUTHOR = 2.0, 1.0, 0.5  # how much a word counts in each field
+FIELD_WEIGHTS = (TITLE, DESCRIPTION, AUTHOR)
 FIELDS = ("title", "description", "author")
 DIGITS = 6  # scores are rounded to this many decimals: equal inputs, equal bytes
+ENOUGH_VIDEOS = 2_000  # statistics over this many videos need no help from the answer ranked
 FEEDBACK_DOCS = 10  # the best first-pass matches whose shared terms expand the query
 FEEDBACK_TERMS = 10
 FEEDBACK_WEIGHT = 0.5  # the weight of the most telling feedback term; a typed word weighs 1
@@ -96,37 +99,55 @@ class Ranker:
 def rank(answers: Sequence[tuple[str, Sequence[Video]]], ranking: Ranking) -> list[Result]:
     """`answers` are (org id, videos in that org's order); duplicates merged by randtag."""
     videos, ranks = gather(answers)
-    fields = {tag: _fields(v) for tag, v in videos.items()}
-    docs = list(fields.values())
-    avg_length = sum(length for _, length, _ in docs) / max(1, len(docs))
+    docs = {tag: Doc.of(v) for tag, v in videos.items()}
+    every = list(docs.values())
+    avg_length = sum(d.length for d in every) / max(1, len(every))
+    # While the shared statistics are thin (a new service), this answer's own videos make them up.
+    # Later they are in the snapshot already (they were learned as they were parsed).
+    thin = ranking.stats.videos < ENOUGH_VIDEOS
+    in_answer = Counter(itertools.chain.from_iterable(d.terms for d in every)) if thin else Counter()
+    answer = (len(every) if thin else 0, in_answer)
     weights = ranking.weights or {}
-    query = dict.fromkeys(ranking.terms, 1.0)
-    if query:
-        idf = _idf(ranking.stats, docs, query)
-        first = {tag: _bm25f(fields[tag], idf, avg_length) for tag in videos}
-        top = sorted((t for t in videos if first[t] > 0), key=lambda t: (-first[t], t))
-        query.update(_feedback(ranking.stats, [fields[t] for t in top[:FEEDBACK_DOCS]], docs, query))
-    idf = _idf(ranking.stats, docs, query)
+    typed = dict.fromkeys(ranking.terms, 1.0)
+    idf = _idf(ranking.stats, answer, typed)
+    # A term's BM25F part is the same in both passes, so the second adds only the feedback terms.
+    words = frozenset(typed)
+    text = {tag: _bm25f(doc, idf, words, avg_length) for tag, doc in docs.items()}
+    if typed:
+        top = sorted((t for t in videos if text[t] > 0), key=lambda t: (-text[t], t))
+        feedback = _feedback(ranking.stats, [docs[t] for t in top[:FEEDBACK_DOCS]], answer, typed)
+        if feedback:
+            more = _idf(ranking.stats, answer, feedback)
+            idf.update(more)
+            expansion = frozenset(more)
+            text = {
+                tag: score + _bm25f(docs[tag], more, expansion, avg_length) for tag, score in text.items()
+            }
     best = sum(idf.values()) * (K1 + 1) or 1.0
-    text = {tag: _bm25f(fields[tag], idf, avg_length) for tag in videos}
     # An org that answers in date order says nothing of relevance by its order: this answer if it
     # can tell (three dated videos or more), else what the org's answers have shown so far.
     learned = ranking.order_says or {}
-    says = {
-        org_id: 0.0 if _in_date_order(org_videos) else learned.get(org_id, 1.0)
+    prior = {
+        org_id: (0.0 if _in_date_order(org_videos) else learned.get(org_id, 1.0))
+        * weights.get(org_id, 1.0)
+        * ranking.position_prior
         for org_id, org_videos in answers
     }
     results = []
     for tag, video in videos.items():
+        placed = ranks[tag]
+        if len(placed) == 1:  # most videos: one org returned them
+            ((org, position),) = placed
+            weight, bonus, orgs = weights.get(org, 1.0), prior[org] / (1 + math.log(position)), (org,)
+        else:
+            weight = max(weights.get(org, 1.0) for org, _ in placed)
+            bonus = max(prior[org] / (1 + math.log(position)) for org, position in placed)
+            orgs = tuple([org for org, _ in placed])
         score = text[tag]
-        prior = max(
-            says[org] * weights.get(org, 1.0) * ranking.position_prior / (1 + math.log(position))
-            for org, position in ranks[tag]
+        matched = docs[tag].matched(words) if score else ()
+        results.append(
+            Result(video, orgs, round(weight * score / best + bonus, DIGITS), tuple(placed), matched)
         )
-        weight = max(weights.get(org, 1.0) for org, _ in ranks[tag])
-        final = round(weight * score / best + prior, DIGITS)
-        orgs = tuple(org for org, _ in ranks[tag])
-        results.append(Result(video, orgs, final, tuple(ranks[tag]), _matched(fields[tag], ranking.terms)))
     results.sort(key=lambda r: (-r.score, r.video.randtag))
     return results
 
@@ -141,7 +162,7 @@ def _in_date_order(videos: Sequence[Video]) -> bool | None:
 
 
 def _feedback(
-    stats: Snapshot, top: Sequence[Doc], every: Sequence[Doc], query: Mapping[str, float]
+    stats: Snapshot, top: Sequence[Doc], answer: AnswerCounts, query: Mapping[str, float]
 ) -> dict[str, float]:
     """Pseudo-relevance feedback (RM3, Lavrenko & Croft 2001; Abdul-Jaleel et al. 2004): the terms
     the best first-pass matches share, weighted by how often and how telling they are. A video
@@ -149,11 +170,14 @@ def _feedback(
     if not top:
         return {}
     weight: dict[str, float] = {}
-    for tf, length, _ in top:
-        for term, count in tf.items():
-            if term not in query:
-                weight[term] = weight.get(term, 0.0) + count / (length or 1.0)
-    idf = _idf(stats, every, weight)
+    for doc in top:
+        share = 1.0 / (doc.length or 1.0)
+        for field_weight, part in zip(FIELD_WEIGHTS, doc.fields, strict=True):
+            for term in part.split():
+                weight[term] = weight.get(term, 0.0) + field_weight * share
+    for term in query:
+        weight.pop(term, None)
+    idf = _idf(stats, answer, weight)
     ranked = sorted(weight, key=lambda t: (-weight[t] * idf[t], t))[:FEEDBACK_TERMS]
     if not ranked:
         return {}
@@ -161,49 +185,60 @@ def _feedback(
     return {t: round(FEEDBACK_WEIGHT * weight[t] * idf[t] / most, DIGITS) for t in ranked}
 
 
-Doc = tuple[dict[str, float], float, tuple[str, str, str]]  # weighted term counts, length, the fields
+class Doc(NamedTuple):
+    """A video's terms as scoring reads them: the set of them (made in C), and its length. A
+    field's words are split again only where a query term is in the set, which few videos are."""
+
+    fields: tuple[str, str, str]  # the terms of the title, description and author, space-separated
+    terms: frozenset[str]
+    length: float  # each field's word count times its weight
+
+    @classmethod
+    def of(cls, video: Video) -> Doc:
+        title, description, author = video.terms
+        length = TITLE * _count(title) + DESCRIPTION * _count(description) + AUTHOR * _count(author)
+        return cls(video.terms, frozenset(f"{title} {description} {author}".split()), length)
+
+    def matched(self, typed: frozenset[str]) -> tuple[str, ...]:
+        """Which fields hold a word typed."""
+        if typed.isdisjoint(self.terms):
+            return ()
+        return tuple(
+            name for name, part in zip(FIELDS, self.fields, strict=True) if not typed.isdisjoint(part.split())
+        )
 
 
-def _fields(video: Video) -> Doc:
-    """The video's terms counted once, each field's by its weight, and its weighted length."""
-    tf: dict[str, float] = {}
-    length = 0.0
-    for w, part in zip(FIELD_WEIGHTS, video.terms, strict=True):
-        words = part.split()
-        length += w * len(words)
-        for term in words:
-            tf[term] = tf.get(term, 0.0) + w
-    return tf, length, video.terms
+def _count(terms: str) -> int:
+    """How many terms a field holds: they are joined by single spaces (`parseworker.with_terms`)."""
+    return terms.count(" ") + 1 if terms else 0
 
 
-def _idf(stats: Snapshot, docs: Sequence[Doc], query: Mapping[str, float]) -> dict[str, float]:
+AnswerCounts = tuple[int, Mapping[str, int]]  # an answer's videos, and how many hold each term
+
+
+def _idf(stats: Snapshot, answer: AnswerCounts, query: Mapping[str, float]) -> dict[str, float]:
     """Each query term's BM25 idf over the snapshot and this answer's videos together, times the
     term's weight in the query (1 for the words typed, less for feedback terms)."""
-    n = stats.videos + len(docs)
-    wanted = query.keys()
-    in_answer: Counter[str] = Counter()
-    for tf, _, _ in docs:  # one pass, the set operation in C
-        in_answer.update(tf.keys() & wanted)
+    count, in_answer = answer
+    n = stats.videos + count
     idf = {}
     for term, weight in query.items():
-        df = stats.df.get(term, 0) + in_answer[term]
+        df = stats.df.get(term, 0) + in_answer.get(term, 0)
         idf[term] = weight * math.log(1 + (n - df + 0.5) / (df + 0.5))
     return idf
 
 
-def _bm25f(doc: Doc, idf: Mapping[str, float], avg_length: float) -> float:
-    """The video's BM25F score for the (weighted) query."""
-    tf, length, _ = doc
-    norm = K1 * (1 - B + B * length / avg_length) if avg_length else K1
+def _bm25f(doc: Doc, idf: Mapping[str, float], wanted: frozenset[str], avg_length: float) -> float:
+    """The video's BM25F score for the (weighted) query; `wanted` is the query's terms."""
+    matched = doc.terms & wanted
+    if not matched:
+        return 0.0
+    norm = K1 * (1 - B + B * doc.length / avg_length) if avg_length else K1
+    title, description, author = (part.split() for part in doc.fields)
     score = 0.0
-    for term in tf.keys() & idf.keys():
-        count = tf[term]
+    for term in matched:
+        count = (
+            TITLE * title.count(term) + DESCRIPTION * description.count(term) + AUTHOR * author.count(term)
+        )
         score += idf[term] * count * (K1 + 1) / (count + norm)
     return score
-
-
-def _matched(doc: Doc, typed: Sequence[str]) -> tuple[str, ...]:
-    """Which fields hold a word typed."""
-    return tuple(
-        name for name, part in zip(FIELDS, doc[2], strict=True) if any(f" {t} " in f" {part} " for t in typed)
-    )
