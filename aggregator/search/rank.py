@@ -134,6 +134,7 @@ def rank(answers: Sequence[tuple[str, Sequence[Video]]], ranking: Ranking) -> li
         for org_id, org_videos in answers
     }
     results = []
+    orgs: tuple[str, ...]
     for tag, video in videos.items():
         placed = ranks[tag]
         if len(placed) == 1:  # most videos: one org returned them
