@@ -129,6 +129,8 @@ class UpstreamConfig:
     rate_window: int = setting(60, Whole(1, DAY))  # seconds
     # Share of each window that duration lookups leave for searches.
     search_reserve: float = setting(0.25, Number(0.0, 1.0))
+    # Share of each window that a search for a query nobody asked lately leaves for repeated ones.
+    one_off_reserve: float = setting(0.5, Number(0.0, 1.0))
     # Seconds a whole search may take, whatever the orgs do.
     deadline: float = setting(5.0, Number(0.0, 600.0, above=True))
     # Seconds an answer waits for its lookups after its org's search.

@@ -96,7 +96,10 @@ def main() -> None:
         return with_terms(Video(f"v{i:06d}", title, "l", "e", summary, author="Ann Lee"), terms)
 
     large = [(f"o{o}", [synthetic(o * 1000 + i) for i in range(500)]) for o in range(8)]
-    m, r = best_of(5, merge, large, Sort.RELEVANCE), best_of(5, rank, large, Ranking(tuple(terms.of("w1 w2")), stats))
+    m, r = (
+        best_of(5, merge, large, Sort.RELEVANCE),
+        best_of(5, rank, large, Ranking(tuple(terms.of("w1 w2")), stats)),
+    )
     print(f"{'synthetic, 8 orgs x 500':28} {4000:7} {m:9.2f} {r:8.2f} {'(in a thread)':>17}")
 
 

@@ -86,8 +86,12 @@ async def main(args: argparse.Namespace) -> None:
     sim = EverythingMatches(sim_orgs) if args.catalog == "uniform" else Simulator(sim_orgs)
 
     async def stats(request: web.Request) -> web.Response:
+        calls = {}
+        if request.query.get("calls"):  # every search and lookup: (org, endpoint, query or randtag, at)
+            calls = {"calls": [(c.org, c.endpoint, c.arg, c.at) for c in sim.log if not c.throttled]}
         return web.json_response(
             {
+                **calls,
                 "requests": len(sim.log),
                 "throttled": len(sim.throttled()),
                 "search": len(sim.calls(endpoint="search")),

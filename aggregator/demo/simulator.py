@@ -79,6 +79,7 @@ class Call:
     endpoint: str  # "search", "metadata" or "thumbnail"
     arg: str  # the query, or the randtag
     throttled: bool = False  # answered 429 by the per-key rate limit
+    at: float = field(default_factory=time.monotonic)  # when it came
 
 
 class Simulator:

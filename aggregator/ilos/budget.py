@@ -4,12 +4,18 @@ ilos allows about `rate_limit` requests per `rate_window` per key, counted
 over a moving window (its rolling minute). Every search and metadata request
 is taken from that budget first; what finds none is not sent:
 
-- a search may spend the whole window;
-- a duration lookup only what leaves `search_reserve` of the window for
-  searches, so searches come first;
-- a refresh of a polled feed (its search and its lookups) the same, and also
-  at most `refresh_share` of each window, counted on its own; the refresher
-  runs an org's deferred lookups before its refreshes.
+- a search for a query asked before (lately, by anyone: `search.popularity`)
+  may spend the whole window;
+- a search for a query asked for the first time only what leaves
+  `one_off_reserve` of the window, so that a burst of one-off queries cannot
+  take the requests that queries many people ask need (it is then `skipped`,
+  or answered stale where an older answer is kept);
+- a duration lookup of a video a page shows only what leaves `search_reserve`
+  of the window for searches, so searches come first;
+- a refresh of a polled feed (its search and its lookups) what leaves twice
+  that, and at most `refresh_share` of each window, counted on its own;
+- a lookup no page waits for (`Spend.DEFERRED`: the videos past the first page,
+  lookups that failed for a passing reason) what leaves three times that.
 
 The count lives in Redis (`store.held.HeldWindows`), so N processes on M
 machines together stay under it. A unit is held from when it is taken until a
@@ -28,7 +34,8 @@ from __future__ import annotations
 import enum
 import hashlib
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from aggregator.config import Config, Org
 from aggregator.model import Clock
@@ -45,10 +52,11 @@ HOLD_SLACK = 5.0
 class Spend(enum.Enum):
     """Who a request is for, in the order they come first (contract: "Budget priority")."""
 
-    SEARCH = "search"  # a user's search: may take the whole window
+    SEARCH = "search"  # a user's search for a query asked before: may take the whole window
+    ONE_OFF = "one-off"  # a search for a query asked for the first time: leaves one_off_reserve
     DURATION = "duration"  # for an answer being served: leaves search_reserve for searches
-    DEFERRED = "deferred"  # a lookup that waited: leaves twice that, so served answers' go first
-    REFRESH = "refresh"  # as DEFERRED, and at most refresh_share of each window in all
+    REFRESH = "refresh"  # keeping a polled feed fresh: leaves twice that, and at most refresh_share
+    DEFERRED = "deferred"  # a lookup no page is waiting for: leaves three times search_reserve
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +64,9 @@ class BudgetState:
     limit: int  # the figure in force for this process (its share while Redis is away)
     remaining: int
     cooling_until: float  # epoch seconds of a 429's Retry-After; 0 when none
+    held: Mapping[str, int] = field(
+        default_factory=dict
+    )  # Spend value (or "upstream") -> units in the window
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +119,7 @@ class Budget:
             self._window,
             self._hold,
             self._keep(limit, spend),
+            spend.value,
         )
         return Grant(org.id, tuple(units))
 
@@ -136,9 +148,12 @@ class Budget:
         reserve = self.config.upstream.search_reserve
         if spend is Spend.SEARCH:
             return 0
+        if spend is Spend.ONE_OFF:
+            return int(limit * self.config.upstream.one_off_reserve)
         if spend is Spend.DURATION:
             return int(limit * reserve)
-        return min(limit - 1, int(limit * min(1.0, 2 * reserve)))
+        times = 2 if spend is Spend.REFRESH else 3
+        return min(limit - 1, int(limit * min(1.0, times * reserve)))
 
     async def believe(self, org: Org, remaining: int | None, retry_after: float | None) -> None:
         """What ilos said about this key: `X-RateLimit-Remaining`, and a 429's Retry-After."""
@@ -156,7 +171,7 @@ class Budget:
 
     async def state(self, org: Org) -> BudgetState:
         figures = await self.windows.figures(self._ids[org.id], org.rate_limit, self._share(org.rate_limit))
-        return BudgetState(figures.limit, figures.remaining, await self._cooling_until(org))
+        return BudgetState(figures.limit, figures.remaining, await self._cooling_until(org), figures.held)
 
     async def _cooling_until(self, org: Org) -> float:
         raw = await self.cache.get(cache_keys.key("cooldown", org.id))

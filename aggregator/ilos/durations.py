@@ -6,8 +6,9 @@ whose duration an org's key cannot have is remembered as such for
 `failed_duration_ttl`, for that org only: another org's key (an upload webhook
 naming a randtag of another org) must not erase what the video's own org knows.
 
-Searches come before durations (`budget.Spend.DURATION`): a lookup the budget
-allows starts at once, at a steady pace so that their answers do not all land
+Searches come before durations (`budget.Spend.DURATION`), and the videos a
+page shows before the rest of their answers (`Searcher.search`): a lookup the
+budget allows starts at once, at a steady pace so that their answers do not all land
 in one turn of the loop, and an answer waits for them at
 most `duration_wait`; the rest finish behind it. A lookup the budget refuses,
 or one that fails for a passing reason (timeout, 429, network), is deferred:
@@ -132,16 +133,21 @@ class DurationLookups:
         started = 0
         for org in self.config.orgs:
             queue = cache_keys.key("deferred", org.id)
+            grant: Grant | None = None
             while await self.cache.queue_size(queue):
-                grant = await self.budget.take(org, Spend.DEFERRED)
+                grant = grant or await self.budget.take(org, Spend.DEFERRED)
                 if grant is None:
                     break
                 taken = await self.cache.dequeue(queue, 1)
                 if not taken:
-                    await self.budget.done(grant)
                     break
+                if taken[0] in self._flights or await self.known(org, taken):
+                    continue  # looked up since it was queued (a page showed it): never asked twice
                 await self._start(org, taken[0], grant)
+                grant = None
                 started += 1
+            if grant is not None:
+                await self.budget.done(grant)
         return started
 
     async def pending(self, org: Org) -> int:

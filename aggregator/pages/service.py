@@ -100,7 +100,11 @@ class Pages:
     ) -> CachedPage:
         config = self.config
         assert fmt.render is not None  # only formats with a renderer have pages
-        answer = await self._searcher.search(params.normalised_query, params.orgs, params.sort, caller_id)
+        # What the page shows first has its durations looked up now; a length filter needs them all.
+        shown = None if params.length is not None else params.start_index - 1 + params.count
+        answer = await self._searcher.search(
+            params.normalised_query, params.orgs, params.sort, caller_id, shown
+        )
         # A turn of the loop before the page is built: the search's last step (learning its
         # last titles) and the render (3-9 ms for 20 entries on a slow machine) were one step.
         await asyncio.sleep(0)

@@ -9,11 +9,12 @@ one fetcher while the others wait for its answer to land, with a bounded wait
 and a fallback to fetching themselves.
 
 The fetcher asks ilos through `ilos.searches` (behind the org's breaker and
-budget, parsed off the loop). After the search it waits at most
-`duration_wait` for the durations it lacks; an answer still missing some is
-stored with their randtags as `pending`, is fresh for pages only for
-`incomplete_ttl`, and fills them in from the duration cache each time it is
-read, as the lookups behind it land.
+budget, parsed off the loop). Durations it does not know yet it defers: the
+searcher looks up at once those of the videos a page shows, once every org's
+answer is merged, and the rest are looked up as the budget allows. An answer
+missing some is stored with their randtags as `pending`, and fills them in from the duration cache each time
+it is read, as the lookups behind it land. (A polled feed's refresh waits at
+most `duration_wait` for its lookups, within the refresh share.)
 """
 
 from __future__ import annotations
@@ -78,8 +79,9 @@ class AnswerSource:
         self.durations = durations
         self._flights: Flights[tuple[str, str], OrgAnswer] = Flights("search")
 
-    async def answer(self, org: Org, query: str, wait: float) -> OrgAnswer:
-        """`query` is already normalised (lower-cased, whitespace folded); `wait` bounds the time taken."""
+    async def answer(self, org: Org, query: str, wait: float, spend: Spend = Spend.SEARCH) -> OrgAnswer:
+        """`query` is already normalised (lower-cased, whitespace folded); `wait` bounds the time taken;
+        `spend` is what a fetch would be (`Spend.SEARCH`, or `ONE_OFF` for a query asked for the first time)."""
         digest = cache_keys.query_digest(query)
         stored = await self._read(org, digest)
         ttl = self.config.cache.search_ttl
@@ -90,10 +92,12 @@ class AnswerSource:
         self.metrics.cache_lookups.labels("answer", "stale" if stored is not None else "miss").inc()
         if stored is not None and now < stored.fetched_at + ttl + self.config.cache.stale_while_revalidate:
             # Stale-while-revalidate: answer now, refresh behind the answer (one fetch, shared).
-            self._flight(org, query, digest)
+            self._flight(org, query, digest, spend)
             return OrgAnswer(stored.videos, OrgStatus.STALE, 0.0, "refreshing")
         try:
-            fresh = await asyncio.wait_for(asyncio.shield(self._flight(org, query, digest)), max(wait, 0.001))
+            fresh = await asyncio.wait_for(
+                asyncio.shield(self._flight(org, query, digest, spend)), max(wait, 0.001)
+            )
         except TimeoutError:
             fresh = OrgAnswer((), OrgStatus.TIMEOUT, detail="no answer within the search deadline")
         if fresh.status.good or stored is None:
@@ -122,8 +126,8 @@ class AnswerSource:
         """Keep a polled feed's answer fresh: fetch it again when it expires within `lead` seconds.
 
         Returns what happened ("fresh", "refreshed", "failed" or "later") and when
-        to look again. Spent as `Spend.REFRESH`: after searches and lookups, within
-        `refresh_share`; an org with deferred lookups has them run first.
+        to look again. Spent as `Spend.REFRESH`: after searches and the lookups of what pages
+        show, before the lookups of what they do not, within `refresh_share`.
         `forced_since` (when an upload webhook came) fetches even a fresh answer,
         unless it was fetched since.
         """
@@ -135,19 +139,15 @@ class AnswerSource:
         forced = forced_since is not None and (stored is None or stored.fetched_at <= forced_since)
         if stored is not None and not forced and stored.fetched_at + ttl - now > lead:
             return "fresh", stored.fetched_at + ttl - lead
-        if await self.durations.pending(org):
-            return "later", retry  # deferred lookups come before refreshes
         answer = await self._flight(org, query, digest, Spend.REFRESH)
         if answer.status.good:
             return "refreshed", self.clock() + ttl - lead
         return ("later" if answer.status is OrgStatus.SKIPPED else "failed"), retry
 
     def _fresh_until(self, stored: _Stored) -> float:
-        """How long pages built on this answer may be reused: not past `incomplete_ttl` while it lacks durations."""
-        until = stored.fetched_at + self.config.cache.search_ttl
-        if any(v.duration_pending for v in stored.videos):
-            until = min(until, self.clock() + self.config.cache.incomplete_ttl)
-        return until
+        """Until when pages built on this answer may be reused (a page that shows a video of unknown
+        length is reused for less: `Searcher.search`)."""
+        return stored.fetched_at + self.config.cache.search_ttl
 
     async def _read(self, org: Org, digest: str) -> _Stored | None:
         key = cache_keys.key("answer", org.id, digest)
@@ -222,8 +222,13 @@ class AnswerSource:
         records = await in_turns(parsed, functools.partial(thumbnails.record, org.id, query))
         await self.cache.set_many([r for r in records if r is not None], self.config.cache.stale_ttl)
         missing = [v.randtag for v in parsed if v.duration_ms is None]
-        lookups = Spend.REFRESH if spend is Spend.REFRESH else Spend.DURATION
-        durations = await self.durations.resolve(org, missing, self.config.upstream.duration_wait, lookups)
+        if spend is Spend.REFRESH:  # a polled feed kept fresh ahead: its lookups within the refresh share
+            durations = await self.durations.resolve(org, missing, self.config.upstream.duration_wait, spend)
+        else:
+            # Only the durations known already: the searcher looks up those of the videos its page
+            # shows once the orgs' answers are merged (`Searcher.search`), and the rest wait their turn.
+            durations = await self.durations.known(org, missing)
+            await self.durations.defer(org, [tag for tag in missing if tag not in durations])
         videos = tuple(await in_turns(parsed, functools.partial(_with_lookup, durations)))
         stored = _Stored(self.clock(), videos)
         await self._store(cache_keys.key("answer", org.id, digest), stored)

@@ -20,7 +20,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from aggregator.config import Config, Org
 from aggregator.ilos.breaker import Breakers, BreakerState
@@ -30,6 +30,7 @@ from aggregator.loop.turns import in_turns, repeat
 from aggregator.metrics import Metrics
 from aggregator.model import OrgReport, OrgStatus, Result, Sort, Video
 from aggregator.search.answers import AnswerSource, OrgAnswer
+from aggregator.search.popularity import Popularity
 from aggregator.search.rank import Ranker
 from aggregator.search.suggestions import SuggestionIndex
 from aggregator.search.thumbnails import Redirect, Thumbnails
@@ -45,7 +46,10 @@ LATENCY_SAMPLES = 2000  # per org, at most
 class SearchAnswer:
     results: tuple[Result, ...]
     reports: tuple[OrgReport, ...]
-    fresh_until: float  # epoch seconds: when the first of the org answers goes stale
+    # Epoch seconds: when the first of the org answers goes stale, or sooner (`incomplete_ttl`)
+    # while a video of those shown waits for its duration.
+    fresh_until: float
+    shown: int | None = None  # how many of the first results a page shows (None: all)
 
     @property
     def complete(self) -> bool:
@@ -53,8 +57,8 @@ class SearchAnswer:
 
     @property
     def pending_durations(self) -> int:
-        """Videos in the answer whose duration is still being looked up."""
-        return sum(1 for r in self.results if r.video.duration_pending)
+        """Videos shown whose duration is still being looked up."""
+        return sum(1 for r in self.results[: self.shown] if r.video.duration_pending)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +82,7 @@ class Searcher:
         thumbnails: Thumbnails,
         suggestions: SuggestionIndex,
         ranker: Ranker,
+        popularity: Popularity,
         metrics: Metrics,
     ) -> None:
         self.config = config
@@ -89,23 +94,31 @@ class Searcher:
         self._thumbnails = thumbnails
         self._suggestions = suggestions
         self._ranker = ranker
+        self._popularity = popularity
         self._last_reports: dict[str, OrgReport] = {}
         self._last_errors: dict[str, str] = {}  # safe to show: statuses and details never carry keys
         self._latency: dict[str, deque[tuple[float, float]]] = {}  # org -> (monotonic time, ms)
 
-    async def search(self, query: str, org_ids: Sequence[str], sort: Sort, caller: str = "") -> SearchAnswer:
+    async def search(
+        self, query: str, org_ids: Sequence[str], sort: Sort, caller: str = "", shown: int | None = None
+    ) -> SearchAnswer:
         """`query` is normalised (lower-cased, whitespace folded): it is what orgs are asked.
 
         `caller` names who asked (a client, or a digest of an address), so a past
-        query is suggested only once enough different callers have made it.
+        query is suggested only once enough different callers have made it. `shown`:
+        how many of the first merged results the page shows, whose durations are looked
+        up now (None: all of them, as a duration filter needs).
         """
         deadline = time.monotonic() + self.config.upstream.deadline
         orgs = [o for o in self.config.orgs if o.id in org_ids]
-        timed = await asyncio.gather(*(self._timed(org, query, deadline) for org in orgs))
+        # A query asked before goes first when a key's window binds (`ilos.budget`).
+        spend = Spend.SEARCH if await self._popularity.asked(query) > 1 else Spend.ONE_OFF
+        timed = await asyncio.gather(*(self._timed(org, query, deadline, spend) for org in orgs))
         answers = [(org.id, answer) for org, (answer, _) in zip(orgs, timed, strict=True)]
         lists = [(org_id, answer.videos) for org_id, answer in answers]
         large = sum(len(videos) for _, videos in lists) > MERGE_OFF_LOOP
         merged = await self._ranker.order(query, lists, sort, large)
+        merged = await self._with_durations(merged, shown, deadline)
         # A turn of the loop between merging and learning: together, for one 500-video
         # answer, they were one of the longest steps left in the soak (docs/benchmarks.md).
         await asyncio.sleep(0)
@@ -122,8 +135,13 @@ class Searcher:
             self.metrics.org_answers.labels(report.org_id, report.status).inc()
             self.metrics.org_seconds.labels(report.org_id).observe(report.elapsed_ms / 1000)
         await self._learn(query, answers, caller)
-        fresh = [answer.fresh_until for _, answer in answers if answer.fresh_until]
-        return SearchAnswer(tuple(merged), reports, min(fresh, default=0.0))
+        fresh_until = min((answer.fresh_until for _, answer in answers if answer.fresh_until), default=0.0)
+        answer = SearchAnswer(tuple(merged), reports, fresh_until, shown)
+        if answer.pending_durations and fresh_until:
+            # Looked at again soon: by then the lookups behind it have landed.
+            incomplete = self._answers.clock() + self.config.cache.incomplete_ttl
+            answer = replace(answer, fresh_until=min(fresh_until, incomplete))
+        return answer
 
     def suggest(self, prefix: str, visible_orgs: Iterable[str]) -> list[str]:
         return self._suggestions.suggest(prefix, visible_orgs)
@@ -182,16 +200,46 @@ class Searcher:
         """Until cancelled: run deferred duration lookups as the budget refills (one process at a time)."""
         await repeat(self._durations.drain_deferred, DRAIN_INTERVAL, "deferred duration lookups")
 
-    async def _timed(self, org: Org, query: str, deadline: float) -> tuple[OrgAnswer, OrgReport]:
+    async def _timed(
+        self, org: Org, query: str, deadline: float, spend: Spend
+    ) -> tuple[OrgAnswer, OrgReport]:
         started = time.perf_counter()
         try:
-            answer = await self._answers.answer(org, query, deadline - time.monotonic())
+            answer = await self._answers.answer(org, query, deadline - time.monotonic(), spend)
         except Exception as exc:  # one org's bug is that org's error, never the whole answer's
             # No traceback: its frames' text could carry an upstream URL, and so a key.
             log.error("org=%s: unexpected %s while answering", org.id, type(exc).__name__)
             answer = OrgAnswer((), OrgStatus.ERROR, detail="unexpected error")
         elapsed = (time.perf_counter() - started) * 1000
         return answer, OrgReport(org.id, answer.status, elapsed, answer.detail)
+
+    async def _with_durations(self, merged: list[Result], shown: int | None, deadline: float) -> list[Result]:
+        """The merged results with the durations of the first `shown` looked up, within what is left of
+        the deadline and `duration_wait`; each by the first org that returned it. The answers deferred
+        the rest (`AnswerSource`): what no page shows costs no request before what pages show."""
+        wanted: dict[str, list[str]] = {}
+        for result in merged[:shown]:
+            if result.video.duration_pending:
+                wanted.setdefault(result.orgs[0], []).append(result.video.randtag)
+        orgs = [
+            (org, tags) for org_id, tags in wanted.items() if (org := self.config.org(org_id)) is not None
+        ]
+        if not orgs:
+            return merged
+        wait = max(0.0, min(self.config.upstream.duration_wait, deadline - time.monotonic()))
+        found: dict[str, int | None] = {}
+        for durations in await asyncio.gather(
+            *(self._durations.resolve(org, tags, wait) for org, tags in orgs)
+        ):
+            found.update(durations)
+        if not found:
+            return merged
+        return [
+            replace(r, video=replace(r.video, duration_ms=found[tag], duration_pending=False))
+            if r.video.duration_pending and (tag := r.video.randtag) in found
+            else r
+            for r in merged
+        ]
 
     async def _learn(self, query: str, answers: list[tuple[str, OrgAnswer]], caller: str) -> None:
         """Feed the suggestions (titles, and the query itself where it found something) and the

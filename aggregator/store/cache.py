@@ -65,6 +65,11 @@ class Cache(Protocol):
         """Add to named counters kept together under `key` (a Redis hash)."""
 
     async def counts(self, key: str) -> dict[str, int]: ...
+    async def tally(self, key: str, name: str, since: str, cap: int, ttl: float) -> int:
+        """Add one to counter `name` under `key` (unless `key` holds `cap` counters and not this
+        one), and return it plus `name`'s count under `since`, the period before (0 if none)."""
+        ...
+
     def describe(self) -> str: ...
 
 

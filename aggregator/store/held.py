@@ -29,9 +29,10 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import redis.asyncio as aioredis
@@ -87,10 +88,11 @@ return 1
 
 @dataclass(frozen=True, slots=True)
 class Figures:
-    """How a window stands: its limit, and how much of it is free."""
+    """How a window stands: its limit, how much of it is free, and what holds the rest."""
 
     limit: int
     remaining: int
+    held: Mapping[str, int] = field(default_factory=dict)  # kind (as `take` was told) -> units
 
 
 class HeldWindows:
@@ -115,16 +117,25 @@ class HeldWindows:
         self._cautious_until = 0.0
 
     async def take(
-        self, key: str, limit: int, share: int, want: int, window: float, hold: float, keep: int = 0
+        self,
+        key: str,
+        limit: int,
+        share: int,
+        want: int,
+        window: float,
+        hold: float,
+        keep: int = 0,
+        kind: str = "",
     ) -> list[str]:
         """Up to `want` units that leave `keep` free; the members taken (none when there is no room).
 
-        Each is held until `release`, or `window + hold` seconds from now at the latest.
+        Each is held until `release`, or `window + hold` seconds from now at the latest. `kind`
+        (letters and dashes) says what they were for, in `figures`.
         """
         if want <= 0:
             return []
         now = self._clock()
-        prefix = f"{self._token}:{next(self._counter)}:"
+        prefix = f"{self._token}:{next(self._counter)}:{kind}:"
         expiry = now + window + hold
         if self._redis_now():
             if now < self._cautious_until:
@@ -160,7 +171,7 @@ class HeldWindows:
     async def charge(self, key: str, cost: int, window: float) -> None:
         """Count `cost` more units for a window from now, room or not (the upstream says it saw them)."""
         unlimited = 1 << 30
-        taken = await self.take(key, unlimited, unlimited, cost, window, 0.0)
+        taken = await self.take(key, unlimited, unlimited, cost, window, 0.0, kind="upstream")
         await self.release(key, taken, window)
 
     async def figures(self, key: str, limit: int, share: int) -> Figures:
@@ -175,10 +186,13 @@ class HeldWindows:
                 if not redis_failed(exc):
                     raise
                 self._failed(exc)
-        used = len(self._live(key, now))
+        live = self._live(key, now)
+        used = len(live)
+        held = Counter(_kind(member) for member in live)
         if alone:
-            return Figures(share, max(0, min(limit - used, self._room_in_share(key, limit, share, 0, now))))
-        return Figures(limit, max(0, limit - used))
+            room = max(0, min(limit - used, self._room_in_share(key, limit, share, 0, now)))
+            return Figures(share, room, dict(held))
+        return Figures(limit, max(0, limit - used), dict(held))
 
     # -- the shared count ------------------------------------------------------------
 
@@ -258,6 +272,12 @@ class HeldWindows:
         for member in [m for m, at in seen.items() if at <= now]:
             del seen[member]
         return seen
+
+
+def _kind(member: str) -> str:
+    """What a unit was taken for: the third part of its name (`take`'s prefix)."""
+    parts = member.split(":")
+    return parts[2] if len(parts) > 3 and parts[2] else "other"
 
 
 @asynccontextmanager

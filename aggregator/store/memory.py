@@ -167,5 +167,17 @@ class MemoryCache:
         held = self.get_now(key)
         return dict(held) if isinstance(held, dict) else {}
 
+    async def tally(self, key: str, name: str, since: str, cap: int, ttl: float) -> int:
+        held = self.get_now(key)
+        if not isinstance(held, dict):
+            held = {}
+        if name in held or len(held) < cap:
+            held[name] = held.get(name, 0) + 1
+            self.set_now(key, held, ttl)
+        before = self.get_now(since)
+        earlier: int = before.get(name, 0) if isinstance(before, dict) else 0
+        now: int = held.get(name, 0)
+        return now + earlier
+
     def describe(self) -> str:
         return "memory"

@@ -153,6 +153,9 @@ class RedisCache:
                 continue
         return out
 
+    async def tally(self, key: str, name: str, since: str, cap: int, ttl: float) -> int:
+        return int(await self.client.eval(_TALLY, 2, key, since, name, cap, _px(ttl)))
+
     def describe(self) -> str:
         return "redis"
 
@@ -225,3 +228,15 @@ def pool_exhausted(exc: BaseException) -> bool:
     if isinstance(exc, MaxConnectionsError):
         return True
     return isinstance(exc, RedisConnectionError) and isinstance(exc.__cause__, TimeoutError)
+
+
+# KEYS: the counters, those of the period before. ARGV: the name, the cap, the TTL in ms.
+# One step, so that the cap holds however many processes count at once.
+_TALLY = """
+local n = redis.call('HGET', KEYS[1], ARGV[1])
+if n or redis.call('HLEN', KEYS[1]) < tonumber(ARGV[2]) then
+  n = redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+return (tonumber(n) or 0) + (tonumber(redis.call('HGET', KEYS[2], ARGV[1])) or 0)
+"""

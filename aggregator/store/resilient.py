@@ -148,5 +148,11 @@ class ResilientCache:
     async def counts(self, key: str) -> dict[str, int]:
         return await self._either(lambda: self.redis.counts(key), lambda: self.memory.counts(key))
 
+    async def tally(self, key: str, name: str, since: str, cap: int, ttl: float) -> int:
+        return await self._either(
+            lambda: self.redis.tally(key, name, since, cap, ttl),
+            lambda: self.memory.tally(key, name, since, cap, ttl),
+        )
+
     def describe(self) -> str:
         return "redis" if self.redis_up else "memory (Redis unreachable)"

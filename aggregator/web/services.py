@@ -35,6 +35,7 @@ from aggregator.model import Clock
 from aggregator.pages.service import Pages
 from aggregator.render.formats import FORMATS
 from aggregator.search.answers import AnswerSource
+from aggregator.search.popularity import Popularity
 from aggregator.search.rank import Ranker
 from aggregator.search.searcher import Searcher
 from aggregator.search.suggestions import SuggestionIndex
@@ -104,8 +105,9 @@ def _build(
     )
     thumbnails = Thumbnails(cache, answers.refresh, clock)
     ranker = Ranker(config, TermStats(cache, clock))
+    popularity = Popularity(cache, config.suggest.retention, clock)
     searcher = Searcher(
-        config, answers, breakers, budget, durations, thumbnails, suggestions, ranker, metrics
+        config, answers, breakers, budget, durations, thumbnails, suggestions, ranker, popularity, metrics
     )
     pages = Pages(config, cache, searcher, clock)
     subscriptions = Subscriptions(config, cache, clock, {f.name: f.path for f in FORMATS if f.subscribable})

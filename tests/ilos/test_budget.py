@@ -230,7 +230,9 @@ async def test_anonymous_callers_are_limited_per_address_behind_a_trusted_proxy(
 
 
 async def test_without_redis_each_process_keeps_to_its_share(aiohttp_client, sim, clock) -> None:
-    config = make_config(sim, server={"replicas_hint": 2}, upstream={"rate_limit": 4, "rate_window": 60})
+    config = make_config(
+        sim, server={"replicas_hint": 2}, upstream={"rate_limit": 4, "rate_window": 60, "one_off_reserve": 0}
+    )
     client = await aiohttp_client(create_app(config, clock=clock))
     ready = await (await client.get("/readyz")).json()
     assert ready["orgs"]["hr"]["budget_limit"] == 2  # 4 shared by 2 replicas of 1 worker

@@ -59,7 +59,7 @@ async def test_pending_durations_are_said_in_every_format_and_heal(aiohttp_clien
 
 
 async def test_a_search_that_finds_no_budget_does_not_wait(aiohttp_client, sim, clock) -> None:
-    config = make_config(sim, upstream={"rate_limit": 2, "rate_window": 3600})
+    config = make_config(sim, upstream={"rate_limit": 2, "rate_window": 3600, "one_off_reserve": 0})
     client = await aiohttp_client(create_app(config, clock=clock))
     for q in ("payroll", "benefits"):
         assert timing(await client.get("/search.atom", params={"q": q, "org": "hr"}))["hr"] == "ok"

@@ -57,6 +57,8 @@ async def test_cache_holds_no_secrets_and_every_key_expires(redis_client_app, si
             blob = k + b"".join(r.lrange(k, 0, -1))
         elif kind == b"zset":  # deferred duration lookups: randtags; budget windows: unit ids
             blob = k + b"".join(r.zrange(k, 0, -1))
+        elif kind == b"hash":  # counters: how often each query digest was asked, term statistics
+            blob = k + b"".join(a + b for a, b in r.hgetall(k).items())
         else:
             blob = k + (r.get(k) or b"")
         assert not any(key.encode() in blob for key in KEYS.values())
