@@ -9,9 +9,9 @@ one fetcher while the others wait for its answer to land, with a bounded wait
 and a fallback to fetching themselves.
 
 The fetcher asks ilos through `ilos.searches` (behind the org's breaker and
-budget, parsed off the loop). Durations it does not know yet it defers: the
-searcher looks up at once those of the videos a page shows, once every org's
-answer is merged, and the rest are looked up as the budget allows. An answer
+budget, parsed off the loop). Durations it does not know yet are left to the
+searcher, which looks up at once those of the videos a page shows, once every
+org's answer is merged, and defers the rest. An answer
 missing some is stored with their randtags as `pending`, and fills them in from the duration cache each time
 it is read, as the lookups behind it land. (A polled feed's refresh waits at
 most `duration_wait` for its lookups, within the refresh share.)
@@ -226,9 +226,8 @@ class AnswerSource:
             durations = await self.durations.resolve(org, missing, self.config.upstream.duration_wait, spend)
         else:
             # Only the durations known already: the searcher looks up those of the videos its page
-            # shows once the orgs' answers are merged (`Searcher.search`), and the rest wait their turn.
+            # shows once the orgs' answers are merged, and defers the rest (`Searcher.search`).
             durations = await self.durations.known(org, missing)
-            await self.durations.defer(org, [tag for tag in missing if tag not in durations])
         videos = tuple(await in_turns(parsed, functools.partial(_with_lookup, durations)))
         stored = _Stored(self.clock(), videos)
         await self._store(cache_keys.key("answer", org.id, digest), stored)

@@ -118,7 +118,7 @@ class Searcher:
         lists = [(org_id, answer.videos) for org_id, answer in answers]
         large = sum(len(videos) for _, videos in lists) > MERGE_OFF_LOOP
         merged = await self._ranker.order(query, lists, sort, large)
-        merged = await self._with_durations(merged, shown, deadline)
+        merged = await self._with_durations(merged, shown, deadline, answers)
         # A turn of the loop between merging and learning: together, for one 500-video
         # answer, they were one of the longest steps left in the soak (docs/benchmarks.md).
         await asyncio.sleep(0)
@@ -213,14 +213,24 @@ class Searcher:
         elapsed = (time.perf_counter() - started) * 1000
         return answer, OrgReport(org.id, answer.status, elapsed, answer.detail)
 
-    async def _with_durations(self, merged: list[Result], shown: int | None, deadline: float) -> list[Result]:
+    async def _with_durations(
+        self, merged: list[Result], shown: int | None, deadline: float, answers: list[tuple[str, OrgAnswer]]
+    ) -> list[Result]:
         """The merged results with the durations of the first `shown` looked up, within what is left of
-        the deadline and `duration_wait`; each by the first org that returned it. The answers deferred
-        the rest (`AnswerSource`): what no page shows costs no request before what pages show."""
+        the deadline and `duration_wait`, each by the first org that returned it. Those of the rest of
+        a freshly fetched answer are deferred (`Spend.DEFERRED`): what no page shows costs no request
+        before what pages show."""
         wanted: dict[str, list[str]] = {}
         for result in merged[:shown]:
             if result.video.duration_pending:
                 wanted.setdefault(result.orgs[0], []).append(result.video.randtag)
+        looked_up = {tag for tags in wanted.values() for tag in tags}
+        for org_id, answer in answers:
+            org = self.config.org(org_id)
+            if answer.status is OrgStatus.OK and org is not None:
+                rest = [v.randtag for v in answer.videos if v.duration_pending and v.randtag not in looked_up]
+                if rest:
+                    await self._durations.defer(org, rest)
         orgs = [
             (org, tags) for org_id, tags in wanted.items() if (org := self.config.org(org_id)) is not None
         ]

@@ -38,6 +38,7 @@ class OrgState:
     budget_limit: int
     budget_remaining: int
     rate_limited_for: float | None  # seconds a 429's Retry-After still holds
+    window_spent: tuple[tuple[str, int], ...]  # what holds the window, by kind (`ilos.budget.Spend`)
     deferred: int  # duration lookups waiting for budget
     latency: tuple[float, float] | None  # (p50, p95) ms in this process
     error: str | None  # the last error this process saw
@@ -64,6 +65,7 @@ async def org_states(services: Services) -> list[OrgState]:
                 budget_limit=health.budget.limit,
                 budget_remaining=health.budget.remaining,
                 rate_limited_for=round(max(0.0, health.budget.cooling_until - now), 1) or None,
+                window_spent=tuple(sorted(health.budget.held.items(), key=lambda kv: (-kv[1], kv[0]))),
                 deferred=health.deferred,
                 latency=searcher.latency(org.id),
                 error=searcher.last_error(org.id),
@@ -103,6 +105,7 @@ async def readyz(request: web.Request) -> web.Response:
             "budget_limit": org.budget_limit,
             "budget_remaining": org.budget_remaining,
             "rate_limited_for": org.rate_limited_for,
+            "window_spent": dict(org.window_spent),
             "deferred_durations": org.deferred,
         }
         if not org.good:
@@ -170,6 +173,7 @@ async def status(request: web.Request) -> web.Response:
             "budget_remaining": org.budget_remaining,
             "budget_limit": org.budget_limit,
             "rate_limited_for": (round(org.rate_limited_for) or None) if org.rate_limited_for else None,
+            "spent": ", ".join(f"{n} {kind}" for kind, n in org.window_spent),
             "deferred": org.deferred,
             "p50": round(org.latency[0]) if org.latency else None,
             "p95": round(org.latency[1]) if org.latency else None,
