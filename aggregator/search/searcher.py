@@ -225,12 +225,13 @@ class Searcher:
             if result.video.duration_pending:
                 wanted.setdefault(result.orgs[0], []).append(result.video.randtag)
         looked_up = {tag for tags in wanted.values() for tag in tags}
-        for org_id, answer in answers:
-            org = self.config.org(org_id)
-            if answer.status is OrgStatus.OK and org is not None:
-                rest = [v.randtag for v in answer.videos if v.duration_pending and v.randtag not in looked_up]
-                if rest:
-                    await self._durations.defer(org, rest)
+        rest = [
+            (org, tags)
+            for org_id, answer in answers
+            if answer.status is OrgStatus.OK and (org := self.config.org(org_id)) is not None
+            if (tags := [v.randtag for v in answer.videos if v.duration_pending and v.randtag not in looked_up])
+        ]
+        await asyncio.gather(*(self._durations.defer(org, tags) for org, tags in rest))
         orgs = [
             (org, tags) for org_id, tags in wanted.items() if (org := self.config.org(org_id)) is not None
         ]
