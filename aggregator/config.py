@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from aggregator.settings import (
     Choice,
@@ -268,6 +268,51 @@ def parse_config_text(text: str, environ: Mapping[str, str] = os.environ) -> Con
     return parse_config(data, environ)
 
 
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+
+
+@dataclass(frozen=True, slots=True)
+class SentinelUrl:
+    """`redis+sentinel://[user:password@]host:port[,host:port...]/service_name[/db]`.
+
+    The password (and user) are the Redis primary's, and the Sentinels' too; `rediss+sentinel`
+    speaks TLS to both, with `redis_ca`, `redis_cert` and `redis_key` as for `rediss://`.
+    """
+
+    sentinels: tuple[tuple[str, int], ...]
+    service_name: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+
+
+def sentinel_url(url: str) -> SentinelUrl:
+    """Raises ValueError, naming what is wrong but never the password."""
+    scheme, _, rest = url.partition("://")
+    netloc, _, path = rest.partition("/")
+    userinfo, _, hosts = netloc.rpartition("@")
+    username, _, password = userinfo.partition(":")
+    sentinels = []
+    for host_port in hosts.split(","):
+        host, _, port = host_port.strip().rpartition(":")
+        host = host.strip("[]")
+        if not host or not port.isdigit() or not 0 < int(port) < 65_536:
+            raise ValueError("each Sentinel must be host:port, separated by commas")
+        sentinels.append((host, int(port)))
+    parts = [p for p in path.split("/") if p]
+    if not parts or len(parts) > 2 or (len(parts) == 2 and not parts[1].isdigit()):
+        raise ValueError("must end with /service_name or /service_name/db (the db a number)")
+    return SentinelUrl(
+        tuple(sentinels),
+        parts[0],
+        int(parts[1]) if len(parts) == 2 else 0,
+        unquote(username) or None,
+        unquote(password) or None,
+        scheme == "rediss+sentinel",
+    )
+
+
 def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.environ) -> Config:
     problems: list[str] = []
     warnings: list[str] = []
@@ -283,8 +328,19 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] = os.enviro
 
     cache_t = root.table("cache")
     cache = CacheConfig(**read_fields(cache_t, CacheConfig, environ))
-    if cache.redis_url is not None and urlsplit(cache.redis_url).scheme not in ("redis", "rediss", "unix"):
-        problems.append("cache.redis_url: must be a redis://, rediss:// or unix:// URL")
+    if cache.redis_url is not None:
+        scheme = urlsplit(cache.redis_url).scheme
+        if scheme in SENTINEL_SCHEMES:
+            try:
+                sentinel_url(cache.redis_url)
+            except ValueError as exc:
+                problems.append(f"cache.redis_url: {exc}")
+            if cache.redis_cluster:
+                problems.append("cache.redis_cluster: a Sentinel-managed Redis is not a Cluster")
+        elif scheme not in ("redis", "rediss", "unix"):
+            problems.append(
+                "cache.redis_url: must be a redis://, rediss://, unix:// or redis+sentinel:// URL"
+            )
     if cache_t.integer("memory_max_entries", 10_000, 10, 10_000_000) and "memory_max_entries" in cache_t.data:
         warnings.append(
             "cache.memory_max_entries: deprecated and ignored; the bound is cache.memory_max_bytes now"

@@ -23,11 +23,11 @@ from contextlib import asynccontextmanager, suppress
 from typing import Any, cast
 
 from limits import RateLimitItem
-from limits.aio.storage import RedisClusterStorage, RedisStorage
+from limits.aio.storage import RedisClusterStorage, RedisSentinelStorage, RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 
-from aggregator.config import CacheConfig
+from aggregator.config import SENTINEL_SCHEMES, CacheConfig, sentinel_url
 from aggregator.model import Clock
 from aggregator.store.keys import NAMESPACE
 from aggregator.store.redis_cache import redis_failed, redis_options
@@ -167,8 +167,25 @@ async def shared_storage(config: CacheConfig) -> AsyncIterator[RedisStorage | No
     if config.redis_cluster:
         uri = "async+redis+cluster://" + url.split("://", 1)[1].split("/", 1)[0]
     options = {k: v for k, v in redis_options(config).items() if v is not None}
+    kind: type[RedisStorage] | type[RedisClusterStorage] | type[RedisSentinelStorage]
     kind = RedisClusterStorage if config.redis_cluster else RedisStorage
-    storage = kind(uri, implementation="redispy", key_prefix=NAMESPACE, wrap_exceptions=True, **options)
+    extra: dict[str, Any] = {}
+    if url.startswith(SENTINEL_SCHEMES):
+        # limits' own Sentinel storage: the same Sentinels, the primary only (a replica's count lags).
+        sentinel = sentinel_url(url)
+        hosts = ",".join(f"{host}:{port}" for host, port in sentinel.sentinels)
+        uri = f"async+redis+sentinel://{hosts}/{sentinel.service_name}"
+        kind = RedisSentinelStorage
+        extra = {"use_replicas": False, "db": sentinel.db}
+        if sentinel.password:
+            extra.update(password=sentinel.password, sentinel_kwargs={"password": sentinel.password})
+        if sentinel.username:
+            extra["username"] = sentinel.username
+        if sentinel.tls:
+            extra["ssl"] = True
+    storage = kind(
+        uri, implementation="redispy", key_prefix=NAMESPACE, wrap_exceptions=True, **options, **extra
+    )
     try:
         yield storage
     finally:

@@ -11,11 +11,12 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError, RedisError
 
-from aggregator.config import CacheConfig
+from aggregator.config import SENTINEL_SCHEMES, CacheConfig, sentinel_url
 
 # Where redis-py and asyncio's transports live: see `redis_failed`.
 _CLIENT_CODE = tuple(os.path.dirname(m.__file__ or "") + os.sep for m in (aioredis, asyncio))
@@ -194,7 +195,7 @@ def redis_options(config: CacheConfig) -> dict[str, Any]:
         # a search's deadline.
         "retry": Retry(NoBackoff(), 1),
     }
-    if config.redis_url and config.redis_url.startswith("rediss://"):
+    if config.redis_url and config.redis_url.startswith(("rediss://", "rediss+sentinel://")):
         options.update(
             ssl_ca_certs=config.redis_ca, ssl_certfile=config.redis_cert, ssl_keyfile=config.redis_key
         )
@@ -204,6 +205,8 @@ def redis_options(config: CacheConfig) -> dict[str, Any]:
 def redis_client(config: CacheConfig) -> aioredis.Redis | aioredis.RedisCluster:
     """Short timeouts: a cache that makes requests wait is worse than no cache."""
     assert config.redis_url is not None
+    if config.redis_url.startswith(SENTINEL_SCHEMES):
+        return sentinel_client(config)
     if config.redis_cluster:
         return aioredis.RedisCluster.from_url(config.redis_url, **redis_options(config))
     # A command that finds every pooled connection busy waits for one (up to redis_timeout, inside
@@ -216,6 +219,22 @@ def redis_client(config: CacheConfig) -> aioredis.Redis | aioredis.RedisCluster:
         **redis_options(config),
     )
     return aioredis.Redis.from_pool(pool)
+
+
+def sentinel_client(config: CacheConfig) -> aioredis.Redis:
+    """A client of the primary the Sentinels name: it asks them again when a connection fails, so
+    a failover costs the commands in flight (ResilientCache falls back meanwhile), then nothing."""
+    assert config.redis_url is not None
+    url = sentinel_url(config.redis_url)
+    auth: dict[str, Any] = {"username": url.username, "password": url.password}
+    options = redis_options(config)
+    if url.tls:
+        options["ssl"] = True
+    sentinel_options = {**auth, **{k: v for k, v in options.items() if k != "max_connections"}}
+    # redis-py's Sentinel is untyped; what it returns is a Redis client on a SentinelConnectionPool.
+    sentinels = cast(Any, Sentinel)(list(url.sentinels), sentinel_kwargs=sentinel_options, **options)
+    client: aioredis.Redis = sentinels.master_for(url.service_name, db=url.db, **auth)
+    return client
 
 
 def pool_exhausted(exc: BaseException) -> bool:

@@ -301,3 +301,119 @@ async def test_a_cluster_that_loses_a_node_costs_no_org_its_search(
     assert {o: len(sim.calls(o, "search")) for o in KEYS} == dict.fromkeys(KEYS, 2)
     ready = await (await client.get("/readyz")).json()
     assert ready["status"] == "degraded" and "Redis unreachable" in ready["cache"]
+
+
+@dataclass
+class SentinelSet:
+    """A primary, its replica and one Sentinel watching them (quorum 1), all of the test's own."""
+
+    primary: subprocess.Popen[bytes]
+    replica: subprocess.Popen[bytes]
+    sentinel: subprocess.Popen[bytes]
+    ports: dict[str, int]
+
+    @property
+    def url(self) -> str:
+        return f"redis+sentinel://127.0.0.1:{self.ports['sentinel']}/aggregator/0"
+
+    def primary_port(self) -> int:
+        """The port the Sentinel names as the primary now."""
+        client = redis.Redis(port=self.ports["sentinel"], socket_connect_timeout=0.5)
+        return int(client.execute_command("SENTINEL", "get-master-addr-by-name", "aggregator")[1])
+
+
+@pytest.fixture
+def sentinel_set(tmp_path: Path) -> Iterator[SentinelSet]:
+    ports = {name: free_port() for name in ("primary", "replica", "sentinel")}
+    primary = start_redis(
+        "--port", str(ports["primary"]), "--bind", "127.0.0.1",
+        client=redis.Redis(port=ports["primary"]), workdir=tmp_path,
+    )  # fmt: skip
+    replica = start_redis(
+        "--port", str(ports["replica"]), "--bind", "127.0.0.1", "--replicaof", "127.0.0.1", str(ports["primary"]),
+        client=redis.Redis(port=ports["replica"]), workdir=tmp_path,
+    )  # fmt: skip
+    conf = tmp_path / "sentinel.conf"  # Sentinel rewrites its file: it must be its own
+    conf.write_text(
+        f"port {ports['sentinel']}\nbind 127.0.0.1\ndir {tmp_path}\n"
+        f"sentinel monitor aggregator 127.0.0.1 {ports['primary']} 1\n"
+        "sentinel down-after-milliseconds aggregator 400\n"
+        "sentinel failover-timeout aggregator 2000\n"
+    )
+    sentinel = subprocess.Popen(
+        [REDIS or "redis-server", str(conf), "--sentinel"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    watched = SentinelSet(primary, replica, sentinel, ports)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            if watched.primary_port() == ports["primary"]:
+                break
+        except (redis.RedisError, TypeError):
+            pass
+        assert time.monotonic() < deadline, "the Sentinel did not start"
+        time.sleep(0.05)
+    yield watched
+    for proc in (sentinel, replica, primary):
+        proc.terminate()
+        proc.wait(10)
+
+
+async def test_sentinel_managed_redis_survives_a_failover(aiohttp_client, sim, sentinel_set) -> None:
+    """The primary dies during a burst: no 5xx, ilos never sees more than the budget, and once the
+    Sentinel has promoted the replica the service uses Redis again."""
+    for org in sim.orgs:
+        org.rate_limit, org.rate_window = 20, 60.0  # ilos counts exactly what the service may send
+    config = make_config(
+        sim,
+        cache={"redis_url": sentinel_set.url, "redis_retry_seconds": 0.2},
+        upstream={"rate_limit": 20, "rate_window": 60, "one_off_reserve": 0},
+    )
+    client = await aiohttp_client(create_app(config))
+    first = await client.get("/search.atom", params={"q": "onboarding"})
+    assert first.status == 200 and (await (await client.get("/readyz")).json())["cache"] == "redis"
+    words = ["induction", "payroll", "safety", "welcome", "benefits", "lecture", "analysis", "project"]
+
+    async def search(word: str) -> int:
+        resp = await client.get("/search.atom", params={"q": word})
+        await resp.read()
+        return resp.status
+
+    burst = [asyncio.create_task(search(w)) for w in words[:4]]
+    sentinel_set.primary.kill()  # mid-burst, no goodbye
+    burst += [asyncio.create_task(search(w)) for w in words[4:]]
+    statuses = await asyncio.gather(*burst)
+    assert all(s < 500 for s in statuses), statuses
+    deadline = time.monotonic() + 15
+    while sentinel_set.primary_port() != sentinel_set.ports["replica"]:
+        assert time.monotonic() < deadline, "no failover"
+        await asyncio.sleep(0.1)
+    while (await (await client.get("/readyz")).json())["cache"] != "redis":
+        assert time.monotonic() < deadline, "the service did not come back to Redis"
+        await asyncio.sleep(0.1)
+    again = await client.get("/search.atom", params={"q": "safety and health"})
+    assert again.status == 200
+    promoted = redis.Redis(port=sentinel_set.ports["replica"])
+    assert promoted.keys(f"{NAMESPACE}:answer:*")  # written to the new primary
+    assert not sim.throttled()  # the budget held at the upstream throughout
+
+
+def test_sentinel_urls_are_read_and_checked_without_showing_the_password() -> None:
+    from aggregator.config import ConfigError, SentinelUrl, parse_config_text, sentinel_url
+
+    assert sentinel_url("rediss+sentinel://:s3cret@10.0.0.1:26379,[::1]:26380/cache/2") == SentinelUrl(
+        (("10.0.0.1", 26379), ("::1", 26380)), "cache", 2, None, "s3cret", tls=True
+    )
+    for url, problem in [
+        ("redis+sentinel://:s3cret@10.0.0.1/cache", "each Sentinel must be host:port"),
+        ("redis+sentinel://:s3cret@10.0.0.1:26379", "must end with /service_name"),
+        ("redis+sentinel://:s3cret@10.0.0.1:26379/cache/x", "must end with /service_name"),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            parse_config_text(
+                f'[cache]\nredis_url = "{url}"\n[[orgs]]\nid = "a"\napi_key = "k"\n', environ={}
+            )
+        assert any(problem in p for p in info.value.problems)
+        assert "s3cret" not in str(info.value)
