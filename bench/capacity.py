@@ -110,6 +110,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--queries", type=int, default=5000)
     parser.add_argument("--service-root", type=Path, default=ROOT, help="run the service from this checkout")
+    parser.add_argument("--one-off-reserve", type=float, default=None, help="default: the service's")
     args = parser.parse_args()
 
     redis_proc, redis_url = start_redis()
@@ -118,8 +119,9 @@ def main() -> None:
         "--catalog", "sample", "--rate-limit", str(LIMIT), "--rate-window", str(WINDOW),
         "--arrival-delay", "0.04", "0.12", "--max-results", "25",
     )  # fmt: skip
+    reserve = f"one_off_reserve = {args.one_off_reserve}\n" if args.one_off_reserve is not None else ""
     extra = (
-        f"rate_limit = {LIMIT}\nrate_window = {WINDOW:g}\n"
+        f"rate_limit = {LIMIT}\nrate_window = {WINDOW:g}\n{reserve}"
         f'[cache]\nredis_url = "{redis_url}"\nsearch_ttl = {TTL:g}\nincomplete_ttl = 3\n'
     )
     services = start_replicas(args.processes, sim_url, keys, extra=extra, root=args.service_root)

@@ -229,7 +229,11 @@ class Searcher:
             (org, tags)
             for org_id, answer in answers
             if answer.status is OrgStatus.OK and (org := self.config.org(org_id)) is not None
-            if (tags := [v.randtag for v in answer.videos if v.duration_pending and v.randtag not in looked_up])
+            if (
+                tags := [
+                    v.randtag for v in answer.videos if v.duration_pending and v.randtag not in looked_up
+                ]
+            )
         ]
         await asyncio.gather(*(self._durations.defer(org, tags) for org, tags in rest))
         orgs = [
