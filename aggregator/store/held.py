@@ -42,7 +42,8 @@ from aggregator.model import Clock
 from aggregator.store.redis_cache import redis_client, redis_failed
 
 log = logging.getLogger(__name__)
-PREFIX = "ilosagg-budget:v1:"  # versioned on its own: a cache namespace bump must not split windows
+PREFIX = "ilosagg-budget:v1:"
+REFUSAL_MEMORY = 1.0  # seconds a window found full is taken as full without asking Redis, at most  # versioned on its own: a cache namespace bump must not split windows
 
 # KEYS[1]: the window. ARGV: now, limit, keep, want, expiry of new units, member prefix,
 # known (units the caller knows unexpired), then member/expiry pairs to write back (NX).
@@ -110,6 +111,7 @@ class HeldWindows:
         self._token = secrets.token_hex(6)
         self._counter = itertools.count(1)
         self._seen: dict[str, dict[str, float]] = {}  # key -> member -> expiry: the window as last seen
+        self._refused: dict[str, tuple[float, int]] = {}  # key -> (until, keep): no room (`_refuse`)
         self._down_until = 0.0
         self._write_back = False  # Redis failed since it last answered: give it what we know
         # Until then, after an outage or a Redis that lost its windows, this process keeps to its
@@ -135,6 +137,9 @@ class HeldWindows:
         if want <= 0:
             return []
         now = self._clock()
+        refused = self._refused.get(key)
+        if refused is not None and now < refused[0] and keep >= refused[1]:
+            return []  # no room a moment ago, and none can have come since (see `_refuse`)
         prefix = f"{self._token}:{next(self._counter)}:{kind}:"
         expiry = now + window + hold
         if self._redis_now():
@@ -158,6 +163,9 @@ class HeldWindows:
         for member in members:
             if member in seen:
                 seen[member] = min(seen[member], expiry)
+        refused = self._refused.get(key)
+        if refused is not None and refused[0] > expiry:
+            self._refused[key] = (expiry, refused[1])
         if self._redis_now():
             try:
                 await cast(Any, self._client).eval(
@@ -230,7 +238,18 @@ class HeldWindows:
             member = flat[i].decode() if isinstance(flat[i], bytes) else str(flat[i])
             units[member] = float(flat[i + 1])
         self._seen[key] = units
+        if granted < want:
+            self._refuse(key, keep, now, units)
         return [f"{prefix}{g}" for g in range(1, granted + 1)]
+
+    def _refuse(self, key: str, keep: int, now: float, units: Mapping[str, float]) -> None:
+        """Remember that the window had no room for a take leaving `keep`: until its first unit
+        expires, there is none for such a take (units are only ever added or kept longer, by any
+        process, except by this process's own `release`, which it sees). At most
+        `REFUSAL_MEMORY`: another process's release may free a unit early. At a campus's peak,
+        refused takes were a sixth of the service's CPU, each a script returning the whole window."""
+        first = min((at for at in units.values() if at > now), default=now)
+        self._refused[key] = (min(first, now + REFUSAL_MEMORY), keep)
 
     def _redis_now(self) -> bool:
         return self._client is not None and self._clock() >= self._down_until
