@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 
 from aggregator.caller import Caller
 from aggregator.config import Config
+from aggregator.loop.deadlines import within
 from aggregator.loop.flights import Flights
 from aggregator.model import Clock
 from aggregator.pages.cached_page import CachedPage, body_etag, build_page, first_seen, remember
@@ -113,7 +114,15 @@ class Pages:
         # Last-Modified is when this representation first appeared with its current ETag, kept
         # in the shared cache; a page with no dated entry is dated by that time too (never 1970).
         record = _record(key)
-        seen_etag, seen_at = await first_seen(self._cache, record)
+        # Within the search's deadline, like every wait on Redis: unknown in time, the page is
+        # dated now (its Last-Modified moves once; its bytes, and so its ETag, only if dated by it).
+        nothing: tuple[str | None, float | None] = (None, None)
+        # Only a search's first pages are remembered: pages past them are dated when rendered, so
+        # that paging through 3,000 of them leaves nothing in Redis.
+        shared = params.start_index == 1
+        seen_etag, seen_at = (
+            await within(answer.deadline, first_seen(self._cache, record), nothing) if shared else nothing
+        )
         # On the loop, in turns: a 100-entry page takes 15-40 ms, and in a thread it would cost the
         # loop more than that in waits for the GIL while it sends and receives (measured: 25 ms a turn).
         body = await fmt.render(replace(view, first_seen=_utc(seen_at or now)))
@@ -123,7 +132,10 @@ class Pages:
         etag = body_etag(body)
         if etag != seen_etag:
             seen_at = now
-            await remember(self._cache, record, etag, now, config.cache.stale_ttl)
+        if etag != seen_etag and shared:
+            await within(
+                answer.deadline, remember(self._cache, record, etag, now, config.cache.stale_ttl), None
+            )
         page = build_page(
             body,
             fmt.content_type,

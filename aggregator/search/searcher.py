@@ -26,6 +26,7 @@ from aggregator.config import Config, Org
 from aggregator.ilos.breaker import Breakers, BreakerState
 from aggregator.ilos.budget import Budget, BudgetState, Spend
 from aggregator.ilos.durations import DurationLookups
+from aggregator.loop.deadlines import within
 from aggregator.loop.turns import in_turns, repeat
 from aggregator.metrics import Metrics
 from aggregator.model import OrgReport, OrgStatus, Result, Sort, Video
@@ -50,6 +51,7 @@ class SearchAnswer:
     # while a video of those shown waits for its duration.
     fresh_until: float
     shown: int | None = None  # how many of the first results a page shows (None: all)
+    deadline: float = float("inf")  # time.monotonic() by which the caller is to be answered
 
     @property
     def complete(self) -> bool:
@@ -109,16 +111,20 @@ class Searcher:
         how many of the first merged results the page shows, whose durations are looked
         up now (None: all of them, as a duration filter needs).
         """
+        # Everything a search waits for is inside its deadline, Redis included: a stalled Redis
+        # costs a search the deadline at most (then ResilientCache answers from memory).
         deadline = time.monotonic() + self.config.upstream.deadline
         orgs = [o for o in self.config.orgs if o.id in org_ids]
-        # A query asked before goes first when a key's window binds (`ilos.budget`).
-        spend = Spend.SEARCH if await self._popularity.asked(query) > 1 else Spend.ONE_OFF
+        # A query asked before goes first when a key's window binds (`ilos.budget`); unknown in
+        # time, it is taken as asked before (Redis's trouble must not cost the caller its place).
+        asked = await within(deadline, self._popularity.asked(query), 2)
+        spend = Spend.SEARCH if asked > 1 else Spend.ONE_OFF
         timed = await asyncio.gather(*(self._timed(org, query, deadline, spend) for org in orgs))
         answers = [(org.id, answer) for org, (answer, _) in zip(orgs, timed, strict=True)]
         lists = [(org_id, answer.videos) for org_id, answer in answers]
         large = sum(len(videos) for _, videos in lists) > MERGE_OFF_LOOP
         merged = await self._ranker.order(query, lists, sort, large)
-        merged = await self._with_durations(merged, shown, deadline, answers)
+        merged = await within(deadline, self._with_durations(merged, shown, deadline, answers), merged)
         # A turn of the loop between merging and learning: together, for one 500-video
         # answer, they were one of the longest steps left in the soak (docs/benchmarks.md).
         await asyncio.sleep(0)
@@ -136,7 +142,7 @@ class Searcher:
             self.metrics.org_seconds.labels(report.org_id).observe(report.elapsed_ms / 1000)
         await self._learn(query, answers, caller)
         fresh_until = min((answer.fresh_until for _, answer in answers if answer.fresh_until), default=0.0)
-        answer = SearchAnswer(tuple(merged), reports, fresh_until, shown)
+        answer = SearchAnswer(tuple(merged), reports, fresh_until, shown, deadline)
         if answer.pending_durations and fresh_until:
             # Looked at again soon: by then the lookups behind it have landed.
             incomplete = self._answers.clock() + self.config.cache.incomplete_ttl
@@ -204,8 +210,11 @@ class Searcher:
         self, org: Org, query: str, deadline: float, spend: Spend
     ) -> tuple[OrgAnswer, OrgReport]:
         started = time.perf_counter()
+        late = OrgAnswer((), OrgStatus.TIMEOUT, detail="no answer within the search deadline")
         try:
-            answer = await self._answers.answer(org, query, deadline - time.monotonic(), spend)
+            answer = await within(
+                deadline, self._answers.answer(org, query, deadline - time.monotonic(), spend), late
+            )
         except Exception as exc:  # one org's bug is that org's error, never the whole answer's
             # No traceback: its frames' text could carry an upstream URL, and so a key.
             log.error("org=%s: unexpected %s while answering", org.id, type(exc).__name__)
