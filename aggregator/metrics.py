@@ -126,6 +126,12 @@ class Metrics:
             registry=r,
             multiprocess_mode="mostrecent",
         )
+        self.redis_full_refusals = Gauge(
+            "ilosagg_redis_full_refusals",
+            "Writes Redis refused because it was full (maxmemory), since this process started (read at scrape time)",
+            registry=r,
+            multiprocess_mode="sum",
+        )
         self.formats_by_route: dict[str, str] = {}  # route path -> format name, for the requests family
         self._request_children: dict[tuple[str, int], tuple[Any, Any]] = {}
         self.upstream_seconds = Histogram(

@@ -34,6 +34,9 @@ POLLED_AGAIN_WITHIN = 86_400.0  # a second poll within a day makes a feed URL a 
 # readers jitter their schedule by up to about a tenth, and some back off when nothing changes.
 WINDOW_OPENS, WINDOW_CLOSES = 0.8, 1.5
 MAX_PENDING = 10_000  # distinct feed URLs tallied between flushes; more wait for the next one
+# Subscriptions kept fresh, in all (every replica): far above what the refresh share can keep
+# fresh (docs/benchmarks.md), and a bound on what feed URLs can make Redis hold.
+MAX_SUBSCRIPTIONS = 20_000
 DUE = cache_keys.key("subs", "due")
 
 
@@ -124,6 +127,7 @@ class Subscriptions:
         self.clock = clock
         self.paths = paths
         self._pending: dict[tuple[str, str, str], tuple[Caller, int]] = {}
+        self._over_cap = 0  # subscriptions not made because MAX_SUBSCRIPTIONS were
 
     def polled(self, fmt: str, path: str, caller: Caller) -> None:
         """A feed was fetched: `fmt` names its format, `path` is the raw path with its query."""
@@ -155,6 +159,9 @@ class Subscriptions:
                 _record(sub_id), sub.to_json(), idle if sub.subscribed else POLLED_AGAIN_WITHIN
             )
             if sub.subscribed and (known is None or not known.subscribed):
+                if await self.count() >= MAX_SUBSCRIPTIONS:
+                    self._over_cap += 1
+                    continue  # fetched when polled, like any feed; kept fresh only below the cap
                 await self.cache.schedule(DUE, {sub_id: now}, idle)
             if sub.subscribed:
                 for org_id in orgs:
@@ -165,6 +172,10 @@ class Subscriptions:
         try:
             params = params_of_url(path, caller.visible_orgs)
         except ParamError:
+            return None
+        if params.start_index != 1:
+            # Readers subscribe to a search's first page. Pages past it are not remembered: a
+            # client paging through 3,000 of them must not leave 3,000 records in Redis.
             return None
         canonical = search_query(params, all_orgs=caller.visible_orgs)
         url = f"{self.config.server.public_url}{self.paths[fmt]}?{canonical}"

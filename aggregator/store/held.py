@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import redis.asyncio as aioredis
+from redis.exceptions import OutOfMemoryError
 
 from aggregator.config import CacheConfig
 from aggregator.model import Clock
@@ -258,8 +259,12 @@ class HeldWindows:
         self._write_back = True
         if self._clock() < self._down_until:
             return
+        # A full Redis (maxmemory) refuses the window's writes: counted alone the same way, but it
+        # is not down, and the log says so.
+        state = "full" if isinstance(exc, OutOfMemoryError) else "unreachable"
         log.warning(
-            "upstream budget: Redis unreachable (%s): counting the last window seen, and this process's share",
+            "upstream budget: Redis %s (%s): counting the last window seen, and this process's share",
+            state,
             type(exc).__name__,
         )
         self._down_until = self._clock() + self._retry_seconds

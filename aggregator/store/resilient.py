@@ -7,6 +7,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TypeVar
 
+from redis.exceptions import OutOfMemoryError
+
 from aggregator.store.memory import MemoryCache
 from aggregator.store.redis_cache import RedisCache, pool_exhausted, redis_failed
 
@@ -14,6 +16,7 @@ log = logging.getLogger(__name__)
 
 
 T = TypeVar("T")
+FULL_LOG_EVERY = 60.0  # seconds between two log lines about a full Redis
 
 
 class ResilientCache:
@@ -37,6 +40,8 @@ class ResilientCache:
         self._clock = clock
         self.redis_up = True
         self._retry_at = 0.0
+        self.full_refusals = 0  # writes Redis refused because it was full, since start
+        self._full_logged_at = -FULL_LOG_EVERY
         # Keys this process `add`ed (locks, leases) and where: each is released in the store
         # that holds it, even if the cache switched since (else Redis keeps an orphaned lock).
         self._added_in_redis: set[str] = set()
@@ -47,6 +52,18 @@ class ResilientCache:
         try:
             result = await on_redis()
         except Exception as exc:
+            if isinstance(exc, OutOfMemoryError):
+                # Redis is full (maxmemory, noeviction) and refused a write: it still answers, so
+                # reads go on using it; this write goes to memory. One line a minute, and /metrics.
+                self.full_refusals += 1
+                if self._clock() >= self._full_logged_at + FULL_LOG_EVERY:
+                    self._full_logged_at = self._clock()
+                    log.warning(
+                        "Redis is full (maxmemory): writes it refuses go to the in-process cache "
+                        "(%d refused so far); reads still use Redis",
+                        self.full_refusals,
+                    )
+                return await on_memory()
             if pool_exhausted(exc):
                 # Every connection stayed busy for redis_timeout: this one command is answered
                 # from memory, but Redis is not down and nothing is switched or disconnected.

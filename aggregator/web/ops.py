@@ -146,6 +146,7 @@ async def metrics(request: web.Request) -> web.Response:
         m.budget_remaining.labels(org.id).set(org.budget_remaining)
     if isinstance(services.cache, ResilientCache):
         m.redis_up.set(0 if redis_unreachable(services.cache) else 1)
+        m.redis_full_refusals.set(services.cache.full_refusals)
     return web.Response(body=m.exposition(), headers={"Content-Type": METRICS_TYPE, **NO_STORE})
 
 

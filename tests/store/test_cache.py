@@ -42,6 +42,32 @@ async def test_redis_outage_and_return(aiohttp_client, sim, redis_process, clock
     assert len(keys) == 3  # the answers to "safety", written to Redis again
 
 
+async def test_a_full_redis_is_not_a_redis_down(aiohttp_client, sim, redis_process, clock, caplog) -> None:
+    """Redis at maxmemory (noeviction) refuses writes: the service keeps reading from it, logs one
+    line, and /metrics counts the refusals. Before, it took Redis for down and flapped."""
+    config = make_config(sim, cache={"redis_url": redis_process.url})
+    client = await aiohttp_client(create_app(config, clock=clock))
+    assert set(timing(await client.get("/search.atom", params={"q": "onboarding"})).values()) == {"ok"}
+    direct = redis.Redis.from_url(redis_process.url)
+    direct.config_set("maxmemory", 1)  # full: every write is refused from now on
+    try:
+        for q in ("payroll", "safety", "welcome"):
+            assert (await client.get("/search.atom", params={"q": q})).status == 200
+        cached = await client.get("/search.atom", params={"q": "onboarding", "count": "3"})
+        assert set(timing(cached).values()) == {"cached"}  # read from Redis
+        assert (await (await client.get("/readyz")).json())["cache"] == "redis"
+        metrics = await (await client.get("/metrics")).text()
+        refused = next(
+            line for line in metrics.splitlines() if line.startswith("ilosagg_redis_full_refusals ")
+        )
+        assert float(refused.split()[1]) > 0
+        full_lines = [r for r in caplog.records if "Redis is full" in r.getMessage()]
+        assert len(full_lines) == 1  # one line a minute, whatever the number of refusals
+        assert not [r for r in caplog.records if "unreachable" in r.getMessage()]
+    finally:
+        direct.config_set("maxmemory", 0)
+
+
 async def test_cache_holds_no_secrets_and_every_key_expires(redis_client_app, sim, redis_clean) -> None:
     client = await redis_client_app()
     await client.get("/search.atom", params={"q": "onboarding"})
