@@ -28,7 +28,6 @@ from aggregator.store.cache import Cache
 
 log = logging.getLogger(__name__)
 PING_TIMEOUT = aiohttp.ClientTimeout(total=10)
-ANNOUNCED_TTL = 30 * 86_400.0
 REFRESHER_ID = "refresher"  # who asked, for the suggestions' count of callers
 
 
@@ -44,8 +43,12 @@ class Announcer:
         pages: Pages,
         anyone: Caller,
         metrics: Metrics,
+        record_ttl: float = 30 * 86_400.0,
     ) -> None:
+        """`record_ttl`: how long the ETag last announced is kept (`subscription_idle`: no longer
+        than the subscription it is for)."""
         self.hub = hub
+        self._record_ttl = record_ttl
         self._session = session
         self._cache = cache
         self._pages = pages
@@ -64,7 +67,7 @@ class Announcer:
         served_before = await self._pages.served_etag(key)
         page = await self._pages.render(key, fmt, "", self._anyone, params, REFRESHER_ID)
         outcome = await announce_if_changed(
-            self._session, self._cache, self.hub, sub.id, sub.url, page.etag, served_before
+            self._session, self._cache, self.hub, sub.id, sub.url, page.etag, served_before, self._record_ttl
         )
         if outcome is not None:
             self._metrics.websub_pings.labels(outcome).inc()
@@ -78,6 +81,7 @@ async def announce_if_changed(
     topic: str,
     etag: str,
     served_before: str | None,
+    record_ttl: float,
 ) -> str | None:
     """Ping the hub if the feed's ETag differs from the last one announced; the ping's outcome, or None.
 
@@ -89,7 +93,7 @@ async def announce_if_changed(
     baseline = announced.decode() if announced is not None else served_before
     if baseline == etag:
         return None
-    await cache.set(record, etag.encode(), ANNOUNCED_TTL)
+    await cache.set(record, etag.encode(), record_ttl)
     if baseline is None:
         return None
     return await publish(session, hub, topic)

@@ -112,7 +112,9 @@ def _build(
     pages = Pages(config, cache, searcher, clock)
     subscriptions = Subscriptions(config, cache, clock, {f.name: f.path for f in FORMATS if f.subscribable})
     anyone = Caller(None, tuple(o.id for o in config.orgs))
-    announcer = Announcer(config.server.websub_hub, session, cache, pages, anyone, metrics)
+    announcer = Announcer(
+        config.server.websub_hub, session, cache, pages, anyone, metrics, config.cache.subscription_idle
+    )
     refresher = Refresher(config, cache, subscriptions, searcher, pages, announcer, clock)
     return Services(
         config=config,
