@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 from aggregator.caller import Caller
@@ -37,6 +37,7 @@ MAX_PENDING = 10_000  # distinct feed URLs tallied between flushes; more wait fo
 # Subscriptions kept fresh, in all (every replica): far above what the refresh share can keep
 # fresh (docs/benchmarks.md), and a bound on what feed URLs can make Redis hold.
 MAX_SUBSCRIPTIONS = 20_000
+MAX_PER_CALLER = 200  # subscriptions one client or address makes kept fresh (a reader's whole list)
 DUE = cache_keys.key("subs", "due")
 
 
@@ -111,6 +112,11 @@ def _read(sub_id: str, raw: bytes | None) -> Subscription | None:
         return None
 
 
+def _by_caller(who: str) -> str:
+    """The subscriptions a caller made: `who` is a client's name or an address's digest."""
+    return cache_keys.key("subs", "caller", cache_keys.query_digest(who))
+
+
 def _record(sub_id: str) -> str:
     return cache_keys.key("sub", sub_id)
 
@@ -126,24 +132,27 @@ class Subscriptions:
         self.cache = cache
         self.clock = clock
         self.paths = paths
-        self._pending: dict[tuple[str, str, str], tuple[Caller, int]] = {}
-        self._over_cap = 0  # subscriptions not made because MAX_SUBSCRIPTIONS were
+        self._pending: dict[tuple[str, str, str], tuple[Caller, str, int]] = {}
+        self._over_cap = 0  # subscriptions not made because a cap was reached
 
-    def polled(self, fmt: str, path: str, caller: Caller) -> None:
-        """A feed was fetched: `fmt` names its format, `path` is the raw path with its query."""
+    def polled(self, fmt: str, path: str, caller: Caller, who: Callable[[], str] = str) -> None:
+        """A feed was fetched: `fmt` names its format, `path` is the raw path with its query; `who()`
+        names the caller (a client's name or a digest of its address: `CallerLimits.identity`),
+        asked only for the first poll of a URL in a flush interval (the warm path stays a dict
+        lookup)."""
         tally_key = (fmt, path, caller.cache_scope)
         seen = self._pending.get(tally_key)
         if seen is not None:
-            self._pending[tally_key] = (caller, seen[1] + 1)
+            self._pending[tally_key] = (caller, seen[1], seen[2] + 1)
         elif len(self._pending) < MAX_PENDING:
-            self._pending[tally_key] = (caller, 1)
+            self._pending[tally_key] = (caller, who(), 1)
 
     async def flush(self) -> None:
         """Write the tallied polls to the cache."""
         pending, self._pending = self._pending, {}
         now = self.clock()
         idle = self.config.cache.subscription_idle
-        for (fmt, path, _), (caller, polls) in pending.items():
+        for (fmt, path, _), (caller, who, polls) in pending.items():
             found = self._identify(fmt, path, caller)
             if found is None:
                 continue
@@ -159,13 +168,32 @@ class Subscriptions:
                 _record(sub_id), sub.to_json(), idle if sub.subscribed else POLLED_AGAIN_WITHIN
             )
             if sub.subscribed and (known is None or not known.subscribed):
-                if await self.count() >= MAX_SUBSCRIPTIONS:
+                if not await self._room_for(who, sub_id, now):
                     self._over_cap += 1
-                    continue  # fetched when polled, like any feed; kept fresh only below the cap
+                    continue  # fetched when polled, like any feed; kept fresh only below the caps
                 await self.cache.schedule(DUE, {sub_id: now}, idle)
             if sub.subscribed:
                 for org_id in orgs:
                     await self.cache.schedule(_by_org(org_id), {sub_id: now}, idle)
+
+    async def _room_for(self, who: str, sub_id: str, now: float) -> bool:
+        """Whether a new subscription fits under both caps, in all and for its caller; if so, it
+        is counted as the caller's (for `subscription_idle` after it was made)."""
+        if await self.count() >= MAX_SUBSCRIPTIONS:
+            return False
+        if not who:
+            return True
+        mine = _by_caller(who)
+        idle = self.config.cache.subscription_idle
+        held = [
+            s
+            for s, at in await self.cache.scheduled(mine, float("inf"), MAX_PER_CALLER + 1)
+            if at > now - idle
+        ]
+        if len(held) >= MAX_PER_CALLER:
+            return False
+        await self.cache.schedule(mine, {sub_id: now}, idle)
+        return True
 
     def _identify(self, fmt: str, path: str, caller: Caller) -> tuple[str, str, tuple[str, ...], str] | None:
         """(id, normalised query, orgs, canonical self URL) of a polled feed; None if it is not a search."""

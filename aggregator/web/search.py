@@ -53,7 +53,14 @@ async def serve_search(
     if refused is not None:
         return refused
     if fmt.subscribable:
-        services.subscriptions.polled(fmt.name, request.raw_path, caller)
+        services.subscriptions.polled(
+            fmt.name,
+            request.raw_path,
+            caller,
+            lambda: services.caller_limits.identity(
+                caller, request.remote, request.headers.get("X-Forwarded-For")
+            ),
+        )
     private = caller.authenticated
     pages, clock, metrics = services.pages, services.clock, services.metrics
     # The exact query string (and caller) names a page already validated and

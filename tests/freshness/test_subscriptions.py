@@ -222,3 +222,27 @@ def test_a_webhook_secret_must_be_long_and_url_safe() -> None:
         '[[orgs]]\nid = "a"\napi_key = "k"\nwebhook_secret = "env:HOOK"\n', environ={"HOOK": SECRET}
     )
     assert ok.orgs[0].webhook_secret == SECRET and SECRET not in repr(ok)
+
+
+async def test_subscriptions_are_bounded_per_caller(aiohttp_client, sim, clock, monkeypatch) -> None:
+    """A caller polling ever more feed URLs gets at most its share kept fresh (here 2); another
+    caller's subscriptions are not held back by it."""
+    from aggregator.freshness import subscriptions
+
+    monkeypatch.setattr(subscriptions, "MAX_PER_CALLER", 2)
+    cfg = config(sim, server={"trusted_proxies": ["127.0.0.1"]})
+    app, client = await start(aiohttp_client, cfg, clock)
+
+    async def poll_twice(query: str, address: str) -> None:
+        for _ in range(2):
+            resp = await client.get(f"/search.atom?q={query}", headers={"X-Forwarded-For": address})
+            assert resp.status == 200
+            await resp.read()
+
+    for query in ("lecture", "onboarding", "safety"):
+        await poll_twice(query, "198.51.100.7")
+    await app[SERVICES].subscriptions.flush()
+    assert await app[SERVICES].subscriptions.count() == 2
+    await poll_twice("payroll", "198.51.100.8")
+    await app[SERVICES].subscriptions.flush()
+    assert await app[SERVICES].subscriptions.count() == 3
