@@ -36,6 +36,7 @@ class CachedPage:
     server_timing: str  # for the request that rendered it
     # Built once: what every later request it serves repeats (its Server-Timing says "cached").
     hit_headers: dict[str, str] = field(default_factory=dict)
+    thumbnail: str | None = None  # the first result's thumbnail, as this page links it (oEmbed's)
 
     @property
     def nbytes(self) -> int:

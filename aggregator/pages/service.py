@@ -146,6 +146,8 @@ class Pages:
             now,
             answer.pending_durations,
         )
+        thumbnail = next((url for r in view.page.results if (url := view.thumbnail_url(r))), None)
+        page = replace(page, thumbnail=thumbnail)
         self.keep(key, page)
         return page
 

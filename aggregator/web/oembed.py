@@ -6,7 +6,8 @@ is an iframe of `/embed` for that search. Only URLs of this service's search pag
 `/embed` under `server.public_url`, with a `q`) are answered: any other is a 404, as the spec
 says for a URL the provider has no response for; an unknown format is a 501. A URL carrying a
 `key=` is refused (401, the spec's answer for a private resource): the CMS would publish the
-token in every page it renders. No upstream search is ever started here.
+token in every page it renders. No upstream search is ever started here: `thumbnail_url` is given
+only when this process has the search's page rendered already.
 """
 
 from __future__ import annotations
@@ -18,10 +19,14 @@ from xml.sax.saxutils import escape
 
 from aiohttp import web
 
+from aggregator.pages.service import page_key
+from aggregator.params import ParamError, parse_search_params
+from aggregator.render.formats import HTML
 from aggregator.web.errors import NO_STORE
-from aggregator.web.state import CONFIG
+from aggregator.web.state import CONFIG, SERVICES
 
 WIDTH, HEIGHT = 640, 480  # the embed's size when the consumer sets no bound
+THUMB_WIDTH, THUMB_HEIGHT = 180, 102
 MIN_SIDE = 120
 CACHE_AGE = 86_400  # seconds a consumer may keep the answer: the embed itself stays live
 SEARCH_PATHS = ("/", "/embed")
@@ -87,6 +92,10 @@ async def oembed(request: web.Request) -> web.Response:
             'loading="lazy" style="border:0"></iframe>'
         ),
     }
+    thumbnail = _cached_thumbnail(request, query)
+    if thumbnail is not None:
+        # ilos's thumbnails are 180 x 102 (its feeds say so); the spec wants both sides with the URL.
+        answer.update(thumbnail_url=thumbnail, thumbnail_width=THUMB_WIDTH, thumbnail_height=THUMB_HEIGHT)
     headers = {"Cache-Control": f"public, max-age={CACHE_AGE}"}
     if fmt == "json":
         body = json.dumps(answer, ensure_ascii=False).encode()
@@ -94,3 +103,21 @@ async def oembed(request: web.Request) -> web.Response:
     fields = "".join(f"<{k}>{escape(str(v))}</{k}>" for k, v in answer.items())
     xml = f'<?xml version="1.0" encoding="utf-8" standalone="yes"?>\n<oembed>{fields}</oembed>\n'
     return web.Response(text=xml, content_type="text/xml", charset="utf-8", headers=headers)
+
+
+def _cached_thumbnail(request: web.Request, query: dict[str, str]) -> str | None:
+    """The first result's thumbnail if this process has the search's page (or its embed) rendered:
+    never a search of its own, so a pasted URL costs ilos nothing."""
+    services = request.app[SERVICES]
+    caller = services.auth.caller(request)
+    if caller is None:
+        return None
+    try:
+        params = parse_search_params(query, caller.visible_orgs)
+    except ParamError:
+        return None
+    for variant in ("embed", ""):
+        page = services.pages.kept(page_key(HTML, variant, caller, params))
+        if page is not None and page.thumbnail:
+            return page.thumbnail
+    return None

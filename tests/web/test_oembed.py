@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import re
 
+import pytest
 from lxml import etree
 
 PAGE = "http://videos.test/?q=onboarding&org=hr"
@@ -23,7 +24,33 @@ async def test_a_search_url_is_a_rich_embed_of_that_search_within_the_bounds(cli
     [src] = re.findall(r'<iframe src="([^"]+)"', doc["html"])
     assert html.unescape(src) == "http://videos.test/embed?q=onboarding&org=hr"
     assert 'loading="lazy"' in doc["html"] and "title=" in doc["html"]
+    assert "thumbnail_url" not in doc  # the search is not cached here: no thumbnail to offer
     assert len(sim.log) == calls  # oEmbed never starts an upstream search
+
+
+async def test_a_cached_search_offers_its_first_thumbnail(client, sim) -> None:
+    assert (await client.get("/embed", params={"q": "onboarding", "org": "hr"})).status == 200
+    calls = len(sim.log)
+    doc = await (await client.get("/oembed", params={"url": PAGE})).json()
+    assert doc["thumbnail_url"].startswith("http://videos.test/thumbnails/")
+    assert (doc["thumbnail_width"], doc["thumbnail_height"]) == (180, 102)  # the spec wants both
+    assert len(sim.log) == calls
+
+
+async def test_micawber_embeds_a_pasted_search_url(client) -> None:
+    """micawber (PyPI), an independent consumer, with the provider registered as a site would."""
+    import asyncio
+
+    micawber = pytest.importorskip("micawber")
+    registry = micawber.ProviderRegistry()
+    endpoint = str(client.make_url("/oembed"))
+    registry.register(r"http://videos\.test/\S*", micawber.Provider(endpoint))
+    text = "This week's videos:\nhttp://videos.test/?q=safety\n"  # on its own line: embedded, not linked
+    # micawber fetches with urllib, blocking: in a thread, while the app answers on this loop.
+    rendered = await asyncio.to_thread(registry.parse_text, text)
+    assert "<iframe" in rendered and "http://videos.test/embed?q=safety" in html.unescape(rendered)
+    meta = await asyncio.to_thread(registry.request, "http://videos.test/embed?q=safety")
+    assert meta["type"] == "rich" and meta["provider_name"]
 
 
 async def test_the_xml_form_carries_the_same_fields(client) -> None:
