@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import html
 import re
+import shutil
+from pathlib import Path
 
 import pytest
 from lxml import etree
@@ -86,3 +88,42 @@ async def test_the_page_and_the_embed_say_where_their_oembed_is(client) -> None:
         )
         found = await client.get(html.unescape(json_link).replace("http://videos.test", ""))
         assert found.status == 200 and (await found.json())["type"] == "rich"
+
+
+EXTRACTOR = (
+    Path(__file__).resolve().parents[2] / ".ci" / "npm" / "node_modules" / "@extractus" / "oembed-extractor"
+)
+
+
+@pytest.mark.skipif(
+    not EXTRACTOR.exists() or shutil.which("node") is None,
+    reason="@extractus/oembed-extractor is not installed (.ci/run: npm install --prefix .ci/npm)",
+)
+async def test_oembed_extractor_discovers_the_embed_from_the_page_url_alone(aiohttp_server, sim) -> None:
+    """The npm consumer most Node CMSs use, knowing nothing of us: it reads the page's discovery link."""
+    import asyncio
+    import json
+
+    from aggregator.web.app import create_app
+    from tests.conftest import free_port, make_config
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    await aiohttp_server(create_app(make_config(sim, server={"public_url": base})), port=port)
+    script = (
+        f"import {{ extract }} from {json.dumps((EXTRACTOR / 'esm' / 'mod.js').as_uri())};\n"
+        f"console.log(JSON.stringify(await extract({json.dumps(base + '/?q=onboarding&org=hr')})));\n"
+    )
+    node = await asyncio.create_subprocess_exec(
+        "node",
+        "--input-type=module",
+        "-e",
+        script,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(node.communicate(), 30)
+    assert node.returncode == 0, err.decode()
+    doc = json.loads(out)
+    assert doc["method"] == "auto-discovery" and doc["type"] == "rich"
+    assert f"{base}/embed?q=onboarding&amp;org=hr" in doc["html"]
