@@ -113,6 +113,7 @@ def rank(answers: Sequence[tuple[str, Sequence[Video]]], ranking: Ranking) -> li
     # A term's BM25F part is the same in both passes, so the second adds only the feedback terms.
     words = frozenset(typed)
     text = {tag: _bm25f(doc, idf, words, avg_length) for tag, doc in docs.items()}
+    typed_part = text  # above 0 exactly where a typed word is held (every idf is above 0)
     if typed:
         top = sorted((t for t in videos if text[t] > 0), key=lambda t: (-text[t], t))
         feedback = _feedback(ranking.stats, [docs[t] for t in top[:FEEDBACK_DOCS]], answer, typed)
@@ -145,7 +146,7 @@ def rank(answers: Sequence[tuple[str, Sequence[Video]]], ranking: Ranking) -> li
             bonus = max(prior[org] / (1 + math.log(position)) for org, position in placed)
             orgs = tuple([org for org, _ in placed])
         score = text[tag]
-        matched = docs[tag].matched(words) if score else ()
+        matched = docs[tag].matched(words) if typed_part[tag] else ()
         results.append(
             Result(video, orgs, round(weight * score / best + bonus, DIGITS), tuple(placed), matched)
         )
