@@ -7,6 +7,7 @@ showing a traceback.
 
 from __future__ import annotations
 
+import itertools
 import re
 import secrets
 
@@ -16,6 +17,11 @@ from aggregator.render.formats import FORMATS
 from aggregator.web.state import CORS_POLICY
 
 _SAFE_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# A new request id is this process's random prefix and a counter: unique across processes, and
+# no system call per request (a random one each cost 2.4 % of a cached page's CPU). An id is for
+# tying a response to its log line, not a secret.
+_ID_PREFIX = secrets.token_hex(4)
+_ID_COUNTER = itertools.count(1)
 CORS_PATHS = frozenset(f.path for f in FORMATS if f.cors)
 
 
@@ -47,7 +53,7 @@ async def _request_id(request: web.Request, response: web.StreamResponse) -> Non
     """
     given = request.headers.get("X-Request-Id")
     if given is None or not _SAFE_ID_RE.fullmatch(given):
-        given = secrets.token_hex(8)
+        given = f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFF:08x}"
     response.headers["X-Request-Id"] = given
 
 
