@@ -96,11 +96,16 @@ class ResilientCache:
         await self._either(lambda: self.redis.set_many(items, ttl), lambda: self.memory.set_many(items, ttl))
 
     async def add(self, key: str, value: bytes, ttl: float) -> bool:
-        on_redis = self.redis_up or self._clock() >= self._retry_at
-        added = await self._either(
-            lambda: self.redis.add(key, value, ttl), lambda: self.memory.add(key, value, ttl)
-        )
-        if added and on_redis and self.redis_up:
+        in_redis = False  # where the key went, as the command that wrote it says
+
+        async def on_redis() -> bool:
+            nonlocal in_redis
+            added = await self.redis.add(key, value, ttl)
+            in_redis = True
+            return added
+
+        added = await self._either(on_redis, lambda: self.memory.add(key, value, ttl))
+        if added and in_redis:
             self._added_in_redis.add(key)
         return added
 
