@@ -25,6 +25,7 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from aggregator.config import Config, Org
@@ -53,6 +54,10 @@ class OrgAnswer:
     status: OrgStatus
     fresh_until: float = 0.0  # epoch seconds; 0 when nothing fresh was had
     detail: str = ""  # safe to log and show: never a key or upstream text
+
+
+# An org's answer that did not come within the search's deadline.
+TIMED_OUT = OrgAnswer((), OrgStatus.TIMEOUT, detail="no answer within the search deadline")
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +104,7 @@ class AnswerSource:
                 asyncio.shield(self._flight(org, query, digest, spend)), max(wait, 0.001)
             )
         except TimeoutError:
-            fresh = OrgAnswer((), OrgStatus.TIMEOUT, detail="no answer within the search deadline")
+            fresh = TIMED_OUT
         if fresh.status.good or stored is None:
             return fresh
         return OrgAnswer(stored.videos, OrgStatus.STALE, 0.0, fresh.detail or fresh.status)
@@ -166,11 +171,11 @@ class AnswerSource:
         landed = await self.durations.known(org, pending)
         if not landed:
             return stored
-        healed = _Stored(
-            stored.fetched_at, tuple(await in_turns(stored.videos, functools.partial(_healed, landed)))
+        whole = _Stored(
+            stored.fetched_at, tuple(await in_turns(stored.videos, functools.partial(healed, landed)))
         )
-        await self._store(key, healed)
-        return healed
+        await self._store(key, whole)
+        return whole
 
     def _flight(
         self, org: Org, query: str, digest: str, spend: Spend = Spend.SEARCH
@@ -268,8 +273,9 @@ def _with_lookup(durations: dict[str, int | None], video: Video) -> Video:
     return replace(video, duration_ms=durations.get(tag), duration_pending=tag not in durations)
 
 
-def _healed(landed: dict[str, int | None], video: Video) -> Video:
-    """A stored video with the duration that landed for it since, if it was pending."""
+def healed(landed: Mapping[str, int | None], video: Video) -> Video:
+    """A video with the duration that landed for it, if it was pending (a stored answer's, or a
+    merged result the page shows: `Searcher`)."""
     if video.duration_pending and video.randtag in landed:
         return replace(video, duration_ms=landed[video.randtag], duration_pending=False)
     return video

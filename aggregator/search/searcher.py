@@ -30,7 +30,7 @@ from aggregator.loop.deadlines import within
 from aggregator.loop.turns import in_turns, repeat
 from aggregator.metrics import Metrics
 from aggregator.model import OrgReport, OrgStatus, Result, Sort, Video
-from aggregator.search.answers import AnswerSource, OrgAnswer
+from aggregator.search.answers import TIMED_OUT, AnswerSource, OrgAnswer, healed
 from aggregator.search.popularity import Popularity
 from aggregator.search.rank import Ranker
 from aggregator.search.suggestions import SuggestionIndex
@@ -210,10 +210,9 @@ class Searcher:
         self, org: Org, query: str, deadline: float, spend: Spend
     ) -> tuple[OrgAnswer, OrgReport]:
         started = time.perf_counter()
-        late = OrgAnswer((), OrgStatus.TIMEOUT, detail="no answer within the search deadline")
         try:
             answer = await within(
-                deadline, self._answers.answer(org, query, deadline - time.monotonic(), spend), late
+                deadline, self._answers.answer(org, query, deadline - time.monotonic(), spend), TIMED_OUT
             )
         except Exception as exc:  # one org's bug is that org's error, never the whole answer's
             # No traceback: its frames' text could carry an upstream URL, and so a key.
@@ -234,16 +233,13 @@ class Searcher:
             if result.video.duration_pending:
                 wanted.setdefault(result.orgs[0], []).append(result.video.randtag)
         looked_up = {tag for tags in wanted.values() for tag in tags}
-        rest = [
-            (org, tags)
-            for org_id, answer in answers
-            if answer.status is OrgStatus.OK and (org := self.config.org(org_id)) is not None
-            if (
-                tags := [
-                    v.randtag for v in answer.videos if v.duration_pending and v.randtag not in looked_up
-                ]
-            )
-        ]
+        rest: list[tuple[Org, list[str]]] = []
+        for org_id, answer in answers:
+            org = self.config.org(org_id)
+            if answer.status is OrgStatus.OK and org is not None:
+                tags = [v.randtag for v in answer.videos if v.duration_pending and v.randtag not in looked_up]
+                if tags:
+                    rest.append((org, tags))
         await asyncio.gather(*(self._durations.defer(org, tags) for org, tags in rest))
         orgs = [
             (org, tags) for org_id, tags in wanted.items() if (org := self.config.org(org_id)) is not None
@@ -259,10 +255,7 @@ class Searcher:
         if not found:
             return merged
         return [
-            replace(r, video=replace(r.video, duration_ms=found[tag], duration_pending=False))
-            if r.video.duration_pending and (tag := r.video.randtag) in found
-            else r
-            for r in merged
+            replace(r, video=video) if (video := healed(found, r.video)) is not r.video else r for r in merged
         ]
 
     async def _learn(self, query: str, answers: list[tuple[str, OrgAnswer]], caller: str) -> None:
