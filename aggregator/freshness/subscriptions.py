@@ -133,7 +133,6 @@ class Subscriptions:
         self.clock = clock
         self.paths = paths
         self._pending: dict[tuple[str, str, str], tuple[Caller, str, int]] = {}
-        self._over_cap = 0  # subscriptions not made because a cap was reached
 
     def polled(self, fmt: str, path: str, caller: Caller, who: Callable[[], str] = str) -> None:
         """A feed was fetched: `fmt` names its format, `path` is the raw path with its query; `who()`
@@ -169,7 +168,6 @@ class Subscriptions:
             )
             if sub.subscribed and (known is None or not known.subscribed):
                 if not await self._room_for(who, sub_id, now):
-                    self._over_cap += 1
                     continue  # fetched when polled, like any feed; kept fresh only below the caps
                 await self.cache.schedule(DUE, {sub_id: now}, idle)
             if sub.subscribed:
@@ -185,12 +183,8 @@ class Subscriptions:
             return True
         mine = _by_caller(who)
         idle = self.config.cache.subscription_idle
-        held = [
-            s
-            for s, at in await self.cache.scheduled(mine, float("inf"), MAX_PER_CALLER + 1)
-            if at > now - idle
-        ]
-        if len(held) >= MAX_PER_CALLER:
+        made = await self.cache.scheduled(mine, float("inf"), MAX_PER_CALLER + 1)
+        if sum(1 for _, at in made if at > now - idle) >= MAX_PER_CALLER:
             return False
         await self.cache.schedule(mine, {sub_id: now}, idle)
         return True

@@ -81,10 +81,12 @@ def build_page(
     complete: bool,
     now: float,
     pending: int = 0,
+    thumbnail: str | None = None,
 ) -> CachedPage:
     """`first_seen`: when this body (this ETag) was first served, which `Last-Modified` says.
 
-    `pending`: videos whose duration is still being looked up (Server-Timing `durations`).
+    `pending`: videos whose duration is still being looked up (Server-Timing `durations`);
+    `thumbnail`: the first result's, as the page links it.
     """
     expires_at = fresh_until if complete else min(fresh_until or now, now + DEGRADED_MAX_AGE)
     timing = ", ".join(f'org-{r.org_id};dur={r.elapsed_ms:.1f};desc="{r.status}"' for r in reports)
@@ -111,4 +113,5 @@ def build_page(
             "Vary": "Accept-Encoding",
             "Server-Timing": timing_hit,
         },
+        thumbnail=thumbnail,
     )

@@ -132,10 +132,10 @@ class Pages:
         etag = body_etag(body)
         if etag != seen_etag:
             seen_at = now
-        if etag != seen_etag and shared:
-            await within(
-                answer.deadline, remember(self._cache, record, etag, now, config.cache.stale_ttl), None
-            )
+            if shared:
+                await within(
+                    answer.deadline, remember(self._cache, record, etag, now, config.cache.stale_ttl), None
+                )
         page = build_page(
             body,
             fmt.content_type,
@@ -145,9 +145,8 @@ class Pages:
             answer.complete,
             now,
             answer.pending_durations,
+            next((url for r in view.page.results if (url := view.thumbnail_url(r))), None),
         )
-        thumbnail = next((url for r in view.page.results if (url := view.thumbnail_url(r))), None)
-        page = replace(page, thumbnail=thumbnail)
         self.keep(key, page)
         return page
 
