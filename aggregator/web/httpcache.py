@@ -54,11 +54,18 @@ def respond(
             return web.Response(status=304, headers=headers)
     elif "If-Modified-Since" in req_headers and _not_modified_since(req_headers["If-Modified-Since"], page):
         return web.Response(status=304, headers=headers)
-    headers["Content-Type"] = page.content_type
-    if gzipped:
+    return _with_body(headers, page.content_type, page.gzipped if gzipped else None, page.body)
+
+
+def _with_body(
+    headers: dict[str, str], content_type: str, gzipped: bytes | None, body: bytes
+) -> web.Response:
+    """A 200: the gzip body when one is to be sent (`gzipped`), else the identity one."""
+    headers["Content-Type"] = content_type
+    if gzipped is not None:
         headers["Content-Encoding"] = "gzip"
-        return web.Response(body=page.gzipped, headers=headers)
-    return web.Response(body=page.body, headers=headers)
+        return web.Response(body=gzipped, headers=headers)
+    return web.Response(body=body, headers=headers)
 
 
 def _gzip_wanted(request: web.Request, gzipped: bytes | None) -> bool:
@@ -150,8 +157,4 @@ def respond_resource(
     if_none_match = request.headers.get("If-None-Match")
     if if_none_match is not None and _matches(if_none_match, etag):
         return web.Response(status=304, headers=headers)
-    headers["Content-Type"] = resource.content_type
-    if gzipped:
-        headers["Content-Encoding"] = "gzip"
-        return web.Response(body=resource.gzipped, headers=headers)
-    return web.Response(body=resource.body, headers=headers)
+    return _with_body(headers, resource.content_type, resource.gzipped if gzipped else None, resource.body)
