@@ -112,7 +112,7 @@ class HeldWindows:
         self._token = secrets.token_hex(6)
         self._counter = itertools.count(1)
         self._seen: dict[str, dict[str, float]] = {}  # key -> member -> expiry: the window as last seen
-        self._refused: dict[str, tuple[float, int]] = {}  # key -> (until, keep): no room (`_refuse`)
+        self._refused: dict[str, tuple[float, int]] = {}  # key -> (until, headroom): no room (`_refuse`)
         self._down_until = 0.0
         self._write_back = False  # Redis failed since it last answered: give it what we know
         # Until then, after an outage or a Redis that lost its windows, this process keeps to its
@@ -139,7 +139,7 @@ class HeldWindows:
             return []
         now = self._clock()
         refused = self._refused.get(key)
-        if refused is not None and now < refused[0] and keep >= refused[1]:
+        if refused is not None and now < refused[0] and limit - keep <= refused[1]:
             return []  # no room a moment ago, and none can have come since (see `_refuse`)
         prefix = f"{self._token}:{next(self._counter)}:{kind}:"
         expiry = now + window + hold
@@ -240,17 +240,19 @@ class HeldWindows:
             units[member] = float(flat[i + 1])
         self._seen[key] = units
         if granted < want:
-            self._refuse(key, keep, now, units)
+            self._refuse(key, limit - keep, now, units)
         return [f"{prefix}{g}" for g in range(1, granted + 1)]
 
-    def _refuse(self, key: str, keep: int, now: float, units: Mapping[str, float]) -> None:
-        """Remember that the window had no room for a take leaving `keep`: until its first unit
-        expires, there is none for such a take (units are only ever added or kept longer, by any
-        process, except by this process's own `release`, which it sees). At most
-        `REFUSAL_MEMORY`: another process's release may free a unit early. At a campus's peak,
-        refused takes were a sixth of the service's CPU, each a script returning the whole window."""
+    def _refuse(self, key: str, headroom: int, now: float, units: Mapping[str, float]) -> None:
+        """Remember that the window had no room below `headroom` (a take's limit less what it must
+        leave): until its first unit expires, no take with as little headroom or less finds any
+        (units are only ever added or kept longer, by any process, except by this process's own
+        `release`, which it sees). A take with more headroom (a repeated search after a one-off one, a charge)
+        still asks. At most `REFUSAL_MEMORY`: another process's release may free a unit early.
+        At a campus's peak, refused takes were a sixth of the service's CPU, each a script
+        returning the whole window."""
         first = min((at for at in units.values() if at > now), default=now)
-        self._refused[key] = (min(first, now + REFUSAL_MEMORY), keep)
+        self._refused[key] = (min(first, now + REFUSAL_MEMORY), headroom)
 
     def _redis_now(self) -> bool:
         return self._client is not None and self._clock() >= self._down_until

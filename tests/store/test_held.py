@@ -141,3 +141,17 @@ async def test_a_redis_stopped_then_restarted_empty_hands_out_no_fresh_window(bu
         assert taken == 40
     finally:
         await asyncio.gather(*(c.aclose() for c in clients))
+
+
+async def test_what_the_upstream_says_it_counted_is_charged_even_right_after_a_refusal(redis_url) -> None:
+    """A full window remembers its refusals for a moment; a charge (ilos's own count, always taken)
+    must not be refused by that memory."""
+    client = aioredis.Redis.from_url(redis_url)
+    await client.delete(PREFIX + "charged")
+    clock = FakeClock()
+    process = HeldWindows(client, clock=clock)
+    assert len(await process.take("charged", 4, 4, 4, WINDOW, HOLD)) == 4
+    assert await process.take("charged", 4, 4, 1, WINDOW, HOLD) == []  # full: refused, and remembered
+    await process.charge("charged", 3, WINDOW)
+    assert (await process.figures("charged", 4, 4)).held.get("upstream") == 3
+    await client.delete(PREFIX + "charged")
