@@ -1,25 +1,28 @@
-"""What a slow or idle client may hold: a deadline for headers, an idle limit, a connection cap.
+"""What a slow or idle client may hold: aiohttp's timers, plus the connection cap it lacks.
 
-aiohttp parses requests but has no deadline for a request's headers and no
-cap on open connections, so a client that trickles header bytes, or opens a
-thousand idle connections, holds memory and file descriptors for as long as
-it likes. `GuardedRunner` is an `AppRunner` whose connections are watched:
+aiohttp (3.10 and later) arms its keep-alive timer when a connection opens, so
+a client that never finishes a request's headers is closed after
+`keepalive_timeout`, like an idle kept-alive one. What it lacks:
 
-- `header_timeout`: a new connection's first request must have sent all its
-  headers within this many seconds, or the connection is closed. Until they
-  are in, the connection meets a `_HeaderGate` (a buffer; one timer keeps
-  every gate's deadline), not aiohttp's handler. (aiohttp's own keep-alive timer bounds the wait for each
-  later request's headers.)
-- `keepalive_timeout`: an idle kept-alive connection is closed after this.
 - `max_connections`: at this many open connections in the process, a new one
   takes the place of the oldest that has not sent a whole request yet; when
   every one has, the new one gets `503` and is closed at once. The cap is kept
   under the process's file limit (`limits_for`).
+- `header_timeout`, where shorter than `keepalive_timeout`: a new connection's
+  first request must have sent all its headers within it. The connections not
+  yet heard from are kept in the order they opened, which is the order of
+  their deadlines, so one timer serves them all.
 
 Header size is bounded too (`max_headers`, `max_field_size`), so a connection
-that does trickle cannot make aiohttp buffer megabytes. It relies on aiohttp's
-RequestHandler and Server (pinned in pyproject); tests/test_guard.py checks
-each limit over real sockets.
+that does trickle cannot make aiohttp buffer megabytes. tests/serve/test_guard.py
+checks each limit over real sockets.
+
+Private names of aiohttp used, and why: `AppRunner._make_server` (the one
+place a runner chooses its server; every runner overrides it) and the server's
+`_kwargs` (the handler arguments aiohttp gathered from the app and the runner,
+which the capped server must be given unchanged). The rest is public:
+`Server.connection_made`/`connection_lost`/`request_factory` and
+`RequestHandler.force_close`.
 """
 
 from __future__ import annotations
@@ -42,10 +45,7 @@ log = logging.getLogger(__name__)
 BUSY = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\nRetry-After: 1\r\n\r\n"
 MAX_HEADERS = 64  # SharePoint and browsers send a dozen or two
 MAX_FIELD_SIZE = 8190  # aiohttp's default: a long URL still fits
-# Header bytes a connection's gate holds before aiohttp's parser takes over (and applies
-# its limits): browsers and SharePoint send 1-3 KB, and 400 gates then hold at most 6 MB.
-GATE_BYTES = 16 * 1024
-GATE_CLOSE_BATCH = 64  # overdue gates closed in one turn of the loop
+CLOSE_BATCH = 64  # overdue connections closed in one turn of the loop
 
 
 _SERVER = ServerConfig()  # the defaults, written once in config
@@ -118,190 +118,97 @@ def _untie(transport: asyncio.BaseTransport | None) -> None:
         transport._read_ready_cb = None
 
 
-class _HeaderGate(asyncio.Protocol):
-    """What a new connection talks to until its first request's headers are in.
+class CappedServer(Server):
+    """aiohttp's Server, keeping to `limits`: a cap on connections, and a deadline for first requests."""
 
-    aiohttp's request handler costs a connection about 33 objects the garbage
-    collector tracks (a task and its coroutine, a parser, timers and their
-    contexts, an access logger...), and every full collection walks them all:
-    400 connections trickling headers made each collection hold the loop 5-15 ms
-    (docs/benchmarks.md, soak). The gate holds a buffer, and the server's one
-    timer keeps every gate's deadline (`_GuardedServer.close_late_gates`): about
-    13 objects a connection. Once the headers have ended (or `GATE_BYTES` have
-    come, for aiohttp's own limits to judge), it hands the connection and what
-    came to a request handler, which then has what is left of `header_timeout`.
-    """
+    def __init__(self, handler: Any, *, limits: Limits, request_factory: Any, **kwargs: Any) -> None:
+        super().__init__(handler, request_factory=self._heard_from, **kwargs)
+        self.limits = limits
+        self._request_for = request_factory
+        self._open: dict[RequestHandler, asyncio.Transport] = {}
+        # Connections whose first request has not come, oldest first, and so by deadline.
+        self._silent: dict[RequestHandler, float] = {}
+        self._timer: asyncio.Handle | None = None
+        self._deadlines = limits.header_timeout < limits.keepalive_timeout  # else aiohttp's timer cuts first
 
-    __slots__ = ("_buffer", "_server", "_transport", "deadline")
+    def _heard_from(self, message: Any, payload: Any, protocol: RequestHandler, *args: Any) -> Any:
+        """A request's headers are in: its connection is no longer silent."""
+        self._silent.pop(protocol, None)
+        return self._request_for(message, payload, protocol, *args)
 
-    def __init__(self, server: _GuardedServer) -> None:
-        self._server = server
-        self._transport: asyncio.Transport | None = None
-        self._buffer = bytearray()
-        self.deadline = 0.0
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        if not self._server.make_room():
-            # Over the cap: say so and go, without a handler or a buffer.
+    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        super().connection_made(handler, transport)
+        if not self._make_room():
+            # Over the cap: say so and go. aiohttp's handler then sees the connection lost.
             transport.write(BUSY)
             transport.close()
             return
-        self._transport = transport
-        self._server.admit(self)
+        self._open[handler] = transport
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.limits.header_timeout
+        self._silent[handler] = deadline
+        if self._deadlines and self._timer is None:
+            self._timer = loop.call_at(deadline, self._close_overdue)
 
-    def data_received(self, data: bytes) -> None:
-        if self._transport is None or self not in self._server.gates:
-            return  # being closed: what it still sends is dropped
-        scanned = max(0, len(self._buffer) - 3)  # an end of headers may straddle two reads
-        self._buffer += data
-        ended = self._buffer.find(b"\r\n\r\n", scanned) >= 0 or self._buffer.find(b"\n\n", scanned) >= 0
-        if ended or len(self._buffer) > GATE_BYTES:
-            self._hand_over(self._transport)
+    def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
+        super().connection_lost(handler, exc)
+        self._silent.pop(handler, None)
+        _untie(self._open.pop(handler, None))
 
-    def eof_received(self) -> bool:
-        return False  # a request never finished: close
+    def _make_room(self) -> bool:
+        """Whether a new connection may stay: under the cap, or a silent one was closed for it.
 
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self._forget()
-        _untie(self._transport)
-        self._transport = None
+        An idle or trickling connection holds a slot without being served, so a
+        flood of them would turn every newcomer away until the deadline. The
+        newcomer is let in instead and the flood pays: a client that sends its
+        request at once is served long before it is the oldest silent one.
+        """
+        if len(self._open) < self.limits.max_connections:
+            return True
+        for oldest in self._silent:
+            self._drop(oldest)
+            return True
+        return False
 
-    def close(self) -> None:
-        """Headers too slow, or making room for a newcomer."""
-        self._forget()
-        if self._transport is not None:
-            self._transport.close()
+    def _drop(self, handler: RequestHandler) -> None:
+        """Close a connection now; it stops counting at once (its socket closes on the next turn)."""
+        self._silent.pop(handler, None)
+        transport = self._open.pop(handler, None)
+        handler.force_close()
+        _untie(transport)  # closed: its reader is gone, and connection_lost no longer finds it here
 
-    def _forget(self) -> None:
-        self._server.gates.pop(self, None)
-
-    def _hand_over(self, transport: asyncio.Transport) -> None:
-        self._forget()
-        self._transport = None
-        data, self._buffer = bytes(self._buffer), bytearray()
-        handler = self._server.new_handler()
-        transport.set_protocol(handler)
-        handler.connection_made(transport)
-        handler.data_received(data)
-        handler.watch_headers(self.deadline)
-
-
-class _GuardedHandler(RequestHandler):
-    """aiohttp's handler, with a deadline for headers that came past the gate unfinished."""
-
-    __slots__ = ("_header_timer", "_own_transport")
-
-    def __init__(self, manager: Server, **kwargs: Any) -> None:
-        super().__init__(manager, **kwargs)
-        self._header_timer: asyncio.TimerHandle | None = None
-        self._own_transport: asyncio.BaseTransport | None = None  # aiohttp forgets it before connection_lost
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._own_transport = transport
-        super().connection_made(transport)
-
-    def watch_headers(self, deadline: float) -> None:
-        """Close the connection at `deadline` unless its first request's headers are in by then."""
-        if not self._request_count and not self._force_close:
-            self._header_timer = self._loop.call_at(deadline, self._headers_too_slow)
-
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        if self._header_timer is not None and self._request_count:
-            self._header_timer.cancel()  # the first request's headers are in
-            self._header_timer = None
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
-        super().connection_lost(exc)
-        _untie(self._own_transport)
-        self._own_transport = None
-
-    def _headers_too_slow(self) -> None:
-        self._header_timer = None
-        if not self._request_count:
-            self.force_close()
-
-
-class _GuardedServer(Server):
-    """aiohttp's Server, whose new connections meet a `_HeaderGate` first and keep to `limits`."""
-
-    def __init__(self, handler: Any, *, limits: Limits, **kwargs: Any) -> None:
-        super().__init__(handler, **kwargs)
-        self.limits = limits
-        # Connections at their gate, oldest first, and so by deadline: one timer for
-        # them all, not one each (a timer is three objects for the collector to walk).
-        self.gates: dict[_HeaderGate, None] = {}
-        self._gate_timer: asyncio.Handle | None = None
-
-    def __call__(self) -> _HeaderGate:  # type: ignore[override]  # the factory asyncio calls per connection
-        return _HeaderGate(self)
-
-    def admit(self, gate: _HeaderGate) -> None:
-        gate.deadline = self._loop.time() + self.limits.header_timeout
-        self.gates[gate] = None
-        if self._gate_timer is None:
-            self._gate_timer = self._loop.call_at(gate.deadline, self.close_late_gates)
-
-    def close_late_gates(self) -> None:
-        """Close the gates whose headers are overdue, a batch a turn; wake again at the next deadline.
+    def _close_overdue(self) -> None:
+        """Close the silent connections whose deadline has passed, a batch a turn; wake again at the next.
 
         Clients that connected together fall due together: 400 closed in one turn, their
         connections' ends handled in the next, held the loop for tens of milliseconds.
         """
-        self._gate_timer = None
-        now = self._loop.time()
-        for _ in range(GATE_CLOSE_BATCH):
-            if not self.gates:
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for _ in range(CLOSE_BATCH):
+            if not self._silent:
                 return
-            oldest = next(iter(self.gates))
-            if oldest.deadline > now:
-                self._gate_timer = self._loop.call_at(oldest.deadline, self.close_late_gates)
+            oldest, deadline = next(iter(self._silent.items()))
+            if deadline > now:
+                self._timer = loop.call_at(deadline, self._close_overdue)
                 return
-            oldest.close()
-        if self.gates:
-            self._gate_timer = self._loop.call_soon(self.close_late_gates)
-
-    def new_handler(self) -> _GuardedHandler:
-        return _GuardedHandler(self, loop=self._loop, **self._kwargs)
+            self._drop(oldest)
+        if self._silent:
+            self._timer = loop.call_soon(self._close_overdue)
 
     @property
     def open_connections(self) -> int:
-        return len(self.gates) + len(self._connections)
+        return len(self._open)
 
     def transports(self) -> list[asyncio.Transport]:
-        """Every open connection's transport, at the gate or handled."""
-        at_gate = [g._transport for g in self.gates if g._transport is not None]
-        return at_gate + [h.transport for h in self._connections if h.transport is not None]
-
-    def make_room(self) -> bool:
-        """Whether a new connection may stay: under the cap, or a silent one was closed for it.
-
-        An idle or trickling connection holds a slot without being served, so a
-        flood of them would turn every newcomer away until header_timeout. The
-        newcomer is let in instead and the flood pays: a client that sends its
-        request at once is served long before it is the oldest silent one.
-        """
-        if self.open_connections < self.limits.max_connections:
-            return True
-        for gate in self.gates:  # oldest first
-            gate.close()
-            return True
-        for handler in self._connections:  # past the gate with headers unfinished
-            if not handler._request_count and not handler._force_close:
-                handler.force_close()
-                return True
-        return False
+        """Every open connection's transport."""
+        return list(self._open.values())
 
     def pre_shutdown(self) -> None:
-        for gate in list(self.gates):
-            gate.close()
-        if self._gate_timer is not None:
-            self._gate_timer.cancel()
-            self._gate_timer = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         super().pre_shutdown()
 
 
@@ -317,12 +224,11 @@ class GuardedRunner(web.AppRunner):
 
     async def _make_server(self) -> Server:
         plain = await super()._make_server()
-        # The same server aiohttp built (handler, request factory, handler arguments), guarded.
-        return _GuardedServer(
+        # The same server aiohttp built (handler, request factory, handler arguments), capped.
+        return CappedServer(
             plain.request_handler,
             request_factory=plain.request_factory,
             handler_cancellation=plain.handler_cancellation,
-            loop=plain._loop,
             limits=self._limits,
             **plain._kwargs,
         )
