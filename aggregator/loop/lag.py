@@ -102,8 +102,8 @@ def time_iterations(observe: Callable[[float], None]) -> Callable[[], None]:
     asyncio has no hook for an iteration, but every iteration of a selector
     loop begins and ends with one call to its selector's `select`, so that call
     is wrapped: two clock reads an iteration (~1 us). The selector is a private
-    attribute (`_selector`, there since Python 3.4); a loop without one (uvloop)
-    is left alone and nothing is observed. Several apps on one loop (tests)
+    attribute (`_selector`, there since Python 3.4); a loop without one (uvloop, which
+    the service never uses) is left alone and nothing is observed. Several apps on one loop (tests)
     share one wrapper.
     """
     selector = getattr(asyncio.get_running_loop(), "_selector", None)
