@@ -1,28 +1,33 @@
-"""What a slow or idle client may hold: aiohttp's timers, plus the connection cap it lacks.
+"""What a slow or idle client may hold: a deadline for headers, an idle limit, a connection cap.
 
 aiohttp (3.10 and later) arms its keep-alive timer when a connection opens, so
-a client that never finishes a request's headers is closed after
-`keepalive_timeout`, like an idle kept-alive one. What it lacks:
+a client that never finishes a request is closed after `keepalive_timeout`, as
+an idle kept-alive one is. What it lacks, `GuardedRunner` adds:
 
 - `max_connections`: at this many open connections in the process, a new one
   takes the place of the oldest that has not sent a whole request yet; when
   every one has, the new one gets `503` and is closed at once. The cap is kept
   under the process's file limit (`limits_for`).
-- `header_timeout`, where shorter than `keepalive_timeout`: a new connection's
-  first request must have sent all its headers within it. The connections not
-  yet heard from are kept in the order they opened, which is the order of
-  their deadlines, so one timer serves them all.
+- `header_timeout`: a new connection's first request must have sent all its
+  headers within this many seconds. Until they are in, the connection meets a
+  `_HeaderGate` (a buffer), not aiohttp's handler, and one timer keeps every
+  gate's deadline.
 
 Header size is bounded too (`max_headers`, `max_field_size`), so a connection
 that does trickle cannot make aiohttp buffer megabytes. tests/serve/test_guard.py
 checks each limit over real sockets.
 
+The gate is kept because it was measured to matter: without it, 400 clients
+trickling headers each held aiohttp's handler (about 33 objects the garbage
+collector tracks, against the gate's 13), and in the soak the loop's iterations
+over 20 ms holding a full collection went from 1 to 11 (docs/benchmarks.md).
+
 Private names of aiohttp used, and why: `AppRunner._make_server` (the one
 place a runner chooses its server; every runner overrides it) and the server's
 `_kwargs` (the handler arguments aiohttp gathered from the app and the runner,
-which the capped server must be given unchanged). The rest is public:
-`Server.connection_made`/`connection_lost`/`request_factory` and
-`RequestHandler.force_close`.
+which the guarded server is given unchanged). The rest is public:
+`Server.__call__`/`connection_made`/`connection_lost`/`request_factory`,
+`RequestHandler.force_close`, and asyncio's protocol methods for the hand-over.
 """
 
 from __future__ import annotations
@@ -45,7 +50,10 @@ log = logging.getLogger(__name__)
 BUSY = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\nRetry-After: 1\r\n\r\n"
 MAX_HEADERS = 64  # SharePoint and browsers send a dozen or two
 MAX_FIELD_SIZE = 8190  # aiohttp's default: a long URL still fits
-CLOSE_BATCH = 64  # overdue connections closed in one turn of the loop
+# Header bytes a connection's gate holds before aiohttp's parser takes over (and applies
+# its limits): browsers and SharePoint send 1-3 KB, and 400 gates then hold at most 6 MB.
+GATE_BYTES = 16 * 1024
+CLOSE_BATCH = 64  # overdue gates closed in one turn of the loop
 
 
 _SERVER = ServerConfig()  # the defaults, written once in config
@@ -118,97 +126,182 @@ def _untie(transport: asyncio.BaseTransport | None) -> None:
         transport._read_ready_cb = None
 
 
-class CappedServer(Server):
-    """aiohttp's Server, keeping to `limits`: a cap on connections, and a deadline for first requests."""
+class _HeaderGate(asyncio.Protocol):
+    """What a new connection talks to until its first request's headers are in.
+
+    It holds a buffer, and the server's one timer keeps every gate's deadline
+    (`_GuardedServer._close_overdue`). Once the headers have ended (or
+    `GATE_BYTES` have come, for aiohttp's own limits to judge), it hands the
+    connection and what came to aiohttp's request handler.
+    """
+
+    __slots__ = ("_buffer", "_server", "_transport", "deadline")
+
+    def __init__(self, server: _GuardedServer) -> None:
+        self._server = server
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self.deadline = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        if not self._server.make_room():
+            # Over the cap: say so and go, without a handler or a buffer.
+            transport.write(BUSY)
+            transport.close()
+            return
+        self._transport = transport
+        self._server.admit(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self._transport is None or self not in self._server.gates:
+            return  # being closed: what it still sends is dropped
+        scanned = max(0, len(self._buffer) - 3)  # an end of headers may straddle two reads
+        self._buffer += data
+        ended = self._buffer.find(b"\r\n\r\n", scanned) >= 0 or self._buffer.find(b"\n\n", scanned) >= 0
+        if ended or len(self._buffer) > GATE_BYTES:
+            self._hand_over(self._transport, ended)
+
+    def eof_received(self) -> bool:
+        return False  # a request never finished: close
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._server.gates.pop(self, None)
+        _untie(self._transport)
+        self._transport = None
+
+    def close(self) -> None:
+        """Headers too slow, or making room for a newcomer."""
+        self._server.gates.pop(self, None)
+        if self._transport is not None:
+            self._transport.close()
+
+    def _hand_over(self, transport: asyncio.Transport, ended: bool) -> None:
+        self._server.gates.pop(self, None)
+        self._transport = None
+        data, self._buffer = bytes(self._buffer), bytearray()
+        handler = self._server.handler_for(self.deadline, ended)
+        transport.set_protocol(handler)
+        handler.connection_made(transport)
+        handler.data_received(data)
+
+
+class _GuardedServer(Server):
+    """aiohttp's Server, whose new connections meet a `_HeaderGate` first and keep to `limits`."""
 
     def __init__(self, handler: Any, *, limits: Limits, request_factory: Any, **kwargs: Any) -> None:
         super().__init__(handler, request_factory=self._heard_from, **kwargs)
         self.limits = limits
         self._request_for = request_factory
-        self._open: dict[RequestHandler, asyncio.Transport] = {}
-        # Connections whose first request has not come, oldest first, and so by deadline.
-        self._silent: dict[RequestHandler, float] = {}
-        self._timer: asyncio.Handle | None = None
-        self._deadlines = limits.header_timeout < limits.keepalive_timeout  # else aiohttp's timer cuts first
+        # Connections at their gate, oldest first, and so by deadline: one timer for
+        # them all, not one each (a timer is three objects for the collector to walk).
+        self.gates: dict[_HeaderGate, None] = {}
+        self._gate_timer: asyncio.Handle | None = None
+        self._handled: dict[RequestHandler, asyncio.Transport] = {}
+        # Handlers given headers that had not ended at the gate (over GATE_BYTES): the gate's
+        # deadline still holds for them, each on its own timer (rare: a browser sends 1-3 KB).
+        self._unfinished: dict[RequestHandler, asyncio.TimerHandle] = {}
+        self._next_deadline: float | None = None
+
+    def __call__(self) -> _HeaderGate:  # type: ignore[override]  # the factory asyncio calls per connection
+        return _HeaderGate(self)
+
+    def handler_for(self, deadline: float, ended: bool) -> RequestHandler:
+        """aiohttp's handler for a connection leaving its gate; `ended`: its headers are all in."""
+        self._next_deadline = None if ended else deadline
+        return super().__call__()
 
     def _heard_from(self, message: Any, payload: Any, protocol: RequestHandler, *args: Any) -> Any:
-        """A request's headers are in: its connection is no longer silent."""
-        self._silent.pop(protocol, None)
+        """A request's headers are in: its connection has been heard from."""
+        timer = self._unfinished.pop(protocol, None)
+        if timer is not None:
+            timer.cancel()
         return self._request_for(message, payload, protocol, *args)
 
     def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
         super().connection_made(handler, transport)
-        if not self._make_room():
-            # Over the cap: say so and go. aiohttp's handler then sees the connection lost.
-            transport.write(BUSY)
-            transport.close()
-            return
-        self._open[handler] = transport
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.limits.header_timeout
-        self._silent[handler] = deadline
-        if self._deadlines and self._timer is None:
-            self._timer = loop.call_at(deadline, self._close_overdue)
+        self._handled[handler] = transport
+        if self._next_deadline is not None:
+            loop = asyncio.get_running_loop()
+            self._unfinished[handler] = loop.call_at(self._next_deadline, self._cut, handler)
+            self._next_deadline = None
 
     def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
         super().connection_lost(handler, exc)
-        self._silent.pop(handler, None)
-        _untie(self._open.pop(handler, None))
+        timer = self._unfinished.pop(handler, None)
+        if timer is not None:
+            timer.cancel()
+        _untie(self._handled.pop(handler, None))
 
-    def _make_room(self) -> bool:
-        """Whether a new connection may stay: under the cap, or a silent one was closed for it.
-
-        An idle or trickling connection holds a slot without being served, so a
-        flood of them would turn every newcomer away until the deadline. The
-        newcomer is let in instead and the flood pays: a client that sends its
-        request at once is served long before it is the oldest silent one.
-        """
-        if len(self._open) < self.limits.max_connections:
-            return True
-        for oldest in self._silent:
-            self._drop(oldest)
-            return True
-        return False
-
-    def _drop(self, handler: RequestHandler) -> None:
-        """Close a connection now; it stops counting at once (its socket closes on the next turn)."""
-        self._silent.pop(handler, None)
-        transport = self._open.pop(handler, None)
+    def _cut(self, handler: RequestHandler) -> None:
+        """Close a handled connection now: it stops counting at once (its socket closes on the next turn)."""
+        timer = self._unfinished.pop(handler, None)
+        if timer is not None:
+            timer.cancel()
+        transport = self._handled.pop(handler, None)
         handler.force_close()
         _untie(transport)  # closed: its reader is gone, and connection_lost no longer finds it here
 
+    def admit(self, gate: _HeaderGate) -> None:
+        loop = asyncio.get_running_loop()
+        gate.deadline = loop.time() + self.limits.header_timeout
+        self.gates[gate] = None
+        if self._gate_timer is None:
+            self._gate_timer = loop.call_at(gate.deadline, self._close_overdue)
+
     def _close_overdue(self) -> None:
-        """Close the silent connections whose deadline has passed, a batch a turn; wake again at the next.
+        """Close the gates whose headers are overdue, a batch a turn; wake again at the next deadline.
 
         Clients that connected together fall due together: 400 closed in one turn, their
         connections' ends handled in the next, held the loop for tens of milliseconds.
         """
-        self._timer = None
+        self._gate_timer = None
         loop = asyncio.get_running_loop()
         now = loop.time()
         for _ in range(CLOSE_BATCH):
-            if not self._silent:
+            if not self.gates:
                 return
-            oldest, deadline = next(iter(self._silent.items()))
-            if deadline > now:
-                self._timer = loop.call_at(deadline, self._close_overdue)
+            oldest = next(iter(self.gates))
+            if oldest.deadline > now:
+                self._gate_timer = loop.call_at(oldest.deadline, self._close_overdue)
                 return
-            self._drop(oldest)
-        if self._silent:
-            self._timer = loop.call_soon(self._close_overdue)
+            oldest.close()
+        if self.gates:
+            self._gate_timer = loop.call_soon(self._close_overdue)
 
     @property
     def open_connections(self) -> int:
-        return len(self._open)
+        return len(self.gates) + len(self._handled)
 
     def transports(self) -> list[asyncio.Transport]:
-        """Every open connection's transport."""
-        return list(self._open.values())
+        """Every open connection's transport, at the gate or handled."""
+        at_gate = [g._transport for g in self.gates if g._transport is not None]
+        return at_gate + list(self._handled.values())
+
+    def make_room(self) -> bool:
+        """Whether a new connection may stay: under the cap, or a silent one was closed for it.
+
+        An idle or trickling connection holds a slot without being served, so a
+        flood of them would turn every newcomer away until header_timeout. The
+        newcomer is let in instead and the flood pays: a client that sends its
+        request at once is served long before it is the oldest silent one.
+        """
+        if self.open_connections < self.limits.max_connections:
+            return True
+        for gate in self.gates:  # oldest first
+            gate.close()
+            return True
+        for handler in self._unfinished:  # past the gate with headers unfinished
+            self._cut(handler)
+            return True
+        return False
 
     def pre_shutdown(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for gate in list(self.gates):
+            gate.close()
+        if self._gate_timer is not None:
+            self._gate_timer.cancel()
+            self._gate_timer = None
         super().pre_shutdown()
 
 
@@ -224,8 +317,8 @@ class GuardedRunner(web.AppRunner):
 
     async def _make_server(self) -> Server:
         plain = await super()._make_server()
-        # The same server aiohttp built (handler, request factory, handler arguments), capped.
-        return CappedServer(
+        # The same server aiohttp built (handler, request factory, handler arguments), guarded.
+        return _GuardedServer(
             plain.request_handler,
             request_factory=plain.request_factory,
             handler_cancellation=plain.handler_cancellation,
