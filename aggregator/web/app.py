@@ -36,7 +36,7 @@ def create_app(
     `app[SERVICES].refresher.run_once()` themselves).
     """
     app = web.Application(client_max_size=64 * 1024)
-    app.on_response_prepare.extend(signals.ON_RESPONSE)
+    app.on_response_prepare.append(signals.every_response)
     app[CORS_POLICY] = Cors(config.web.cors_origins)
     app[CONFIG] = config
     app[METRICS] = Metrics()
