@@ -28,6 +28,7 @@ import contextlib
 import logging
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import aggregator
@@ -103,6 +104,16 @@ class _Worker:
             await self.process.wait()
 
 
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """An answer's videos, and the JSON lines they came from the worker in: an answer is stored
+    as those lines (`search.answers`), so a video is encoded once, in the worker, not again on
+    the loop."""
+
+    videos: tuple[Video, ...]
+    lines: bytes
+
+
 class ParsePool:
     """`start` it on the loop that will use it, `close` it on the same loop."""
 
@@ -130,7 +141,7 @@ class ParsePool:
         """The worker processes' ids (for operators' tools, and the test that kills one)."""
         return [w.process.pid for w in self._all if w.alive]
 
-    async def parse(self, body: bytes, max_items: int | None = None) -> list[Video]:
+    async def parse(self, body: bytes, max_items: int | None = None) -> Parsed:
         """The answer's videos. Raises ParseFailed for a body that is not RSS or Atom."""
         if self._thread is not None:
             loop = asyncio.get_running_loop()
@@ -142,7 +153,7 @@ class ParsePool:
             self._exchanges.add(exchange)
             exchange.add_done_callback(self._exchanges.discard)
             lines = await asyncio.shield(exchange)
-        return await in_turns(lines.split(b"\n") if lines else [], Video.from_line)
+        return Parsed(tuple(await in_turns(lines.split(b"\n") if lines else [], Video.from_line)), lines)
 
     async def _exchange(self, body: bytes, max_items: int | None) -> bytes:
         worker = await self._idle.get()

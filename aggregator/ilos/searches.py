@@ -35,6 +35,7 @@ class Asked:
     status: OrgStatus  # OK, or why there are no videos
     videos: tuple[Video, ...] = ()
     detail: str = ""  # safe to log and show: never a key or upstream text
+    lines: bytes = b""  # the videos as the parse worker encoded them, one JSON line each
 
 
 class OrgSearches:
@@ -89,7 +90,7 @@ class OrgSearches:
             kind = str(exc) if isinstance(exc, ParseFailed) else type(exc).__name__
             log.warning("search failed: org=%s outcome=unparseable (%s)", org.id, kind)
             return Asked(OrgStatus.ERROR, detail="answer is not RSS or Atom")
-        return Asked(OrgStatus.OK, tuple(parsed))
+        return Asked(OrgStatus.OK, parsed.videos, lines=parsed.lines)
 
     async def _judge(self, org: Org, fetched: Fetched, probe: bytes | None) -> None:
         """Tell the breaker what a failed search says about the org."""

@@ -62,8 +62,13 @@ TIMED_OUT = OrgAnswer((), OrgStatus.TIMEOUT, detail="no answer within the search
 
 @dataclass(frozen=True, slots=True)
 class _Stored:
+    """An answer as stored: the parse worker's JSON lines, kept as they came, and what the
+    service filled in since (durations: randtag -> (milliseconds or None, still pending))."""
+
     fetched_at: float
     videos: tuple[Video, ...]
+    lines: bytes
+    filled: dict[str, tuple[int | None, bool]]
 
 
 class AnswerSource:
@@ -171,8 +176,12 @@ class AnswerSource:
         landed = await self.durations.known(org, pending)
         if not landed:
             return stored
+        filled = stored.filled | {tag: (ms, False) for tag, ms in landed.items()}
         whole = _Stored(
-            stored.fetched_at, tuple(await in_turns(stored.videos, functools.partial(healed, landed)))
+            stored.fetched_at,
+            tuple(await in_turns(stored.videos, functools.partial(healed, landed))),
+            stored.lines,
+            filled,
         )
         await self._store(key, whole)
         return whole
@@ -233,8 +242,9 @@ class AnswerSource:
             # Only the durations known already: the searcher looks up those of the videos its page
             # shows once the orgs' answers are merged, and defers the rest (`Searcher.search`).
             durations = await self.durations.known(org, missing)
-        videos = tuple(await in_turns(parsed, functools.partial(_with_lookup, durations)))
-        stored = _Stored(self.clock(), videos)
+        filled = {tag: (durations.get(tag), tag not in durations) for tag in missing}
+        videos = tuple(await in_turns(parsed, functools.partial(_filled_in, filled)))
+        stored = _Stored(self.clock(), videos, asked.lines, filled)
         await self._store(cache_keys.key("answer", org.id, digest), stored)
         return OrgAnswer(videos, OrgStatus.OK, self._fresh_until(stored))
 
@@ -248,29 +258,40 @@ class AnswerSource:
 
 
 async def _encode(stored: _Stored) -> bytes:
-    """One JSON line for the record, then one per video, a turn of the loop every hundred.
+    """A head line (when it was fetched, the durations filled in), then the parse worker's lines.
 
-    Line by line rather than one document: a 500-video answer is ~10 ms of
-    JSON, too long for one turn of the loop, and in a thread it held the GIL
-    against the loop (the turns it made the loop wait were longer still).
+    The videos are not encoded again: the worker's lines are stored as they came
+    (a 500-video answer's JSON is ~10 ms of the loop's CPU, cut into turns, which
+    was spent on every fetch), and what changed since is the head's `filled`.
     """
-    head = json.dumps({"fetched_at": stored.fetched_at}).encode()
-    return b"\n".join([head, *await in_turns(stored.videos, Video.to_line)])
+    filled = {tag: [ms, pending] for tag, (ms, pending) in stored.filled.items()}
+    return json.dumps({"fetched_at": stored.fetched_at, "filled": filled}).encode() + b"\n" + stored.lines
 
 
 async def _decode(raw: bytes) -> _Stored:
     """Raises ValueError, KeyError or TypeError for a record of another shape."""
-    head, *rest = raw.split(b"\n")
-    fetched_at = float(json.loads(head)["fetched_at"])
-    return _Stored(fetched_at, tuple(await in_turns(rest, Video.from_line)))
+    head_line, _, lines = raw.partition(b"\n")
+    head = json.loads(head_line)
+    fetched_at = float(head["fetched_at"])
+    filled = {
+        str(tag): (None if ms is None else int(ms), bool(pending))
+        for tag, (ms, pending) in head["filled"].items()
+    }
+    decode = functools.partial(_decoded, filled)
+    videos = tuple(await in_turns(lines.split(b"\n") if lines else [], decode))
+    return _Stored(fetched_at, videos, lines, filled)
 
 
-def _with_lookup(durations: dict[str, int | None], video: Video) -> Video:
-    """A freshly parsed video with what the lookups found: its duration, or pending while one runs."""
-    if video.duration_ms is not None:
+def _decoded(filled: Mapping[str, tuple[int | None, bool]], line: bytes) -> Video:
+    return _filled_in(filled, Video.from_line(line))
+
+
+def _filled_in(filled: Mapping[str, tuple[int | None, bool]], video: Video) -> Video:
+    """A video as the worker parsed it, with what the service filled in: its duration, or pending."""
+    found = filled.get(video.randtag)
+    if found is None:
         return video
-    tag = video.randtag
-    return replace(video, duration_ms=durations.get(tag), duration_pending=tag not in durations)
+    return replace(video, duration_ms=found[0], duration_pending=found[1])
 
 
 def healed(landed: Mapping[str, int | None], video: Video) -> Video:

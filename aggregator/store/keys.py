@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 
-NAMESPACE = "ilosagg:v4"  # v4: videos carry their terms; v3: answers as JSON lines; v2: duration_pending
+NAMESPACE = "ilosagg:v5"  # v5: answers keep the parse worker's lines; v4: videos carry their terms; v3: answers as JSON lines; v2: duration_pending
 
 
 def key(kind: str, *parts: str) -> str:

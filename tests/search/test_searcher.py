@@ -53,7 +53,9 @@ async def test_an_unexpected_exception_in_one_org_is_contained(
     """A record of a shape no version writes (here, a video that is a list) raises inside hr's task."""
     client = await aiohttp_client(create_app(make_config(sim, cache={"redis_url": redis_clean}), clock=clock))
     key = f"{NAMESPACE}:answer:hr:{query_digest('onboarding')}"
-    redis.Redis.from_url(redis_clean).set(key, json.dumps({"fetched_at": clock()}) + "\n[1]", px=60_000)
+    redis.Redis.from_url(redis_clean).set(
+        key, json.dumps({"fetched_at": clock(), "filled": {}}) + "\n[1]", px=60_000
+    )
     resp = await client.get("/search.atom", params={"q": "onboarding"})
     assert resp.status == 200
     assert timing(resp) == {"engineering": "ok", "medicine": "ok", "hr": "error"}
