@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
+from multidict import CIMultiDict, CIMultiDictProxy
+
 from aggregator.model import OrgReport, OrgStatus
 from aggregator.store.cache import Cache
 
@@ -34,8 +36,9 @@ class CachedPage:
     last_modified_ts: float  # when this representation first appeared with its current ETag
     expires_at: float  # epoch seconds
     server_timing: str  # for the request that rendered it
-    # Built once: what every later request it serves repeats (its Server-Timing says "cached").
-    hit_headers: dict[str, str] = field(default_factory=dict)
+    # Built once: what every later request it serves repeats (its Server-Timing says "cached"),
+    # as the multidict aiohttp keeps headers in: copying one is a fifth of building one from a dict.
+    hit_headers: CIMultiDictProxy[str] = field(default_factory=lambda: CIMultiDictProxy(CIMultiDict()))
     thumbnail: str | None = None  # the first result's thumbnail, as this page links it (oEmbed's)
 
     @property
@@ -108,10 +111,10 @@ def build_page(
         last_modified_ts=float(int(first_seen)),
         expires_at=max(now, expires_at),
         server_timing=timing,
-        hit_headers={
-            "Last-Modified": last_modified,
-            "Vary": "Accept-Encoding",
-            "Server-Timing": timing_hit,
-        },
+        hit_headers=CIMultiDictProxy(
+            CIMultiDict(
+                {"Last-Modified": last_modified, "Vary": "Accept-Encoding", "Server-Timing": timing_hit}
+            )
+        ),
         thumbnail=thumbnail,
     )

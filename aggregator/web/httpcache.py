@@ -9,6 +9,7 @@ lookup and this. `If-None-Match` wins over `If-Modified-Since` (section 13.2.2);
 from __future__ import annotations
 
 import gzip
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
@@ -35,6 +36,7 @@ def respond(
     req_headers = request.headers
     gzipped = _gzip_wanted(request, page.gzipped)
     etag = page.gzip_etag if gzipped else page.etag
+    headers: MutableMapping[str, str]
     if hit and not private:
         headers = page.hit_headers.copy()
         headers["Cache-Control"] = f"public, max-age={page.max_age(now)}"
@@ -58,7 +60,7 @@ def respond(
 
 
 def _with_body(
-    headers: dict[str, str], content_type: str, gzipped: bytes | None, body: bytes
+    headers: MutableMapping[str, str], content_type: str, gzipped: bytes | None, body: bytes
 ) -> web.Response:
     """A 200: the gzip body when one is to be sent (`gzipped`), else the identity one."""
     headers["Content-Type"] = content_type
