@@ -41,6 +41,11 @@ DIGITS = 6  # scores are rounded to this many decimals: equal inputs, equal byte
 ENOUGH_VIDEOS = 2_000  # statistics over this many videos need no help from the answer ranked
 FEEDBACK_DOCS = 10  # the best first-pass matches whose shared terms expand the query
 FEEDBACK_TERMS = 10
+# Videos above which ordering goes to a thread: below, the work takes less than the GIL waits a
+# thread costs the loop. Ranking is ~10 us a video (a 500-video answer held the soak's loop
+# 20-27 ms on a slow host hour), merging by date a tenth of that.
+RANK_OFF_LOOP = 200
+MERGE_OFF_LOOP = 1000
 FEEDBACK_WEIGHT = 0.5  # the weight of the most telling feedback term; a typed word weighs 1
 
 
@@ -68,11 +73,13 @@ class Ranker:
         self._version = -1
 
     async def order(
-        self, query: str, answers: Sequence[tuple[str, Sequence[Video]]], sort: Sort, large: bool
+        self, query: str, answers: Sequence[tuple[str, Sequence[Video]]], sort: Sort
     ) -> list[Result]:
-        """`large`: enough videos that the work goes to a thread (`loop.turns.off_loop`)."""
+        """Past a few milliseconds' work (`RANK_OFF_LOOP`, `MERGE_OFF_LOOP` videos), in a thread
+        (`loop.turns.off_loop`)."""
+        count = sum(len(videos) for _, videos in answers)
         if sort is not Sort.RELEVANCE:
-            return await off_loop(large, merge, answers, sort)
+            return await off_loop(count > MERGE_OFF_LOOP, merge, answers, sort)
         stats = await self.stats.snapshot()
         if stats.version != self._version:  # what orders say moves with the snapshot, not between
             self._version = stats.version
@@ -90,7 +97,7 @@ class Ranker:
             weights=self._weights,
             order_says=self._order_says,
         )
-        return await off_loop(large, rank, answers, ranking)
+        return await off_loop(count > RANK_OFF_LOOP, rank, answers, ranking)
 
     def learn(self, video: Video) -> None:
         self.stats.learn((video,))

@@ -38,7 +38,6 @@ from aggregator.search.thumbnails import Redirect, Thumbnails
 
 log = logging.getLogger(__name__)
 DRAIN_INTERVAL = 0.5
-MERGE_OFF_LOOP = 1000  # videos: below that a merge takes less than the GIL waits a thread costs
 LATENCY_WINDOW = 300.0  # seconds of answers /status summarises
 LATENCY_SAMPLES = 2000  # per org, at most
 
@@ -122,8 +121,7 @@ class Searcher:
         timed = await asyncio.gather(*(self._timed(org, query, deadline, spend) for org in orgs))
         answers = [(org.id, answer) for org, (answer, _) in zip(orgs, timed, strict=True)]
         lists = [(org_id, answer.videos) for org_id, answer in answers]
-        large = sum(len(videos) for _, videos in lists) > MERGE_OFF_LOOP
-        merged = await self._ranker.order(query, lists, sort, large)
+        merged = await self._ranker.order(query, lists, sort)
         merged = await within(deadline, self._with_durations(merged, shown, deadline, answers), merged)
         # A turn of the loop between merging and learning: together, for one 500-video
         # answer, they were one of the longest steps left in the soak (docs/benchmarks.md).
