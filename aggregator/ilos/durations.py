@@ -37,6 +37,7 @@ from aggregator.store import keys as cache_keys
 from aggregator.store.cache import Cache, hold_lease
 
 log = logging.getLogger(__name__)
+STOP_WAIT = 2.0  # seconds shutdown waits for cancelled lookups to end
 NOTHING = Grant("", ())  # for joining a lookup already under way: nothing to give back
 UNKNOWN = b"-"  # cached for a video whose duration cannot be had
 LATER = -1  # a lookup that failed for a passing reason: deferred, not known
@@ -117,6 +118,10 @@ class DurationLookups:
             failed = await self.cache.get_many([_failed_key(org, t) for t in rest])
             found.update((tag, None) for tag, value in zip(rest, failed, strict=True) if value is not None)
         return found
+
+    async def stop(self) -> None:
+        """Cancel the lookups under way (shutdown)."""
+        await self._flights.stop(STOP_WAIT)
 
     async def defer(self, org: Org, randtags: Sequence[str]) -> None:
         queue = cache_keys.key("deferred", org.id)

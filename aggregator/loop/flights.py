@@ -42,6 +42,15 @@ class Flights(Generic[K, V]):
         """Wait for the flight's result; cancelling this wait leaves the flight running."""
         return await asyncio.shield(self.start(key, work))
 
+    async def stop(self, wait: float) -> None:
+        """Cancel every flight and wait for them, at most `wait` seconds: at shutdown, before the
+        session and the cache they use are closed under them (each then failed "unexpectedly")."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=wait)
+
     def _landed(self, key: K, task: asyncio.Task[V]) -> None:
         if self._tasks.get(key) is task:
             del self._tasks[key]

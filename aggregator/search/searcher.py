@@ -201,8 +201,13 @@ class Searcher:
             await self._durations.resolve(org, [randtag], 0.0, Spend.REFRESH, defer=False)
 
     async def run_background(self) -> None:
-        """Until cancelled: run deferred duration lookups as the budget refills (one process at a time)."""
-        await repeat(self._durations.drain_deferred, DRAIN_INTERVAL, "deferred duration lookups")
+        """Until cancelled: run deferred duration lookups as the budget refills (one process at a time).
+
+        Cancelled at shutdown, it stops the searches and lookups still under way too."""
+        try:
+            await repeat(self._durations.drain_deferred, DRAIN_INTERVAL, "deferred duration lookups")
+        finally:
+            await asyncio.gather(self._answers.stop(), self._durations.stop())
 
     async def _timed(
         self, org: Org, query: str, deadline: float, spend: Spend

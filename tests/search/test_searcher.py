@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 
 import redis
@@ -88,3 +89,15 @@ async def test_timeouts_malformed_and_oversized_orgs(aiohttp_client, sim) -> Non
     timing = resp.headers["Server-Timing"]
     assert "org-engineering;" in timing and 'desc="timeout"' in timing
     assert timing.count('desc="error"') == 2
+
+
+async def test_shutting_down_with_lookups_under_way_logs_no_error(aiohttp_client, sim, caplog) -> None:
+    """A SIGTERM or a reload mid-search: what is under way is cancelled, not failed against a
+    closed session (every lookup then logged a network failure, on every deploy)."""
+    for org in ("engineering", "medicine", "hr"):
+        sim.org(org).metadata_latency = 5.0  # every duration lookup still under way at shutdown
+    client = await aiohttp_client(create_app(make_config(sim, upstream={"duration_wait": 0.05})))
+    resp = await client.get("/search.atom", params={"q": "onboarding"})
+    assert resp.status == 200
+    await client.close()  # the app's cleanup: services close
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
