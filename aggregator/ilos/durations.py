@@ -31,7 +31,7 @@ from aggregator.config import Config, Org
 from aggregator.ilos.budget import Budget, Grant, Spend
 from aggregator.ilos.client import Outcome, fetch_duration
 from aggregator.loop.flights import Flights
-from aggregator.loop.turns import Pacer
+from aggregator.loop.turns import Pacer, Turn
 from aggregator.metrics import Metrics
 from aggregator.store import keys as cache_keys
 from aggregator.store.cache import Cache, hold_lease
@@ -136,10 +136,12 @@ class DurationLookups:
         if not await hold_lease(self.cache, "deferred", self._lease, LEASE_TTL):
             return 0
         started = 0
+        turn = Turn()
         for org in self.config.orgs:
             queue = cache_keys.key("deferred", org.id)
             grant: Grant | None = None
             while await self.cache.queue_size(queue):
+                await turn.end_if_due()
                 grant = grant or await self.budget.take(org, Spend.DEFERRED)
                 if grant is None:
                     break

@@ -68,6 +68,23 @@ async def in_turns(items: Iterable[T], fn: Callable[[T], R], budget: float = TUR
     return out
 
 
+class Turn:
+    """For a loop of awaits that may never suspend (an in-memory cache answers at once): `await
+    turn.end_if_due()` in each pass gives the loop a turn after every `budget` seconds of work.
+    Draining 1,000 deferred lookups without one held the soak's loop for 51 ms."""
+
+    __slots__ = ("_budget", "_ends")
+
+    def __init__(self, budget: float = TURN_BUDGET) -> None:
+        self._budget = budget
+        self._ends = time.perf_counter() + budget
+
+    async def end_if_due(self) -> None:
+        if time.perf_counter() >= self._ends:
+            await asyncio.sleep(0)
+            self._ends = time.perf_counter() + self._budget
+
+
 async def off_loop(large: bool, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
     """Run `fn` in a thread when its input is large, on the loop otherwise.
 
