@@ -1,6 +1,6 @@
 """How far does each key's budget go at a campus's peak? Complete answers against an ideal scheduler.
 
-    python -m bench.capacity [--processes 1|2] [--seconds 100] [--rate 30] [--seed 1]
+    python -m bench.capacity [--processes 1|2] [--seconds 100] [--rate 30] [--seed 1] [--no-latency]
 
 Issue 25's scenario, time compressed 6 x: 20 organisations of 400 videos (no
 duration in their feeds); ilos allows 60 requests per rolling 10 s per key (a
@@ -111,13 +111,18 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=5000)
     parser.add_argument("--service-root", type=Path, default=ROOT, help="run the service from this checkout")
     parser.add_argument("--one-off-reserve", type=float, default=None, help="default: the service's")
+    parser.add_argument(
+        "--no-latency", action="store_true", help="ilos answers and counts at once (the issue's control row)"
+    )
     args = parser.parse_args()
+    search_latency, metadata_latency, arrival = (0.0, 0.0, "0") if args.no_latency else (0.08, 0.04, "0.04")
+    arrival_most = "0" if args.no_latency else "0.12"
 
     redis_proc, redis_url = start_redis()
     sim, sim_url, keys = start_simulator(
-        ORGS, VIDEOS, 0.08, 0.04, None,
+        ORGS, VIDEOS, search_latency, metadata_latency, None,
         "--catalog", "sample", "--rate-limit", str(LIMIT), "--rate-window", str(WINDOW),
-        "--arrival-delay", "0.04", "0.12", "--max-results", "25",
+        "--arrival-delay", arrival, arrival_most, "--max-results", "25",
     )  # fmt: skip
     reserve = f"one_off_reserve = {args.one_off_reserve}\n" if args.one_off_reserve is not None else ""
     extra = (
