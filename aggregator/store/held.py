@@ -43,8 +43,8 @@ from aggregator.model import Clock
 from aggregator.store.redis_cache import redis_client, redis_failed
 
 log = logging.getLogger(__name__)
-PREFIX = "ilosagg-budget:v1:"
-REFUSAL_MEMORY = 1.0  # seconds a window found full is taken as full without asking Redis, at most  # versioned on its own: a cache namespace bump must not split windows
+PREFIX = "ilosagg-budget:v1:"  # versioned on its own: a cache namespace bump must not split windows
+REFUSAL_MEMORY = 1.0  # seconds a window found full is taken as full without asking Redis, at most
 
 # KEYS[1]: the window. ARGV: now, limit, keep, want, expiry of new units, member prefix,
 # known (units the caller knows unexpired), then member/expiry pairs to write back (NX).
