@@ -37,7 +37,6 @@ from aggregator.store import keys as cache_keys
 from aggregator.store.cache import Cache, hold_lease
 
 log = logging.getLogger(__name__)
-STOP_WAIT = 2.0  # seconds shutdown waits for cancelled lookups to end
 NOTHING = Grant("", ())  # for joining a lookup already under way: nothing to give back
 UNKNOWN = b"-"  # cached for a video whose duration cannot be had
 LATER = -1  # a lookup that failed for a passing reason: deferred, not known
@@ -121,7 +120,7 @@ class DurationLookups:
 
     async def stop(self) -> None:
         """Cancel the lookups under way (shutdown)."""
-        await self._flights.stop(STOP_WAIT)
+        await self._flights.stop()
 
     async def defer(self, org: Org, randtags: Sequence[str]) -> None:
         queue = cache_keys.key("deferred", org.id)
@@ -141,7 +140,8 @@ class DurationLookups:
             queue = cache_keys.key("deferred", org.id)
             grant: Grant | None = None
             while await self.cache.queue_size(queue):
-                await turn.end_if_due()
+                if turn.due():
+                    await turn.end()
                 grant = grant or await self.budget.take(org, Spend.DEFERRED)
                 if grant is None:
                     break

@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 log = logging.getLogger(__name__)
+STOP_WAIT = 2.0  # seconds shutdown waits for cancelled flights to end
 
 
 class Flights(Generic[K, V]):
@@ -42,14 +43,14 @@ class Flights(Generic[K, V]):
         """Wait for the flight's result; cancelling this wait leaves the flight running."""
         return await asyncio.shield(self.start(key, work))
 
-    async def stop(self, wait: float) -> None:
-        """Cancel every flight and wait for them, at most `wait` seconds: at shutdown, before the
+    async def stop(self) -> None:
+        """Cancel every flight and wait for them, at most `STOP_WAIT` seconds: at shutdown, before the
         session and the cache they use are closed under them (each then failed "unexpectedly")."""
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
         if tasks:
-            await asyncio.wait(tasks, timeout=wait)
+            await asyncio.wait(tasks, timeout=STOP_WAIT)
 
     def _landed(self, key: K, task: asyncio.Task[V]) -> None:
         if self._tasks.get(key) is task:

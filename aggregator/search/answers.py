@@ -45,7 +45,6 @@ log = logging.getLogger(__name__)
 FAILURE_MEMORY = 5.0  # seconds other processes are told that a fetch just failed
 WAIT_POLL = 0.02
 RETRY_REFRESH = 30.0  # seconds before a refresh that could not be made is tried again
-STOP_WAIT = 2.0  # seconds shutdown waits for cancelled searches to end
 REFRESH_AFTER = 60.0  # seconds: an answer younger than this has the newest signatures to be had
 
 
@@ -117,7 +116,7 @@ class AnswerSource:
 
     async def stop(self) -> None:
         """Cancel the searches under way (shutdown): each releases its lock as it ends."""
-        await self._flights.stop(STOP_WAIT)
+        await self._flights.stop()
 
     async def refresh(self, org_id: str, query: str) -> None:
         """Ask the org again for thumbnails' new signatures, unless it was asked within `REFRESH_AFTER`.
