@@ -19,7 +19,7 @@ PROBE = (
     "from aggregator.resources import template, sample_config\n"
     "from aggregator.config import load_config\n"
     "assert b'<form' in template('search.html').read_bytes()\n"
-    "assert template('search.css').read_bytes()\n"
+    "assert template('search.css').read_bytes() and template('embed.js').read_bytes()\n"
     "assert [o.id for o in load_config(sample_config('demo.toml')).orgs] == ['engineering', 'medicine', 'hr']\n"
     "print(aggregator.__file__)\n"
 )
@@ -61,6 +61,7 @@ def test_a_wheel_carries_them(tmp_path) -> None:
     for name in (
         "aggregator/templates/search.html",
         "aggregator/templates/search.css",
+        "aggregator/templates/embed.js",
         "aggregator/configs/demo.toml",
         "aggregator/configs/aggregator.example.toml",
     ):

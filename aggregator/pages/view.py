@@ -6,6 +6,7 @@ from aggregator.caller import Caller
 from aggregator.config import Config
 from aggregator.params import SearchParams
 from aggregator.render.formats import BY_NAME, HTML, Format
+from aggregator.render.links import link_key
 from aggregator.render.paging import facets, filtered, page_of
 from aggregator.render.presentation import View
 from aggregator.search import thumbnails
@@ -33,4 +34,5 @@ def view_of(
         extra=extra,
         thumbnail_query=thumbnails.scope_query(thumbnails.scope_secret(config), caller.visible_orgs),
         hub=config.server.websub_hub if caller.client is None else None,
+        link_key=link_key(config) if variant == "embed" else None,
     )

@@ -3,6 +3,8 @@
 Rendered server-side from templates/search.html with autoescaping; the page
 runs no script at all, and its Content-Security-Policy says so, so nothing
 from upstream can run in a reader's browser or in the intranet that frames it.
+The compact layout runs one file of ours, templates/embed.js, which keeps it
+usable in a sandboxed frame; its policy names that file and nothing else.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from aggregator.terms import Terms, marked_spans
 
 MEDIA_TYPE = "text/html"
 STYLESHEET = template("search.css").read_bytes()
+EMBED_SCRIPT = template("embed.js").read_bytes()  # the compact layout's, for sandboxed frames
+EMBED_SCRIPT_PATH = "/static/embed.js"
 
 
 def _environment() -> jinja2.Environment:
@@ -115,15 +119,19 @@ def _context(**values: object) -> dict[str, object]:
     return context
 
 
-def security_headers(public_url: str, frame_ancestors: tuple[str, ...]) -> dict[str, str]:
-    """Nothing from upstream may run on the page: no script at all, styles from us only.
+def security_headers(
+    public_url: str, frame_ancestors: tuple[str, ...], *, embed: bool = False
+) -> dict[str, str]:
+    """Nothing from upstream may run on the page: styles from us only, and no script at all but
+    the compact layout's own file (named by its URL: a frame's sandbox makes 'self' unreliable).
 
     Thumbnails redirect to upstream's image hosts, which are not known in
     advance, hence images from any http(s) origin.
     """
     base = urlsplit(public_url)
+    script = f"script-src {public_url}{EMBED_SCRIPT_PATH}; " if embed else ""
     csp = (
-        "default-src 'none'; img-src 'self' https: http: data:; style-src 'self'; "
+        f"default-src 'none'; {script}img-src 'self' https: http: data:; style-src 'self'; "
         f"form-action 'self' {base.scheme}://{base.netloc}; base-uri 'none'; "
         f"frame-ancestors {' '.join(frame_ancestors)}"
     )

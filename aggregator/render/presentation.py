@@ -18,6 +18,7 @@ from typing import Protocol
 
 from aggregator.model import EPOCH, Length, OrgReport, OrgStatus, Result, Sort, format_duration
 from aggregator.params import DEFAULT_COUNT
+from aggregator.render.links import signed_link
 from aggregator.render.paging import Facets, Page, search_query
 
 # What makes an org's results missing from an answer, as every format says at feed level.
@@ -61,6 +62,7 @@ class View:
     extra: tuple[tuple[str, str], ...] = ()  # carried into every link (a feed reader's key=)
     hub: str | None = None  # a WebSub hub, named by open feeds only (never beside a key=)
     facets: Facets | None = None  # the page's refine counts (the HTML page only)
+    link_key: bytes | None = None  # the compact page's: results also carry a signed link on our host
 
     def url(self, fmt: str, start_index: int | None = None) -> str:
         query = search_query(
@@ -175,6 +177,13 @@ class View:
         if not result.video.thumbnail_url:
             return None
         return f"{self.base_url}/thumbnails/{result.video.randtag}{self.thumbnail_query}"
+
+    def host_link(self, result: Result) -> str | None:
+        """The result's link through this host (`links.signed_link`), for a frame WordPress
+        sandboxes; None on pages that are not framed."""
+        if self.link_key is None:
+            return None
+        return signed_link(self.base_url, self.link_key, result.video.link)
 
     def org_labels(self, result: Result) -> list[str]:
         return [self.org_names.get(o, o) for o in result.orgs]

@@ -24,7 +24,7 @@ from aggregator.web import signals
 from aggregator.web.cors import Cors
 from aggregator.web.routes import add_routes
 from aggregator.web.services import open_services, run_background
-from aggregator.web.state import CONFIG, CORS_POLICY, PAGE_HEADERS, SERVICES
+from aggregator.web.state import CONFIG, CORS_POLICY, EMBED_HEADERS, PAGE_HEADERS, SERVICES
 
 
 def create_app(
@@ -42,6 +42,7 @@ def create_app(
     app[METRICS] = Metrics()
     app[METRICS].formats_by_route = {f.path: f.name for f in FORMATS} | {"/embed": HTML.name}
     app[PAGE_HEADERS] = security_headers(config.server.public_url, config.web.frame_ancestors)
+    app[EMBED_HEADERS] = security_headers(config.server.public_url, config.web.frame_ancestors, embed=True)
 
     async def services(app: web.Application) -> AsyncIterator[None]:
         async with open_services(config, clock, app[METRICS]) as built:

@@ -1,5 +1,6 @@
 """What does not depend on a search: the OpenSearch description, the Windows connector, the
-stylesheet, icons, and the stable thumbnail URLs."""
+stylesheet and the compact page's script, icons, the stable thumbnail URLs and the signed
+result links of framed pages."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ from aiohttp import web
 
 from aggregator.config import Config
 from aggregator.model import RANDTAG_RE
+from aggregator.render import links
 from aggregator.render.description import render_description, render_osdx
 from aggregator.render.formats import DESCRIPTION
 from aggregator.render.icons import play_icon
-from aggregator.render.page import STYLESHEET
+from aggregator.render.page import EMBED_SCRIPT, STYLESHEET
 from aggregator.search import thumbnails
 from aggregator.web.httpcache import Resource, respond_resource
-from aggregator.web.state import CONFIG, RESOURCES, SERVICES
+from aggregator.web.state import CONFIG, LINK_KEY, RESOURCES, SERVICES
 
 DESCRIPTION_TYPE = f"{DESCRIPTION.media_type}; charset=utf-8"
 
@@ -27,6 +29,7 @@ def build_resources(config: Config) -> dict[str, Resource]:
         "description": Resource.of(render_description(config), DESCRIPTION_TYPE, day),
         "osdx": Resource.of(render_osdx(config), DESCRIPTION_TYPE, day),
         "stylesheet": Resource.of(STYLESHEET, "text/css; charset=utf-8", "public, max-age=3600"),
+        "embed-script": Resource.of(EMBED_SCRIPT, "text/javascript; charset=utf-8", "public, max-age=3600"),
         # PNGs are compressed already: validators only.
         "icon-16": Resource.of(play_icon(16), "image/png", "public, max-age=604800", compress=False),
         "icon-64": Resource.of(play_icon(64), "image/png", "public, max-age=604800", compress=False),
@@ -46,6 +49,18 @@ async def windows_connector(request: web.Request) -> web.Response:
 
 async def stylesheet(request: web.Request) -> web.Response:
     return respond_resource(request, request.app[RESOURCES]["stylesheet"])
+
+
+async def embed_script(request: web.Request) -> web.Response:
+    return respond_resource(request, request.app[RESOURCES]["embed-script"])
+
+
+async def result_link(request: web.Request) -> web.Response:
+    """A framed page's way out of a WordPress sandbox: a redirect only where a page of ours led."""
+    target = links.verified_target(request.app[LINK_KEY], request.query)
+    if target is None:
+        raise web.HTTPNotFound(text="No such link.\n")
+    raise web.HTTPSeeOther(target, headers={"Cache-Control": "public, max-age=86400"})
 
 
 async def icon(request: web.Request) -> web.Response:

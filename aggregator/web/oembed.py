@@ -2,11 +2,15 @@
 Drupal, Moodle or Confluence, and the CMS embeds the search, with no plugin.
 
 `GET /oembed?url=…&format=json|xml&maxwidth=&maxheight=` answers a `rich` object whose `html`
-is an iframe of `/embed` for that search. Only URLs of this service's search page (`/` or
-`/embed` under `server.public_url`, with a `q`) are answered: any other is a 404, as the spec
-says for a URL the provider has no response for; an unknown format is a 501. A URL carrying a
-`key=` is refused (401, the spec's answer for a private resource): the CMS would publish the
-token in every page it renders. No upstream search is ever started here: `thumbnail_url` is given
+is an iframe of `/embed` for that search, after a hidden `<blockquote>` linking to the search.
+The blockquote is WordPress's: a discovered embed with one gets WordPress's host script
+(wp-embed.js), which shows the link until the frame speaks, and then sizes the frame and opens
+the links it asks for (templates/embed.js); other consumers honour `hidden` and show the frame.
+
+Only URLs of this service's search page (`/` or `/embed` under `server.public_url`, with a
+`q`) are answered: any other is a 404, as the spec says for a URL the provider has no response
+for; an unknown format is a 501. A URL carrying a `key=` is refused (401, the spec's answer for
+a private resource): the CMS would publish the token in every page it renders. No upstream search is ever started here: `thumbnail_url` is given
 only when this process has the search's page rendered already.
 """
 
@@ -77,6 +81,7 @@ async def oembed(request: web.Request) -> web.Response:
     width, height = max(MIN_SIDE, width), max(MIN_SIDE, height)
     query.pop("embed", None)
     src = f"{config.server.public_url}/embed?{urlencode(query)}"
+    page = f"{config.server.public_url}/?{urlencode(query)}"
     title = f"Videos for “{query['q']}” · {config.description.short_name}"
     answer = {
         "version": "1.0",
@@ -88,6 +93,7 @@ async def oembed(request: web.Request) -> web.Response:
         "width": width,
         "height": height,
         "html": (
+            f'<blockquote hidden><a href="{html.escape(page)}">{html.escape(title)}</a></blockquote>'
             f'<iframe src="{html.escape(src)}" width="{width}" height="{height}" title="{html.escape(title)}" '
             'loading="lazy" style="border:0"></iframe>'
         ),

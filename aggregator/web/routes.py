@@ -9,17 +9,20 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from aggregator.render import links
 from aggregator.render.formats import DESCRIPTION, FORMATS, HTML, SUGGESTIONS
+from aggregator.render.page import EMBED_SCRIPT_PATH
 from aggregator.web import assets, ops
 from aggregator.web.oembed import oembed
 from aggregator.web.search import Handler, search_handler, search_page, suggest
 from aggregator.web.signals import preflight
-from aggregator.web.state import CONFIG, RESOURCES
+from aggregator.web.state import CONFIG, LINK_KEY, RESOURCES
 from aggregator.web.webhook import ilos_upload
 
 
 def add_routes(app: web.Application) -> None:
     app[RESOURCES] = assets.build_resources(app[CONFIG])
+    app[LINK_KEY] = links.link_key(app[CONFIG])
     special: dict[str, Handler] = {
         HTML.name: search_page,
         SUGGESTIONS.name: suggest,
@@ -32,6 +35,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/embed", search_page)
     app.router.add_get("/search.osdx", assets.windows_connector)
     app.router.add_get("/static/search.css", assets.stylesheet)
+    app.router.add_get(EMBED_SCRIPT_PATH, assets.embed_script)
+    app.router.add_get(links.PATH, assets.result_link)
     app.router.add_get("/thumbnails/{randtag}", assets.thumbnail)
     app.router.add_get("/icon-{size:16|64}.png", assets.icon)
     app.router.add_get("/favicon.ico", assets.icon)

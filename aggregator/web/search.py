@@ -22,7 +22,7 @@ from aggregator.web.auth import unauthorized
 from aggregator.web.errors import NO_STORE, bad_request, too_many
 from aggregator.web.httpcache import Resource, respond, respond_resource
 from aggregator.web.services import Services
-from aggregator.web.state import CONFIG, PAGE_HEADERS, SERVICES
+from aggregator.web.state import CONFIG, EMBED_HEADERS, PAGE_HEADERS, SERVICES
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -96,7 +96,7 @@ async def search_page(request: web.Request) -> web.Response:
     """The page people use; `embed=1` (or /embed) is the compact layout for iframes."""
     config = request.app[CONFIG]
     embed = request.path == "/embed" or request.query.get("embed") in ("1", "true")
-    headers = request.app[PAGE_HEADERS]
+    headers = request.app[EMBED_HEADERS if embed else PAGE_HEADERS]
     if request.query.get("q", "").strip():
         return await serve_search(request, HTML, "embed" if embed else "", headers)
     html = render_form(

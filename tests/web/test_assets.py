@@ -1,9 +1,12 @@
-"""The description, Windows connector, stylesheet, icons and suggestions (web.assets): strong
-validators per content coding, 304s, and gzip for the text ones where the client accepts it."""
+"""The description, Windows connector, stylesheet, script, icons and suggestions (web.assets):
+strong validators per content coding, 304s, and gzip for the text ones where the client accepts
+it; and the framed page's signed result links."""
 
 from __future__ import annotations
 
 import gzip
+import re
+from html import unescape
 
 import pytest
 
@@ -14,6 +17,7 @@ import pytest
         ("/opensearch.xml", True),
         ("/search.osdx", True),
         ("/static/search.css", True),
+        ("/static/embed.js", True),
         ("/icon-64.png", False),  # already compressed: validators only
     ],
 )
@@ -73,3 +77,38 @@ def test_the_stylesheet_uses_no_property_the_html_checker_flags() -> None:
 
     css = STYLESHEET.decode()
     assert " line-clamp" not in css.replace("-webkit-line-clamp", "")
+
+
+async def test_a_framed_pages_results_lead_out_through_a_signed_redirect_and_nothing_else_does(
+    client, sim
+) -> None:
+    """Inside WordPress's sandbox a link may leave the frame only through the frame's own host:
+    each result of /embed names a redirect of ours, which leads where the page pointed and
+    nowhere an outsider chooses."""
+    embed = await (await client.get("/embed", params={"q": "onboarding"})).text()
+    pairs = re.findall(r'<h2><a href="([^"]+)" data-link="([^"]+)">', embed)
+    assert len(pairs) >= 3
+    for upstream, ours in pairs[:3]:
+        assert unescape(ours).startswith("http://videos.test/link?to=")
+        path = unescape(ours).removeprefix("http://videos.test")
+        resp = await client.get(path, allow_redirects=False)
+        assert resp.status == 303 and resp.headers["Location"] == unescape(upstream)
+        assert "/view/" in unescape(upstream)
+    path = unescape(pairs[0][1]).removeprefix("http://videos.test")
+    elsewhere = path.replace("to=http", "to=https%3A%2F%2Fevil.example%2F%3Fx%3Dhttp")
+    forged = re.sub(r"sig=[0-9a-f]+", "sig=" + "0" * 32, path)
+    for bad in (elsewhere, forged, "/link?to=javascript:alert(1)&sig=00", "/link", "/link?to=%0d%0a"):
+        resp = await client.get(bad, allow_redirects=False)
+        assert resp.status == 404 and "Location" not in resp.headers, bad
+    full = await (await client.get("/", params={"q": "onboarding"})).text()
+    assert "data-link=" not in full and "<script" not in full  # the full page is as it was
+
+
+async def test_only_the_compact_page_may_run_a_script_and_only_ours(client) -> None:
+    embed = await client.get("/embed", params={"q": "onboarding"})
+    policy = embed.headers["Content-Security-Policy"]
+    assert "script-src http://videos.test/static/embed.js;" in policy and "default-src 'none'" in policy
+    assert '<script src="http://videos.test/static/embed.js" defer></script>' in await embed.text()
+    for path in ("/?q=onboarding", "/", "/status"):
+        resp = await client.get(path)
+        assert "script-src" not in resp.headers["Content-Security-Policy"], path

@@ -127,6 +127,112 @@ async def test_embedded_page_in_an_iframe(browser, site, artifacts, aiohttp_serv
     assert errors == []  # framing allowed, nothing blocked by the page's CSP
 
 
+# What WordPress does to a discovered provider's oEmbed html (wp_filter_oembed_result in
+# wp-includes/embed.php, 6.x): attributes it does not allow are stripped (`hidden`, `style`,
+# `loading`), a secret goes on the iframe's src and both elements, the iframe is hidden behind
+# the blockquote until the frame speaks, and it is sandboxed with scripts only.
+def wordpress_filtered(oembed_html: str, secret: str) -> str:
+    quote, frame = re.fullmatch(
+        r"(<blockquote[^>]*>.*</blockquote>)(<iframe [^>]*></iframe>)", oembed_html
+    ).groups()
+    quote = quote.replace(
+        "<blockquote hidden>", f'<blockquote class="wp-embedded-content" data-secret="{secret}">'
+    )
+    frame = re.sub(r' (style|loading)="[^"]*"', "", frame)
+    frame = re.sub(r' src="([^"]+)"', rf' src="\1#?secret={secret}" data-secret="{secret}"', frame)
+    frame = frame.replace(
+        "<iframe ",
+        '<iframe class="wp-embedded-content" sandbox="allow-scripts" security="restricted"'
+        ' style="position: absolute; clip: rect(1px, 1px, 1px, 1px);" ',
+    )
+    return quote + frame
+
+
+# The host side of WordPress's embed protocol, written here to the rules of its wp-embed.js: a
+# message must carry a frame's secret and come from that frame; any message shows the frame and
+# hides the fallback; "height" sizes the frame within 200-1000 px; "link" opens a URL in the whole
+# window, only an http(s) one on the frame's own host, and only while the frame has focus.
+WORDPRESS_HOST = """
+window.addEventListener("message", (e) => {
+  const d = e.data;
+  if (!d || typeof d.secret !== "string" || /[^a-zA-Z0-9]/.test(d.secret)) return;
+  for (const q of document.querySelectorAll(`blockquote[data-secret="${d.secret}"]`)) q.style.display = "none";
+  for (const f of document.querySelectorAll(`iframe[data-secret="${d.secret}"]`)) {
+    if (e.source !== f.contentWindow) continue;
+    f.removeAttribute("style");
+    if (d.message === "height") f.height = Math.min(1000, Math.max(200, parseInt(d.value, 10) || 0));
+    if (d.message === "link") {
+      const to = new URL(d.value), from = new URL(f.getAttribute("src"));
+      if (/^https?:$/.test(to.protocol) && to.host === from.host && document.activeElement === f) {
+        window.top.location.href = d.value;
+      }
+    }
+  }
+});
+"""
+
+
+async def test_a_pasted_url_in_wordpress_searches_within_its_sandbox_and_opens_videos(
+    browser, site, sim, artifacts, aiohttp_server
+) -> None:
+    """WordPress sandboxes a discovered embed (scripts only: no forms, no popups, no top
+    navigation). The frame still shows itself at its height, searches within the frame, and
+    opens a video in the whole window through WordPress's own host script."""
+    import aiohttp
+
+    url = f"{site}/?q=onboarding"
+    async with aiohttp.ClientSession() as http, http.get(f"{site}/oembed", params={"url": url}) as resp:
+        embed = (await resp.json())["html"]
+    secret = "Ab3dE6gH9k"
+
+    async def post(request: web.Request) -> web.Response:
+        body = f"<!doctype html><title>A post</title><h1>This week</h1>{wordpress_filtered(embed, secret)}"
+        return web.Response(content_type="text/html", text=f"{body}<script>{WORDPRESS_HOST}</script>")
+
+    blog = web.Application()
+    blog.router.add_get("/", post)
+    wordpress = await aiohttp_server(blog)
+    page = await browser.new_page(viewport={"width": 900, "height": 900})
+    errors: list[str] = []  # the frame's: the stand-in blog has no favicon
+    page.on(
+        "console",
+        lambda m: (
+            errors.append(m.text)
+            if m.type == "error" and m.location.get("url", "").startswith(site)
+            else None
+        ),
+    )
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    await page.goto(str(wordpress.make_url("/")))
+
+    # The frame spoke: shown, the fallback link hidden, sized to its page.
+    await page.wait_for_function("!document.querySelector('iframe').hasAttribute('style')")
+    assert await page.locator("blockquote").is_hidden()
+    await page.wait_for_function("document.querySelector('iframe').height !== '480'")
+    assert 200 <= int(await page.locator("iframe").get_attribute("height")) <= 1000
+    await page.locator("iframe").content_frame.locator("ol.results img").first.wait_for()
+    await page.screenshot(path=str(artifacts / "embed-wordpress.png"))
+
+    # The search box works inside the frame, and the next page still speaks (the secret rode along).
+    frame = page.frame_locator("iframe")
+    await frame.get_by_label("Search videos").fill("recorded")
+    await frame.get_by_label("Search videos").press("Enter")
+    await frame.locator("p.summary", has_text="for “recorded”").wait_for()
+    inner = next(f for f in page.frames if f.parent_frame is not None)
+    assert "q=recorded" in inner.url and inner.url.endswith(f"#?secret={secret}")
+    await frame.get_by_role("link", name="Next →").click()
+    await frame.locator("p.summary", has_text="Videos 21–").wait_for()
+    assert inner.url.endswith(f"#?secret={secret}")
+
+    # A result opens in the whole window: asked of the host, through our signed redirect.
+    video = await frame.locator("ol.results h2 a").first.get_attribute("href")
+    # ilos's own page, which this machine cannot reach: the browser is answered for it.
+    await page.route(re.compile(r"^https://app\.ilosvideos\.com/"), lambda r: r.fulfill(body="ilos"))
+    await frame.locator("ol.results h2 a").first.click()
+    await page.wait_for_url(video)
+    assert errors == []  # no CSP refusal, no sandbox refusal
+
+
 async def test_a_script_on_another_origin_reads_every_feed_with_a_bearer_token(
     browser, sim, aiohttp_server
 ) -> None:

@@ -26,6 +26,11 @@ async def test_a_search_url_is_a_rich_embed_of_that_search_within_the_bounds(cli
     [src] = re.findall(r'<iframe src="([^"]+)"', doc["html"])
     assert html.unescape(src) == "http://videos.test/embed?q=onboarding&org=hr"
     assert 'loading="lazy"' in doc["html"] and "title=" in doc["html"]
+    # WordPress's fallback: a link to the search, hidden from every consumer that is not WordPress.
+    [fallback] = re.findall(
+        r'^<blockquote hidden><a href="([^"]+)">[^<]+</a></blockquote><iframe ', doc["html"]
+    )
+    assert html.unescape(fallback) == "http://videos.test/?q=onboarding&org=hr"
     assert "thumbnail_url" not in doc  # the search is not cached here: no thumbnail to offer
     assert len(sim.log) == calls  # oEmbed never starts an upstream search
 
