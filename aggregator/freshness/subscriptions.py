@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 
 from aggregator.caller import Caller
 from aggregator.config import Config
+from aggregator.loop.turns import Turn
 from aggregator.model import Clock
 from aggregator.params import ParamError, params_of_url
 from aggregator.render.paging import search_query
@@ -151,7 +152,12 @@ class Subscriptions:
         pending, self._pending = self._pending, {}
         now = self.clock()
         idle = self.config.cache.subscription_idle
+        # The in-process cache answers without suspending: without turns, a flush of thousands of
+        # polled URLs (a Redis outage, a service without Redis) would hold the loop for seconds.
+        turn = Turn()
         for (fmt, path, _), (caller, who, polls) in pending.items():
+            if turn.due():
+                await turn.end()
             found = self._identify(fmt, path, caller)
             if found is None:
                 continue
@@ -245,4 +251,4 @@ class Subscriptions:
         return len(members)
 
     async def count(self) -> int:
-        return len(await self.cache.scheduled(DUE, float("inf"), 1_000_000))
+        return await self.cache.schedule_size(DUE)

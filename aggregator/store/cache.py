@@ -61,6 +61,10 @@ class Cache(Protocol):
         ...
 
     async def unschedule(self, key: str, members: Sequence[str]) -> None: ...
+    async def schedule_size(self, key: str) -> int:
+        """How many members the sorted set holds, without reading them."""
+        ...
+
     async def add_counts(self, key: str, counts: Mapping[str, int], ttl: float) -> None:
         """Add to named counters kept together under `key` (a Redis hash)."""
 

@@ -131,6 +131,9 @@ class RedisCache:
         )
         return [(m.decode() if isinstance(m, bytes) else str(m), float(t)) for m, t in found]
 
+    async def schedule_size(self, key: str) -> int:
+        return int(await self.client.zcard(key))
+
     async def unschedule(self, key: str, members: Sequence[str]) -> None:
         if members:
             await self.client.zrem(key, *members)

@@ -157,6 +157,11 @@ class ResilientCache:
             lambda: self.memory.scheduled(key, until, count),
         )
 
+    async def schedule_size(self, key: str) -> int:
+        return await self._either(
+            lambda: self.redis.schedule_size(key), lambda: self.memory.schedule_size(key)
+        )
+
     async def unschedule(self, key: str, members: Sequence[str]) -> None:
         await self._either(
             lambda: self.redis.unschedule(key, members), lambda: self.memory.unschedule(key, members)

@@ -246,3 +246,51 @@ async def test_subscriptions_are_bounded_per_caller(aiohttp_client, sim, clock, 
     await poll_twice("payroll", "198.51.100.8")
     await app[SERVICES].subscriptions.flush()
     assert await app[SERVICES].subscriptions.count() == 3
+
+
+@pytest.mark.parametrize(("backend", "new"), [("memory", 1_000), ("redis", 200)])
+async def test_thousands_of_readers_subscribing_at_once_are_counted_and_leave_the_loop_its_turns(
+    backend: str, new: int, redis_url: str
+) -> None:
+    """A flush that makes 1,000 new subscriptions beside 5,000 held ones counts them all, and the
+    in-process cache (no Redis, or an outage) no longer holds every request for seconds: the
+    count read every subscription for each new one, and nothing in the flush gave the loop a
+    turn (`bench.subflush`)."""
+    import asyncio
+    import time
+
+    import redis.asyncio as aioredis
+
+    from aggregator.caller import Caller
+    from aggregator.freshness.subscriptions import DUE, Subscriptions
+    from aggregator.render.formats import FORMATS
+    from aggregator.store.memory import MemoryCache
+    from aggregator.store.redis_cache import RedisCache
+
+    client = aioredis.Redis.from_url(redis_url) if backend == "redis" else None
+    if client is not None:
+        await client.flushdb()
+    cache = RedisCache(client) if client is not None else MemoryCache()
+    cfg = parse_config_text('[[orgs]]\nid = "a"\napi_key = "k"\n')
+    subs = Subscriptions(cfg, cache, time.time, {f.name: f.path for f in FORMATS})
+    reader = Caller(None, ("a",))
+    await cache.schedule(DUE, {f"held{i:05d}": time.time() + 3600 for i in range(5_000)}, 86_400)
+    for _ in range(2):  # a URL polled again is a subscription; 50 readers, up to 20 feeds each
+        for i in range(new):
+            subs.polled("atom", f"/search.atom?q=topic{i}", reader, lambda i=i: f"reader{i % 50}")
+        turns = 0
+
+        async def count_turns() -> None:
+            nonlocal turns
+            while True:
+                await asyncio.sleep(0)
+                turns += 1
+
+        ticker = asyncio.create_task(count_turns())
+        await subs.flush()
+        ticker.cancel()
+        assert backend == "redis" or turns > 1  # other requests were served during the flush
+    assert await subs.count() == 5_000 + new
+    if client is not None:
+        await client.flushdb()
+        await client.aclose()
