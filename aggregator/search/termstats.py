@@ -14,9 +14,13 @@ seconds, numbered, so between snapshots the same answers give the same order and
 bytes and feeds do not churn. A caller's scores thus reflect how common its
 terms are in orgs it cannot see: counts only, never a video.
 
+Each snapshot also reads the shared sample of videos' terms that tells which words
+go together (`associations`); each process adds the videos it learns, at most
+`MAX_SAMPLED` a snapshot.
+
 Bounded: at most `MAX_TERMS_PER_VIDEO` distinct terms of a video are counted,
-terms are at most `terms.MAX_WORD` long, and the counters expire a month after
-they last grew.
+terms are at most `terms.MAX_WORD` long, the sample keeps `SAMPLE_SIZE` videos,
+and both expire a month after they last grew.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from aggregator.model import Clock, Video
+from aggregator.search.associations import SAMPLE_SIZE, Associations
 from aggregator.store import keys
 from aggregator.store.cache import Cache
 
@@ -36,6 +41,8 @@ MAX_TERMS_PER_VIDEO = 64
 MAX_SEEN = 200_000  # randtags a process remembers having counted
 VIDEOS = "#"  # the counters' field that counts videos (a term is letters and digits only)
 COUNTERS = keys.key("terms", "df")
+SAMPLE = keys.key("terms", "sample")
+MAX_SAMPLED = 5_000  # videos a process adds to the sample between snapshots, at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +50,7 @@ class Snapshot:
     version: int  # 0 before the first; the same version, the same statistics
     videos: int
     df: Mapping[str, int] = field(default_factory=dict)
+    associations: Associations = field(default_factory=Associations.empty)
 
 
 class TermStats:
@@ -51,6 +59,7 @@ class TermStats:
         self._clock = clock
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._pending: dict[str, int] = {}
+        self._sampled: list[bytes] = []
         self._snapshot = Snapshot(0, 0)
         self._next_at = 0.0
 
@@ -63,10 +72,12 @@ class TermStats:
             seen[video.randtag] = None
             if len(seen) > MAX_SEEN:
                 seen.popitem(last=False)
-            distinct = set(" ".join(video.terms).split())
-            for term in sorted(distinct)[:MAX_TERMS_PER_VIDEO]:
+            counted = sorted(set(" ".join(video.terms).split()))[:MAX_TERMS_PER_VIDEO]
+            for term in counted:
                 pending[term] = pending.get(term, 0) + 1
             pending[VIDEOS] = pending.get(VIDEOS, 0) + 1
+            if counted and len(self._sampled) < MAX_SAMPLED:
+                self._sampled.append(" ".join(counted).encode())
 
     async def snapshot(self) -> Snapshot:
         """The statistics in force: the last snapshot, or a new one if it is `SNAPSHOT_EVERY` old."""
@@ -75,8 +86,11 @@ class TermStats:
             return self._snapshot
         self._next_at = now + SNAPSHOT_EVERY
         pending, self._pending = self._pending, {}
+        sampled, self._sampled = self._sampled, []
         await self._cache.add_counts(COUNTERS, pending, COUNTERS_TTL)
+        await self._cache.keep_latest(SAMPLE, sampled, SAMPLE_SIZE, COUNTERS_TTL)
         counts = await self._cache.counts(COUNTERS)
         videos = counts.pop(VIDEOS, 0)
-        self._snapshot = Snapshot(self._snapshot.version + 1, videos, counts)
+        associations = await Associations.of(await self._cache.latest(SAMPLE))
+        self._snapshot = Snapshot(self._snapshot.version + 1, videos, counts, associations)
         return self._snapshot

@@ -68,6 +68,14 @@ class Cache(Protocol):
     async def add_counts(self, key: str, counts: Mapping[str, int], ttl: float) -> None:
         """Add to named counters kept together under `key` (a Redis hash)."""
 
+    async def keep_latest(self, key: str, items: Sequence[bytes], keep: int, ttl: float) -> None:
+        """Add `items` to the list under `key`, newest first, keeping its `keep` newest."""
+        ...
+
+    async def latest(self, key: str) -> list[bytes]:
+        """The list under `key`, newest first."""
+        ...
+
     async def counts(self, key: str) -> dict[str, int]: ...
     async def tally(self, key: str, name: str, since: str, cap: int, ttl: float) -> int:
         """Add one to counter `name` under `key` (unless `key` holds `cap` counters and not this

@@ -167,6 +167,15 @@ class MemoryCache:
             for member in members:
                 times.pop(member, None)
 
+    async def keep_latest(self, key: str, items: Sequence[bytes], keep: int, ttl: float) -> None:
+        held = self.get_now(key)
+        kept = [*reversed(items), *(held if isinstance(held, list) else ())][:keep]
+        self.set_now(key, kept, ttl, sum(len(item) + 40 for item in kept))
+
+    async def latest(self, key: str) -> list[bytes]:
+        held = self.get_now(key)
+        return list(held) if isinstance(held, list) else []
+
     async def add_counts(self, key: str, counts: Mapping[str, int], ttl: float) -> None:
         held = self.get_now(key)
         if not isinstance(held, dict):

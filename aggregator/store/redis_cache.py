@@ -138,6 +138,18 @@ class RedisCache:
         if members:
             await self.client.zrem(key, *members)
 
+    async def keep_latest(self, key: str, items: Sequence[bytes], keep: int, ttl: float) -> None:
+        if not items:
+            return
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.lpush(key, *items)
+            pipe.ltrim(key, 0, keep - 1)
+            pipe.pexpire(key, _px(ttl))
+            await pipe.execute()
+
+    async def latest(self, key: str) -> list[bytes]:
+        return cast("list[bytes]", await self.client.lrange(key, 0, -1))
+
     async def add_counts(self, key: str, counts: Mapping[str, int], ttl: float) -> None:
         if not counts:
             return

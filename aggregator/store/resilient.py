@@ -167,6 +167,15 @@ class ResilientCache:
             lambda: self.redis.unschedule(key, members), lambda: self.memory.unschedule(key, members)
         )
 
+    async def keep_latest(self, key: str, items: Sequence[bytes], keep: int, ttl: float) -> None:
+        await self._either(
+            lambda: self.redis.keep_latest(key, items, keep, ttl),
+            lambda: self.memory.keep_latest(key, items, keep, ttl),
+        )
+
+    async def latest(self, key: str) -> list[bytes]:
+        return await self._either(lambda: self.redis.latest(key), lambda: self.memory.latest(key))
+
     async def add_counts(self, key: str, counts: Mapping[str, int], ttl: float) -> None:
         await self._either(
             lambda: self.redis.add_counts(key, counts, ttl), lambda: self.memory.add_counts(key, counts, ttl)

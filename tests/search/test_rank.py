@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import UTC, datetime
+
 from aggregator.ilos.parseworker import with_terms
 from aggregator.model import Video
 from aggregator.search.rank import Ranking, rank
@@ -93,3 +96,47 @@ def test_an_orgs_weight_scales_its_results_and_the_same_input_gives_the_same_sco
     first = rank([("a", a), ("b", b)], Ranking(tuple(EN.of("budget")), Snapshot(1, 10, {"budget": 2})))
     again = rank([("a", a), ("b", b)], Ranking(tuple(EN.of("budget")), Snapshot(1, 10, {"budget": 2})))
     assert first == again and all(r.score == round(r.score, 6) for r in first)
+
+
+async def test_words_that_go_with_the_query_across_videos_seen_find_videos_without_its_words() -> None:
+    """An org that lists its matches newest first (its engine read the transcripts) returns a
+    lecture on heat engines that never says "thermodynamics" where the service can see, after a
+    newer video that is about something else. The service's sample of videos seen shows which
+    words go with "thermodynamics" (heat, engine, entropy), so the lecture comes first."""
+    from aggregator.search.associations import Associations
+
+    seen = [
+        "Thermodynamics 1: heat and work",
+        "Heat engines and entropy: thermodynamics revision",
+        "Entropy, heat engines and the second law of thermodynamics",
+        "Thermodynamics of engines: Carnot and heat",
+        "Cafeteria opening hours",
+        "Campus parking: where to leave a car",
+        "Library opening hours and parking",
+    ]
+    sample = [
+        " ".join(sorted(set(" ".join(video(f"s{i}", t).terms).split()))).encode() for i, t in enumerate(seen)
+    ]
+    assert (await Associations.of(sample)).expansion(("thermodynam",)) == {}  # too few to tell
+    associations = await Associations.of(sample * 150)  # the same proportions over 1,050 videos
+    assert "heat" in associations.expansion(tuple(EN.of("thermodynamics")))
+    dated = [
+        ("newer", "Parking permits for the new term", 30),
+        ("older", "Carnot heat engine, part 2", 20),
+        ("oldest", "Library opening hours", 10),
+    ]
+    newest_first = [
+        (
+            "faculty",
+            [
+                replace(video(tag, title), published=datetime(2026, 11, day, tzinfo=UTC))
+                for tag, title, day in dated
+            ],
+        )
+    ]
+    query = tuple(EN.of("thermodynamics"))
+    without = rank(newest_first, Ranking(query, Snapshot(1, 7)))
+    with_sample = rank(newest_first, Ranking(query, Snapshot(1, 7, {}, associations)))
+    assert [r.video.randtag for r in without] == ["newer", "older", "oldest"]  # nothing matched
+    assert [r.video.randtag for r in with_sample] == ["older", "newer", "oldest"]
+    assert with_sample[0].matched == ()  # no typed word is in it: none is marked
