@@ -43,6 +43,7 @@ VIDEOS = "#"  # the counters' field that counts videos (a term is letters and di
 COUNTERS = keys.key("terms", "df")
 SAMPLE = keys.key("terms", "sample")
 MAX_SAMPLED = 5_000  # videos a process adds to the sample between snapshots, at most
+MAX_SAMPLE_ENTRY = 512  # bytes of a video's terms in the sample: 10 MB for the whole sample at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +78,10 @@ class TermStats:
                 pending[term] = pending.get(term, 0) + 1
             pending[VIDEOS] = pending.get(VIDEOS, 0) + 1
             if counted and len(self._sampled) < MAX_SAMPLED:
-                self._sampled.append(" ".join(counted).encode())
+                entry = " ".join(counted).encode()
+                if len(entry) > MAX_SAMPLE_ENTRY:  # whole words only: no cut one becomes another
+                    entry = entry[: MAX_SAMPLE_ENTRY + 1].rsplit(b" ", 1)[0]
+                self._sampled.append(entry)
 
     async def snapshot(self) -> Snapshot:
         """The statistics in force: the last snapshot, or a new one if it is `SNAPSHOT_EVERY` old."""
