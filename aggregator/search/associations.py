@@ -74,6 +74,10 @@ class Associations:
         """The same sample with no word's associations worked out yet (a bench times the first ask)."""
         return Associations(self._docs, self._index)
 
+    def ready(self, terms: Sequence[str]) -> bool:
+        """Whether `expansion(terms)` is at hand (worked out already, or nothing to work out)."""
+        return len(self._docs) < MIN_SAMPLE or tuple(terms) in self._expansions
+
     @property
     def videos(self) -> int:
         return len(self._docs)

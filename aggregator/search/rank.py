@@ -107,7 +107,10 @@ class Ranker:
             weights=self._weights,
             order_says=self._order_says,
         )
-        return await off_loop(count > RANK_OFF_LOOP, rank, answers, ranking)
+        # A query's widening is worked out once a snapshot, from up to a thousand sampled videos
+        # a word (`associations`): that first time, in a thread as a large merge is.
+        heavy = count > RANK_OFF_LOOP or not stats.associations.ready(ranking.terms)
+        return await off_loop(heavy, rank, answers, ranking)
 
     def learn(self, video: Video) -> None:
         self.stats.learn((video,))

@@ -119,7 +119,9 @@ async def test_words_that_go_with_the_query_across_videos_seen_find_videos_witho
     ]
     assert (await Associations.of(sample)).expansion(("thermodynam",)) == {}  # too few to tell
     associations = await Associations.of(sample * 150)  # the same proportions over 1,050 videos
+    assert not associations.ready(("thermodynam",))  # the first ask works it out (in a thread)
     assert "heat" in associations.expansion(tuple(EN.of("thermodynamics")))
+    assert associations.ready(("thermodynam",))  # then it is kept with the snapshot
     dated = [
         ("newer", "Parking permits for the new term", 30),
         ("older", "Carnot heat engine, part 2", 20),
