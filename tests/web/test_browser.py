@@ -56,6 +56,20 @@ async def site(aiohttp_server, sim):
     return f"http://127.0.0.1:{port}"
 
 
+def errors_from(page, site: str) -> list[str]:
+    """The console errors of documents from `site` (ours), as the page logs them."""
+    errors: list[str] = []
+    page.on(
+        "console",
+        lambda m: (
+            errors.append(m.text)
+            if m.type == "error" and m.location.get("url", "").startswith(site)
+            else None
+        ),
+    )
+    return errors
+
+
 async def test_search_cards_and_pager(browser, site, artifacts) -> None:
     page = await browser.new_page(viewport={"width": 1100, "height": 900})
     errors: list[str] = []
@@ -106,15 +120,7 @@ async def test_embedded_page_in_an_iframe(browser, site, artifacts, aiohttp_serv
     intranet.router.add_get("/", intranet_page)
     other = await aiohttp_server(intranet)
     page = await browser.new_page(viewport={"width": 900, "height": 700}, color_scheme="dark")
-    errors: list[str] = []  # ours only: the stand-in intranet has no favicon, for one
-    page.on(
-        "console",
-        lambda m: (
-            errors.append(m.text)
-            if m.type == "error" and m.location.get("url", "").startswith(site)
-            else None
-        ),
-    )
+    errors = errors_from(page, site)  # ours only: the stand-in intranet has no favicon, for one
     await page.goto(str(other.make_url("/")))
     frame = page.frame_locator("iframe")
     await frame.locator("ol.results li").first.wait_for()
@@ -193,15 +199,7 @@ async def test_a_pasted_url_in_wordpress_searches_within_its_sandbox_and_opens_v
     blog.router.add_get("/", post)
     wordpress = await aiohttp_server(blog)
     page = await browser.new_page(viewport={"width": 900, "height": 900})
-    errors: list[str] = []  # the frame's: the stand-in blog has no favicon
-    page.on(
-        "console",
-        lambda m: (
-            errors.append(m.text)
-            if m.type == "error" and m.location.get("url", "").startswith(site)
-            else None
-        ),
-    )
+    errors = errors_from(page, site)  # the frame's: the stand-in blog has no favicon
     page.on("pageerror", lambda e: errors.append(str(e)))
     await page.goto(str(wordpress.make_url("/")))
 
