@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from aggregator.caller import Caller
@@ -35,6 +35,7 @@ POLLED_AGAIN_WITHIN = 86_400.0  # a second poll within a day makes a feed URL a 
 # readers jitter their schedule by up to about a tenth, and some back off when nothing changes.
 WINDOW_OPENS, WINDOW_CLOSES = 0.8, 1.5
 MAX_PENDING = 10_000  # distinct feed URLs tallied between flushes; more wait for the next one
+FLUSH_BATCH = 200  # feeds written per round of a flush's few cache calls (each round a few ms of the loop)
 # Subscriptions kept fresh, in all (every replica): far above what the refresh share can keep
 # fresh (docs/benchmarks.md), and a bound on what feed URLs can make Redis hold.
 MAX_SUBSCRIPTIONS = 20_000
@@ -103,6 +104,20 @@ class Subscription:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _Polled:
+    """A feed polled since the last flush, as the flush writes it."""
+
+    sub_id: str
+    fmt: str
+    query: str
+    orgs: tuple[str, ...]
+    url: str
+    open: bool  # fetched without a client's token
+    who: str  # the caller (`CallerLimits.identity`), for the per-caller cap
+    polls: int
+
+
 def _read(sub_id: str, raw: bytes | None) -> Subscription | None:
     """A stored subscription; None when there is none, or one of a shape this version cannot read."""
     if raw is None:
@@ -148,13 +163,12 @@ class Subscriptions:
             self._pending[tally_key] = (caller, who(), 1)
 
     async def flush(self) -> None:
-        """Write the tallied polls to the cache."""
+        """Write the tallied polls to the cache, `FLUSH_BATCH` feeds to a few round trips."""
         pending, self._pending = self._pending, {}
-        now = self.clock()
-        idle = self.config.cache.subscription_idle
         # The in-process cache answers without suspending: without turns, a flush of thousands of
         # polled URLs (a Redis outage, a service without Redis) would hold the loop for seconds.
         turn = Turn()
+        polled: dict[str, _Polled] = {}  # by subscription: two spellings of one feed are one
         for (fmt, path, _), (caller, who, polls) in pending.items():
             if turn.due():
                 await turn.end()
@@ -162,38 +176,67 @@ class Subscriptions:
             if found is None:
                 continue
             sub_id, query, orgs, url = found
-            known = _read(sub_id, await self.cache.get(_record(sub_id)))
+            seen = polled.get(sub_id)
+            polls += seen.polls if seen is not None else 0
+            polled[sub_id] = _Polled(sub_id, fmt, query, orgs, url, caller.client is None, who, polls)
+        batch = list(polled.values())
+        for start in range(0, len(batch), FLUSH_BATCH):
+            await self._write(batch[start : start + FLUSH_BATCH])
+
+    async def _write(self, batch: Sequence[_Polled]) -> None:
+        now = self.clock()
+        idle = self.config.cache.subscription_idle
+        raws = await self.cache.get_many([_record(p.sub_id) for p in batch])
+        records: dict[float, list[tuple[str, bytes]]] = {idle: [], POLLED_AGAIN_WITHIN: []}
+        new: list[_Polled] = []
+        fresh: list[_Polled] = []  # subscriptions kept fresh: their orgs' indexes are renewed
+        turn = Turn()
+        for p, raw in zip(batch, raws, strict=True):
+            if turn.due():
+                await turn.end()
+            known = _read(p.sub_id, raw)
             if known is None:
-                sub = Subscription(sub_id, fmt, query, orgs, url, caller.client is None, polls, now, now, now)
+                sub = Subscription(p.sub_id, p.fmt, p.query, p.orgs, p.url, p.open, p.polls, now, now, now)
             else:
-                sub = replace(known, polls=known.polls + polls, previous=known.last, last=now)
+                sub = replace(known, polls=known.polls + p.polls, previous=known.last, last=now)
             # Several polls in one flush interval are one poll again within a day, too. A URL
             # fetched once is remembered only as long as a second fetch would still count.
-            await self.cache.set(
-                _record(sub_id), sub.to_json(), idle if sub.subscribed else POLLED_AGAIN_WITHIN
+            records[idle if sub.subscribed else POLLED_AGAIN_WITHIN].append(
+                (_record(p.sub_id), sub.to_json())
             )
-            if sub.subscribed and (known is None or not known.subscribed):
-                if not await self._room_for(who, sub_id, now):
-                    continue  # fetched when polled, like any feed; kept fresh only below the caps
-                await self.cache.schedule(DUE, {sub_id: now}, idle)
             if sub.subscribed:
-                for org_id in orgs:
-                    await self.cache.schedule(_by_org(org_id), {sub_id: now}, idle)
+                (new if known is None or not known.subscribed else fresh).append(p)
+        for ttl, items in records.items():
+            await self.cache.set_many(items, ttl)
+        # New ones are kept fresh only below the caps; the others are fetched when polled, like any feed.
+        admitted = await self._admit(new, now)
+        if admitted:
+            await self.cache.schedule(DUE, {p.sub_id: now for p in admitted}, idle)
+        by_org: dict[str, dict[str, float]] = {}
+        for p in (*fresh, *admitted):
+            for org_id in p.orgs:
+                by_org.setdefault(org_id, {})[p.sub_id] = now
+        for org_id, members in by_org.items():
+            await self.cache.schedule(_by_org(org_id), members, idle)
 
-    async def _room_for(self, who: str, sub_id: str, now: float) -> bool:
-        """Whether a new subscription fits under both caps, in all and for its caller; if so, it
-        is counted as the caller's (for `subscription_idle` after it was made)."""
-        if await self.count() >= MAX_SUBSCRIPTIONS:
-            return False
-        if not who:
-            return True
-        mine = _by_caller(who)
+    async def _admit(self, new: Sequence[_Polled], now: float) -> list[_Polled]:
+        """The new subscriptions that fit under both caps, in all and for their caller; each is
+        counted as its caller's (for `subscription_idle` after it was made)."""
+        room = MAX_SUBSCRIPTIONS - await self.count()
         idle = self.config.cache.subscription_idle
-        made = await self.cache.scheduled(mine, float("inf"), MAX_PER_CALLER + 1)
-        if sum(1 for _, at in made if at > now - idle) >= MAX_PER_CALLER:
-            return False
-        await self.cache.schedule(mine, {sub_id: now}, idle)
-        return True
+        by_caller: dict[str, list[_Polled]] = {}
+        for p in new:
+            by_caller.setdefault(p.who, []).append(p)
+        admitted: list[_Polled] = []
+        for who, theirs in by_caller.items():
+            if who:
+                made = await self.cache.scheduled(_by_caller(who), float("inf"), MAX_PER_CALLER + 1)
+                theirs = theirs[: max(0, MAX_PER_CALLER - sum(1 for _, at in made if at > now - idle))]
+            theirs = theirs[: max(0, room - len(admitted))]
+            if who and theirs:
+                await self.cache.schedule(_by_caller(who), {p.sub_id: now for p in theirs}, idle)
+            admitted.extend(theirs)
+        return admitted
 
     def _identify(self, fmt: str, path: str, caller: Caller) -> tuple[str, str, tuple[str, ...], str] | None:
         """(id, normalised query, orgs, canonical self URL) of a polled feed; None if it is not a search."""
