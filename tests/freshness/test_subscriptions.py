@@ -294,3 +294,21 @@ async def test_thousands_of_readers_subscribing_at_once_are_counted_and_leave_th
     if client is not None:
         await client.flushdb()
         await client.aclose()
+
+
+async def test_two_spellings_of_one_feed_polled_in_one_flush_are_one_subscription() -> None:
+    """A flush reads its feeds' records together; two spellings of one search must still add up."""
+    import time
+
+    from aggregator.caller import Caller
+    from aggregator.freshness.subscriptions import Subscriptions
+    from aggregator.render.formats import FORMATS
+    from aggregator.store.memory import MemoryCache
+
+    cfg = parse_config_text('[[orgs]]\nid = "a"\napi_key = "k"\n[[orgs]]\nid = "b"\napi_key = "k2"\n')
+    subs = Subscriptions(cfg, MemoryCache(), time.time, {f.name: f.path for f in FORMATS})
+    reader = Caller(None, ("a", "b"))
+    subs.polled("atom", "/search.atom?q=lab+safety&org=a", reader, lambda: "reader")
+    subs.polled("atom", "/search.atom?org=a&q=lab%20safety", reader, lambda: "reader")
+    await subs.flush()
+    assert await subs.count() == 1  # fetched twice: kept fresh, once
