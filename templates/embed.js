@@ -51,13 +51,10 @@
   });
 
   var reported = -1;
+  // The root element's box: its content's height, not the frame's (so it can shrink), with the
+  // margins that collapse through the body (a root's margins do not collapse: CSS 2.1, 8.3.1).
   function reportHeight() {
-    var style = window.getComputedStyle(document.body);
-    var height = Math.ceil(
-      document.body.getBoundingClientRect().height +
-        parseFloat(style.marginTop) +
-        parseFloat(style.marginBottom)
-    );
+    var height = Math.ceil(document.documentElement.getBoundingClientRect().height);
     if (height !== reported) {
       reported = height;
       tellHost("height", height);
@@ -67,5 +64,5 @@
   // it hides, as WordPress hides this one until it speaks, so a ResizeObserver alone would wait.
   reportHeight();
   window.addEventListener("load", reportHeight);
-  new ResizeObserver(reportHeight).observe(document.body);
+  new ResizeObserver(reportHeight).observe(document.documentElement);
 })();

@@ -211,12 +211,18 @@ async def test_a_pasted_url_in_wordpress_searches_within_its_sandbox_and_opens_v
     await page.locator("iframe").content_frame.locator("ol.results img").first.wait_for()
     await page.screenshot(path=str(artifacts / "embed-wordpress.png"))
 
-    # The search box works inside the frame, and the next page still speaks (the secret rode along).
+    # The search box works inside the frame, and the next page still speaks (the secret rode along):
+    # a short page shrinks the frame to its height, with nothing left to scroll inside.
     frame = page.frame_locator("iframe")
+    await frame.get_by_label("Search videos").fill("zzzznothing")
+    await frame.get_by_label("Search videos").press("Enter")
+    await frame.locator("p.summary", has_text="No videos match").wait_for()
+    inner = next(f for f in page.frames if f.parent_frame is not None)
+    await page.wait_for_function("Number(document.querySelector('iframe').height) < 600")
+    assert await inner.evaluate("document.documentElement.scrollHeight <= window.innerHeight")
     await frame.get_by_label("Search videos").fill("recorded")
     await frame.get_by_label("Search videos").press("Enter")
     await frame.locator("p.summary", has_text="for “recorded”").wait_for()
-    inner = next(f for f in page.frames if f.parent_frame is not None)
     assert "q=recorded" in inner.url and inner.url.endswith(f"#?secret={secret}")
     await frame.get_by_role("link", name="Next →").click()
     await frame.locator("p.summary", has_text="Videos 21–").wait_for()
