@@ -104,18 +104,9 @@ class Subscription:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class _Polled:
-    """A feed polled since the last flush, as the flush writes it."""
-
-    sub_id: str
-    fmt: str
-    query: str
-    orgs: tuple[str, ...]
-    url: str
-    open: bool  # fetched without a client's token
-    who: str  # the caller (`CallerLimits.identity`), for the per-caller cap
-    polls: int
+# A feed polled since the last flush: its record as if it were new, and who polled it
+# (`CallerLimits.identity`, for the per-caller cap).
+Polled = tuple[Subscription, str]
 
 
 def _read(sub_id: str, raw: bytes | None) -> Subscription | None:
@@ -167,8 +158,9 @@ class Subscriptions:
         pending, self._pending = self._pending, {}
         # The in-process cache answers without suspending: without turns, a flush of thousands of
         # polled URLs (a Redis outage, a service without Redis) would hold the loop for seconds.
+        now = self.clock()
         turn = Turn()
-        polled: dict[str, _Polled] = {}  # by subscription: two spellings of one feed are one
+        polled: dict[str, Polled] = {}  # by subscription: two spellings of one feed are one
         for (fmt, path, _), (caller, who, polls) in pending.items():
             if turn.due():
                 await turn.end()
@@ -177,64 +169,64 @@ class Subscriptions:
                 continue
             sub_id, query, orgs, url = found
             seen = polled.get(sub_id)
-            polls += seen.polls if seen is not None else 0
-            polled[sub_id] = _Polled(sub_id, fmt, query, orgs, url, caller.client is None, who, polls)
+            polls += seen[0].polls if seen is not None else 0
+            open_ = caller.client is None
+            polled[sub_id] = (Subscription(sub_id, fmt, query, orgs, url, open_, polls, now, now, now), who)
         batch = list(polled.values())
         for start in range(0, len(batch), FLUSH_BATCH):
             await self._write(batch[start : start + FLUSH_BATCH])
 
-    async def _write(self, batch: Sequence[_Polled]) -> None:
-        now = self.clock()
+    async def _write(self, batch: Sequence[Polled]) -> None:
         idle = self.config.cache.subscription_idle
-        raws = await self.cache.get_many([_record(p.sub_id) for p in batch])
+        raws = await self.cache.get_many([_record(polled.id) for polled, _ in batch])
         records: dict[float, list[tuple[str, bytes]]] = {idle: [], POLLED_AGAIN_WITHIN: []}
-        new: list[_Polled] = []
-        fresh: list[_Polled] = []  # subscriptions kept fresh: their orgs' indexes are renewed
+        new: list[Polled] = []
+        fresh: list[Subscription] = []  # kept fresh already: their orgs' indexes are renewed
         turn = Turn()
-        for p, raw in zip(batch, raws, strict=True):
+        for (polled, who), raw in zip(batch, raws, strict=True):
             if turn.due():
                 await turn.end()
-            known = _read(p.sub_id, raw)
-            if known is None:
-                sub = Subscription(p.sub_id, p.fmt, p.query, p.orgs, p.url, p.open, p.polls, now, now, now)
-            else:
-                sub = replace(known, polls=known.polls + p.polls, previous=known.last, last=now)
+            known = _read(polled.id, raw)
+            sub = polled
+            if known is not None:
+                sub = replace(known, polls=known.polls + polled.polls, previous=known.last, last=polled.last)
             # Several polls in one flush interval are one poll again within a day, too. A URL
             # fetched once is remembered only as long as a second fetch would still count.
-            records[idle if sub.subscribed else POLLED_AGAIN_WITHIN].append(
-                (_record(p.sub_id), sub.to_json())
-            )
-            if sub.subscribed:
-                (new if known is None or not known.subscribed else fresh).append(p)
+            records[idle if sub.subscribed else POLLED_AGAIN_WITHIN].append((_record(sub.id), sub.to_json()))
+            if sub.subscribed and known is not None and known.subscribed:
+                fresh.append(sub)
+            elif sub.subscribed:
+                new.append((sub, who))
         for ttl, items in records.items():
             await self.cache.set_many(items, ttl)
         # New ones are kept fresh only below the caps; the others are fetched when polled, like any feed.
-        admitted = await self._admit(new, now)
+        admitted = await self._admit(new)
         if admitted:
-            await self.cache.schedule(DUE, {p.sub_id: now for p in admitted}, idle)
+            await self.cache.schedule(DUE, {sub.id: sub.last for sub in admitted}, idle)
         by_org: dict[str, dict[str, float]] = {}
-        for p in (*fresh, *admitted):
-            for org_id in p.orgs:
-                by_org.setdefault(org_id, {})[p.sub_id] = now
+        for sub in (*fresh, *admitted):
+            for org_id in sub.orgs:
+                by_org.setdefault(org_id, {})[sub.id] = sub.last
         for org_id, members in by_org.items():
             await self.cache.schedule(_by_org(org_id), members, idle)
 
-    async def _admit(self, new: Sequence[_Polled], now: float) -> list[_Polled]:
+    async def _admit(self, new: Sequence[Polled]) -> list[Subscription]:
         """The new subscriptions that fit under both caps, in all and for their caller; each is
         counted as its caller's (for `subscription_idle` after it was made)."""
         room = MAX_SUBSCRIPTIONS - await self.count()
         idle = self.config.cache.subscription_idle
-        by_caller: dict[str, list[_Polled]] = {}
-        for p in new:
-            by_caller.setdefault(p.who, []).append(p)
-        admitted: list[_Polled] = []
+        by_caller: dict[str, list[Subscription]] = {}
+        for sub, who in new:
+            by_caller.setdefault(who, []).append(sub)
+        admitted: list[Subscription] = []
         for who, theirs in by_caller.items():
             if who:
                 made = await self.cache.scheduled(_by_caller(who), float("inf"), MAX_PER_CALLER + 1)
-                theirs = theirs[: max(0, MAX_PER_CALLER - sum(1 for _, at in made if at > now - idle))]
+                recent = sum(1 for _, at in made if at > theirs[0].last - idle)
+                theirs = theirs[: max(0, MAX_PER_CALLER - recent)]
             theirs = theirs[: max(0, room - len(admitted))]
             if who and theirs:
-                await self.cache.schedule(_by_caller(who), {p.sub_id: now for p in theirs}, idle)
+                await self.cache.schedule(_by_caller(who), {sub.id: sub.last for sub in theirs}, idle)
             admitted.extend(theirs)
         return admitted
 
