@@ -17,7 +17,7 @@ from aggregator.render.icons import play_icon
 from aggregator.render.page import EMBED_SCRIPT, STYLESHEET
 from aggregator.search import thumbnails
 from aggregator.web.httpcache import Resource, respond_resource
-from aggregator.web.state import CONFIG, LINK_KEY, RESOURCES, SERVICES
+from aggregator.web.state import CONFIG, RESOURCES, SERVICES
 
 DESCRIPTION_TYPE = f"{DESCRIPTION.media_type}; charset=utf-8"
 
@@ -57,7 +57,7 @@ async def embed_script(request: web.Request) -> web.Response:
 
 async def result_link(request: web.Request) -> web.Response:
     """A framed page's way out of a WordPress sandbox: a redirect only where a page of ours led."""
-    target = links.verified_target(request.app[LINK_KEY], request.query)
+    target = links.verified_target(links.link_key(request.app[CONFIG]), request.query)
     if target is None:
         raise web.HTTPNotFound(text="No such link.\n")
     raise web.HTTPSeeOther(target, headers={"Cache-Control": "public, max-age=86400"})

@@ -16,13 +16,12 @@ from aggregator.web import assets, ops
 from aggregator.web.oembed import oembed
 from aggregator.web.search import Handler, search_handler, search_page, suggest
 from aggregator.web.signals import preflight
-from aggregator.web.state import CONFIG, LINK_KEY, RESOURCES
+from aggregator.web.state import CONFIG, RESOURCES
 from aggregator.web.webhook import ilos_upload
 
 
 def add_routes(app: web.Application) -> None:
     app[RESOURCES] = assets.build_resources(app[CONFIG])
-    app[LINK_KEY] = links.link_key(app[CONFIG])
     special: dict[str, Handler] = {
         HTML.name: search_page,
         SUGGESTIONS.name: suggest,

@@ -14,5 +14,4 @@ SERVICES = web.AppKey("services", Services)  # from start-up to shutdown
 PAGE_HEADERS = web.AppKey[dict[str, str]]("page_headers")  # security headers of every HTML page
 EMBED_HEADERS = web.AppKey[dict[str, str]]("embed_headers")  # the same for the compact layout
 CORS_POLICY = web.AppKey("cors", Cors)
-LINK_KEY = web.AppKey("link_key", bytes)  # signs the framed page's result links (render.links)
 RESOURCES = web.AppKey[dict[str, Resource]]("resources")  # bodies that depend on the config alone
