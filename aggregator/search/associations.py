@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
+from typing import TypeVar
 
 from aggregator.loop.turns import in_turns
 
@@ -38,6 +39,7 @@ EXPANSION_WEIGHT = 0.7  # the weight of the most associated word; a typed word w
 KEPT_WORDS = 1_000
 KEPT_PER_WORD = 300
 DIGITS = 6
+K = TypeVar("K", bound=Hashable)
 
 
 class Associations:
@@ -96,15 +98,12 @@ class Associations:
                 weight[word] = weight.get(word, 0.0) + w
         for term in terms:
             weight.pop(term, None)
-        best = heapq.nsmallest(EXPANSION_TERMS, weight, key=lambda w: (-weight[w], w))
+        best = _heaviest(weight, EXPANSION_TERMS)
         found = {}
         if best and weight[best[0]] > 0:
             most = weight[best[0]]
             found = {w: round(EXPANSION_WEIGHT * weight[w] / most, DIGITS) for w in best if weight[w] > 0}
-        if len(self._expansions) >= KEPT_WORDS:
-            self._expansions.clear()
-        self._expansions[key] = found
-        return found
+        return _kept(self._expansions, key, found)
 
     def _associated(self, term: str) -> dict[str, float]:
         """P(word | a sample video holds `term`) times the word's idf in the sample."""
@@ -122,9 +121,17 @@ class Associations:
             for word, c in counts.items()
             if word != term
         }
-        kept = heapq.nsmallest(KEPT_PER_WORD, weight, key=lambda w: (-weight[w], w))
-        found = {word: weight[word] for word in kept}
-        if len(self._worked_out) >= KEPT_WORDS:
-            self._worked_out.clear()
-        self._worked_out[term] = found
-        return found
+        return _kept(self._worked_out, term, {w: weight[w] for w in _heaviest(weight, KEPT_PER_WORD)})
+
+
+def _heaviest(weight: Mapping[str, float], n: int) -> list[str]:
+    """The `n` heaviest words, heaviest first; ties by the word, so the same weights, the same words."""
+    return heapq.nsmallest(n, weight, key=lambda w: (-weight[w], w))
+
+
+def _kept(worked_out: dict[K, dict[str, float]], key: K, found: dict[str, float]) -> dict[str, float]:
+    """`found`, kept under `key` with the snapshot; a full store starts again (it lives minutes)."""
+    if len(worked_out) >= KEPT_WORDS:
+        worked_out.clear()
+    worked_out[key] = found
+    return found
