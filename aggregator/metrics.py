@@ -11,18 +11,24 @@ scrape of any worker reports the totals of all of them.
 from __future__ import annotations
 
 import os
+from bisect import bisect_left
 from collections import Counter as Tally
 from collections.abc import Iterator
+from itertools import accumulate
 from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 METRICS_TYPE = CONTENT_TYPE_LATEST
 APP_KEY_NAME = "metrics"
 PAGES_HELP = "Search pages served, by format and whether the rendered page was reused"
+REQUESTS_HELP = "Requests answered, by route, format and status"
+REQUEST_SECONDS_HELP = "Time to answer a request, by route"
+REQUEST_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+_BOUNDS = [repr(b) for b in REQUEST_BUCKETS] + ["+Inf"]  # as prometheus-client writes `le`
 
 
 def multiprocess_mode() -> bool:
@@ -93,19 +99,6 @@ class Metrics:
             ["org", "endpoint", "outcome"],
             registry=r,
         )
-        self.requests = Counter(
-            "ilosagg_requests",
-            "Requests answered, by route, format and status",
-            ["route", "format", "status"],
-            registry=r,
-        )
-        self.request_seconds = Histogram(
-            "ilosagg_request_seconds",
-            "Time to answer a request, by route",
-            ["route"],
-            registry=r,
-            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
-        )
         self.cache_lookups = Counter(
             "ilosagg_cache_lookups",
             "Cache lookups by layer (answer, duration) and result (hit, miss, stale)",
@@ -133,7 +126,26 @@ class Metrics:
             multiprocess_mode="sum",
         )
         self.formats_by_route: dict[str, str] = {}  # route path -> format name, for the requests family
+        # Requests are counted on the warm path too: plain tallies read out at scrape time, as pages
+        # are (a labelled counter and histogram took a third of a cached page's own work); with
+        # several processes, real ones, which write where every worker's scrape reads.
+        self._requests = _RequestTallies(self)
         self._request_children: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._requests_counter: Counter | None = None
+        self._request_seconds: Histogram | None = None
+        if self.multiprocess:
+            self._requests_counter = Counter(
+                "ilosagg_requests", REQUESTS_HELP, ["route", "format", "status"], registry=r
+            )
+            self._request_seconds = Histogram(
+                "ilosagg_request_seconds",
+                REQUEST_SECONDS_HELP,
+                ["route"],
+                registry=r,
+                buckets=REQUEST_BUCKETS,
+            )
+        else:
+            r.register(self._requests)
         self.upstream_seconds = Histogram(
             "ilosagg_upstream_request_seconds",
             "Time of requests to ilos, by org and endpoint",
@@ -193,15 +205,15 @@ class Metrics:
         self.loop_cpu.observe(tick.cpu)
 
     def request(self, route: str, status: int, seconds: float) -> None:
-        """One answered request (recorded by the access logger, which aiohttp calls for each).
-
-        The labelled children are kept, so the warm path pays a dict lookup, not two label resolutions.
-        """
+        """One answered request (recorded by the access logger, which aiohttp calls for each)."""
+        if self._requests_counter is None or self._request_seconds is None:
+            self._requests.count(route, status, seconds)
+            return
         children = self._request_children.get((route, status))
         if children is None:
             children = self._request_children[(route, status)] = (
-                self.requests.labels(route, self.formats_by_route.get(route, "-"), str(status)),
-                self.request_seconds.labels(route),
+                self._requests_counter.labels(route, self.formats_by_route.get(route, "-"), str(status)),
+                self._request_seconds.labels(route),
             )
         children[0].inc()
         children[1].observe(seconds)
@@ -234,6 +246,38 @@ class _PagesCollector:
         for (fmt, source), n in sorted(self.tally.items()):
             family.add_metric([fmt, source], n)
         yield family
+
+
+class _RequestTallies:
+    """Requests by route and status, and each route's times in buckets: `ilosagg_requests` and
+    `ilosagg_request_seconds` at scrape time, as prometheus-client would expose them."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics  # its formats_by_route, read at scrape time
+        self.answered: Tally[tuple[str, int]] = Tally()
+        # route -> observations per bucket (the last is +Inf) and their sum, at the end
+        self.times: dict[str, list[float]] = {}
+
+    def count(self, route: str, status: int, seconds: float) -> None:
+        self.answered[(route, status)] += 1
+        times = self.times.get(route)
+        if times is None:
+            times = self.times[route] = [0.0] * (len(REQUEST_BUCKETS) + 2)
+        times[bisect_left(REQUEST_BUCKETS, seconds)] += 1  # the first bucket whose bound is >= seconds
+        times[-1] += seconds
+
+    def collect(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
+        answered = CounterMetricFamily(
+            "ilosagg_requests", REQUESTS_HELP, labels=["route", "format", "status"]
+        )
+        for (route, status), n in sorted(self.answered.items()):
+            answered.add_metric([route, self.metrics.formats_by_route.get(route, "-"), str(status)], n)
+        yield answered
+        seconds = HistogramMetricFamily("ilosagg_request_seconds", REQUEST_SECONDS_HELP, labels=["route"])
+        for route, times in sorted(self.times.items()):
+            cumulative = list(accumulate(times[:-1]))
+            seconds.add_metric([route], list(zip(_BOUNDS, cumulative, strict=True)), sum_value=times[-1])
+        yield seconds
 
 
 METRICS = web.AppKey(APP_KEY_NAME, Metrics)  # the app's Metrics: web sets it, the access logger reads it
