@@ -36,9 +36,10 @@ class CachedPage:
     last_modified_ts: float  # when this representation first appeared with its current ETag
     expires_at: float  # epoch seconds
     server_timing: str  # for the request that rendered it
-    # Built once: what every later request it serves repeats (its Server-Timing says "cached"),
+    hit_timing: str = ""  # for every later request it serves: each org's answer "cached"
+    # Built once: what every later public request repeats, by (gzip body, 200 rather than 304),
     # as the multidict aiohttp keeps headers in: copying one is a fifth of building one from a dict.
-    hit_headers: CIMultiDictProxy[str] = field(default_factory=lambda: CIMultiDictProxy(CIMultiDict()))
+    hit_headers: dict[tuple[bool, bool], CIMultiDictProxy[str]] = field(default_factory=dict)
     thumbnail: str | None = None  # the first result's thumbnail, as this page links it (oEmbed's)
 
     @property
@@ -100,21 +101,27 @@ def build_page(
     timing = f"{timing}, {durations}" if timing else durations
     timing_hit = f"{timing_hit}, {durations}" if timing_hit else durations
     etag = body_etag(body)
+    gzip_etag = etag[:-1] + '-gzip"'
     last_modified = format_datetime(datetime.fromtimestamp(int(first_seen), UTC), usegmt=True)
+    common = {"Last-Modified": last_modified, "Vary": "Accept-Encoding", "Server-Timing": timing_hit}
+    # A 304 repeats the validators and what varies, not the body's type (RFC 9110 15.4.5).
+    hit_headers = {
+        (False, False): {**common, "ETag": etag},
+        (True, False): {**common, "ETag": gzip_etag},
+        (False, True): {**common, "ETag": etag, "Content-Type": content_type},
+        (True, True): {**common, "ETag": gzip_etag, "Content-Type": content_type, "Content-Encoding": "gzip"},
+    }
     return CachedPage(
         body=body,
         gzipped=gzip.compress(body, 6, mtime=0) if len(body) >= MIN_GZIP else None,
         content_type=content_type,
         etag=etag,
-        gzip_etag=etag[:-1] + '-gzip"',
+        gzip_etag=gzip_etag,
         last_modified=last_modified,
         last_modified_ts=float(int(first_seen)),
         expires_at=max(now, expires_at),
         server_timing=timing,
-        hit_headers=CIMultiDictProxy(
-            CIMultiDict(
-                {"Last-Modified": last_modified, "Vary": "Accept-Encoding", "Server-Timing": timing_hit}
-            )
-        ),
+        hit_timing=timing_hit,
+        hit_headers={key: CIMultiDictProxy(CIMultiDict(value)) for key, value in hit_headers.items()},
         thumbnail=thumbnail,
     )

@@ -36,25 +36,33 @@ def respond(
     req_headers = request.headers
     gzipped = _gzip_wanted(request, page.gzipped)
     etag = page.gzip_etag if gzipped else page.etag
-    headers: MutableMapping[str, str]
-    if hit and not private:
-        headers = page.hit_headers.copy()
-        headers["Cache-Control"] = f"public, max-age={page.max_age(now)}"
-    else:
-        headers = {
-            "Last-Modified": page.last_modified,
-            "Cache-Control": f"{'private' if private else 'public'}, max-age={page.max_age(now)}",
-            "Vary": "Accept-Encoding, Authorization" if private else "Accept-Encoding",
-            "Server-Timing": page.hit_headers["Server-Timing"] if hit else page.server_timing,
-        }
-    headers["ETag"] = etag
-    if extra:
-        headers.update(extra)
     if_none_match = req_headers.get("If-None-Match")
     if if_none_match is not None:
-        if if_none_match == etag or _matches(if_none_match, etag):
-            return web.Response(status=304, headers=headers)
-    elif "If-Modified-Since" in req_headers and _not_modified_since(req_headers["If-Modified-Since"], page):
+        modified = if_none_match != etag and not _matches(if_none_match, etag)
+    else:
+        since = req_headers.get("If-Modified-Since")
+        modified = since is None or not _not_modified_since(since, page)
+    if hit and not private:
+        # The headers every reuse repeats, copied once into the response, and what changes.
+        template = page.hit_headers[gzipped, modified]
+        if modified:
+            response = web.Response(body=page.gzipped if gzipped else page.body, headers=template)
+        else:
+            response = web.Response(status=304, headers=template)
+        response.headers["Cache-Control"] = f"public, max-age={page.max_age(now)}"
+        if extra:
+            response.headers.update(extra)
+        return response
+    headers = {
+        "Last-Modified": page.last_modified,
+        "Cache-Control": f"{'private' if private else 'public'}, max-age={page.max_age(now)}",
+        "Vary": "Accept-Encoding, Authorization" if private else "Accept-Encoding",
+        "Server-Timing": page.hit_timing if hit else page.server_timing,
+        "ETag": etag,
+    }
+    if extra:
+        headers.update(extra)
+    if not modified:
         return web.Response(status=304, headers=headers)
     return _with_body(headers, page.content_type, page.gzipped if gzipped else None, page.body)
 
