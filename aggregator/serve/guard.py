@@ -36,6 +36,7 @@ import asyncio
 import logging
 import resource
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -47,6 +48,7 @@ from aggregator.config import Config, ServerConfig
 from aggregator.ilos.client import UPSTREAM_CONNECTIONS
 
 log = logging.getLogger(__name__)
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 BUSY = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\nRetry-After: 1\r\n\r\n"
 MAX_HEADERS = 64  # SharePoint and browsers send a dozen or two
 MAX_FIELD_SIZE = 8190  # aiohttp's default: a long URL still fits
@@ -308,18 +310,29 @@ class _GuardedServer(Server):
 class GuardedRunner(web.AppRunner):
     """An AppRunner whose connections keep to `limits`; other keyword arguments go to AppRunner."""
 
-    def __init__(self, app: web.Application, *, limits: Limits, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        app: web.Application,
+        *,
+        limits: Limits,
+        front: Callable[[web.Application, Handler], Handler] | None = None,
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("keepalive_timeout", limits.keepalive_timeout)
         kwargs.setdefault("max_headers", MAX_HEADERS)
         kwargs.setdefault("max_field_size", MAX_FIELD_SIZE)
         super().__init__(app, **kwargs)
         self._limits = limits
+        self._front = front
 
     async def _make_server(self) -> Server:
         plain = await super()._make_server()
+        handler = plain.request_handler
+        if self._front is not None:  # what answers before the app's router, once the app has started
+            handler = self._front(self.app, handler)
         # The same server aiohttp built (handler, request factory, handler arguments), guarded.
         return _GuardedServer(
-            plain.request_handler,
+            handler,
             request_factory=plain.request_factory,
             handler_cancellation=plain.handler_cancellation,
             limits=self._limits,

@@ -20,6 +20,7 @@ from aggregator.serve import logs
 from aggregator.serve.guard import GuardedRunner, Limits, limits_for
 from aggregator.web.accesslog import AccessLogger, flush
 from aggregator.web.app import create_app
+from aggregator.web.kept import kept_first
 
 log = logging.getLogger(PRODUCT)
 ACCEPT_BATCH = 64  # connections accepted in one turn of the loop
@@ -33,7 +34,11 @@ async def serve_forever(config: Config, *, ready: Callable[[], None] | None = No
     # Our access logger always runs: it counts requests for /metrics, and writes lines if asked to.
     AccessLogger.write_lines = config.server.access_log
     runner = GuardedRunner(
-        create_app(config), limits=limits, shutdown_timeout=5.0, access_log_class=AccessLogger
+        create_app(config),
+        limits=limits,
+        front=kept_first,
+        shutdown_timeout=5.0,
+        access_log_class=AccessLogger,
     )
     await runner.setup()
     try:

@@ -28,6 +28,7 @@ from aggregator.config import Config, ConfigError, load_config
 from aggregator.serve import logs
 from aggregator.serve.guard import GuardedRunner, limits_for
 from aggregator.web.accesslog import AccessLogger, flush
+from aggregator.web.kept import kept_first
 
 GRACEFUL_TIMEOUT = 10  # seconds requests under way may take to finish on SIGTERM
 
@@ -91,7 +92,9 @@ class ServiceApplication(BaseApplication):  # type: ignore[misc]  # gunicorn shi
             # Access lines are written in batches a moment later: the last ones of a worker
             # that stops would be lost with its loop without this.
             app.on_cleanup.append(_flush_access_log)
-            return GuardedRunner(app, limits=limits, shutdown_timeout=GRACEFUL_TIMEOUT * 0.9, **kwargs)
+            return GuardedRunner(
+                app, limits=limits, front=kept_first, shutdown_timeout=GRACEFUL_TIMEOUT * 0.9, **kwargs
+            )
 
         return runner
 

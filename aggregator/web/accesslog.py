@@ -53,6 +53,22 @@ def redact(path_qs: str) -> str:
     return f"{path}?{''.join(parts)}"
 
 
+_PLAIN_PATHS: set[str] = set()  # paths logged before that had nothing to redact: feed readers repeat theirs
+MAX_PLAIN_PATHS = 4096
+
+
+def _logged_path(raw_path: str) -> str:
+    """`redact(raw_path)`, remembering the paths that had nothing to redact (never one that had)."""
+    if raw_path in _PLAIN_PATHS:
+        return raw_path
+    logged = redact(raw_path)
+    if logged == raw_path:
+        if len(_PLAIN_PATHS) >= MAX_PLAIN_PATHS:
+            _PLAIN_PATHS.clear()
+        _PLAIN_PATHS.add(raw_path)
+    return logged
+
+
 def _redact_hook_secret(path: str) -> str:
     """/hooks/ilos/{org}/{secret}: everything after the org goes, judged on the path as the router
     sees it (percent-escapes decoded, as RFC 3986 makes `%68` and `h` the same; repeated slashes
@@ -88,6 +104,7 @@ class AccessLogger(AbstractAccessLogger):
         # A request aiohttp could not parse was never routed: its match_info is unset, and the
         # public properties assert on that, so the attribute behind them is read.
         match_info = getattr(request, "_match_info", None)
+        route_name = "-"
         if match_info is not None:
             route = match_info.route
             counted = cls._routes.get(route)
@@ -95,6 +112,10 @@ class AccessLogger(AbstractAccessLogger):
                 counted = cls._routes[route] = _counted(match_info)
             if counted[0] is not None:
                 counted[0].request(counted[1], response.status, time_taken)
+            route_name = counted[1]
+        elif (kept := request.get(ROUTE)) is not None:  # answered before routing (`web.kept`)
+            kept[0].request(kept[1], response.status, time_taken)
+            route_name = kept[1]
         if not cls.write_lines:
             return
         now = int(time.time())
@@ -103,10 +124,10 @@ class AccessLogger(AbstractAccessLogger):
             cls._stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
         request_id = response.headers.get("X-Request-Id", "-")
         if cls.json_lines:
-            cls._lines.append(_json_line(cls._stamp, request, response, time_taken, request_id))
+            cls._lines.append(_json_line(cls._stamp, request, response, time_taken, request_id, route_name))
         else:
             cls._lines.append(
-                f'{cls._stamp} access {request.remote} "{request.method} {redact(request.raw_path)}" '
+                f'{cls._stamp} access {request.remote} "{request.method} {_logged_path(request.raw_path)}" '
                 f"{response.status} {response.body_length} {time_taken * 1000:.1f}ms id={request_id}\n"
             )
         if not cls._flush_scheduled:
@@ -124,23 +145,27 @@ def _counted(match_info: UrlMappingMatchInfo) -> tuple[Metrics | None, str]:
 
 
 CLIENT = web.RequestKey("client", str)  # the [[clients]] name a request came with, for the log
+# The metrics and route name of a request answered before routing (`web.kept`), which has no match info.
+ROUTE = web.RequestKey[tuple[Metrics, str]]("route")
 
 
 def _json_line(
-    stamp: str, request: web.BaseRequest, response: web.StreamResponse, taken: float, request_id: str
+    stamp: str,
+    request: web.BaseRequest,
+    response: web.StreamResponse,
+    taken: float,
+    request_id: str,
+    route: str,
 ) -> str:
     """The access line as one JSON object: route, status, time, client name (never its token), org outcomes."""
-    match_info = getattr(request, "match_info", None)  # absent on a request aiohttp could not route
-    resource = match_info.route.resource if match_info is not None else None
-    route = resource.canonical if resource is not None else None
     record = {
         "time": stamp,
         "type": "access",
         "request_id": request_id,
         "remote": request.remote,
         "method": request.method,
-        "path": redact(request.raw_path),
-        "route": route,
+        "path": _logged_path(request.raw_path),
+        "route": None if route == "-" else route,
         "status": response.status,
         "bytes": response.body_length,
         "ms": round(taken * 1000, 1),

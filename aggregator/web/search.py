@@ -50,7 +50,7 @@ async def serve_search(
     if caller.client is not None:
         request[CLIENT] = caller.client.name  # for the JSON access log: the name, never the token
     if services.caller_limits.active:  # tested here: an await costs the warm path even when idle
-        refused = await _over_limit(request, services, caller, fmt, variant, headers)
+        refused = await over_limit(request, services, caller, fmt, variant, headers)
         if refused is not None:
             return refused
     if fmt.subscribable:
@@ -116,7 +116,7 @@ async def suggest(request: web.Request) -> web.Response:
     caller = services.auth.caller(request)
     if caller is None:
         return unauthorized(SUGGESTIONS.name)
-    refused = await _over_limit(request, services, caller, SUGGESTIONS)
+    refused = await over_limit(request, services, caller, SUGGESTIONS)
     if refused is not None:
         return refused
     prefix = request.query.get("q", "")
@@ -133,7 +133,7 @@ async def suggest(request: web.Request) -> web.Response:
     return respond_resource(request, answer, {"Vary": "Authorization"})
 
 
-async def _over_limit(
+async def over_limit(
     request: web.Request,
     services: Services,
     caller: Caller,

@@ -15,6 +15,7 @@ from collections.abc import MutableMapping
 from aiohttp import web
 
 from aggregator.render.formats import FORMATS
+from aggregator.web.cors import Cors
 from aggregator.web.state import CORS_POLICY
 
 _SAFE_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -37,11 +38,22 @@ async def every_response(request: web.Request, response: web.StreamResponse) -> 
     One signal for all three, not three: each is a coroutine aiohttp creates and
     awaits per response, and a cached page's whole answer costs ~40 us.
     """
+    stamp(request, request.path, response, request.app[CORS_POLICY])
+
+
+def stamp(request: web.BaseRequest, path: str, response: web.StreamResponse, cors: Cors) -> None:
+    """The headers every answer carries: no-store on errors, CORS where a script may read, a request id.
+
+    Called by the signal for routed answers and by `web.kept` for the pages it answers before routing.
+    """
     headers = response.headers
     if response.status >= 400:
         headers["Cache-Control"] = "no-store"  # errors are never cached
-    if request.path in CORS_PATHS:
-        _cors(request, headers)
+    if path in CORS_PATHS:
+        if cors.any:  # the default: the same three headers for everyone
+            headers.update(cors.any_headers)
+        else:
+            _cors(cors, request, headers)
     # X-Request-Id: the caller's own if it is safe to repeat, else a new one. The access
     # line carries the same id, which ties a response to its log line.
     given = request.headers.get("X-Request-Id")
@@ -50,9 +62,9 @@ async def every_response(request: web.Request, response: web.StreamResponse) -> 
     headers["X-Request-Id"] = given
 
 
-def _cors(request: web.Request, headers: MutableMapping[str, str]) -> None:
+def _cors(cors: Cors, request: web.BaseRequest, headers: MutableMapping[str, str]) -> None:
     """Who may read the feeds, suggestions and description from a script, errors included."""
-    allowed = request.app[CORS_POLICY].headers(request.headers)
+    allowed = cors.headers(request.headers)
     if "Vary" in allowed and "Vary" in headers:
         headers["Vary"] = f"{headers['Vary']}, Origin"
         allowed = {k: v for k, v in allowed.items() if k != "Vary"}

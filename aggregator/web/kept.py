@@ -1,0 +1,77 @@
+"""Kept feed pages, answered before routing: the warm path as short as aiohttp allows.
+
+A feed reader's repeated poll names a page the service has already rendered: the
+exact path and query, from a caller of the same scope. Routing it (the router's
+coroutines, the match info, the response signal, the handler's frames) cost more
+than the rest of the answer, so the server asks `answer_kept` first and hands
+every other request, unchanged, to the application. The answer is the one the
+routed handler gives (`web.search.serve_search`): the same headers, the same
+poll tally and page metrics, the same access line.
+
+Only what can be told apart cheaply and surely is answered here: a GET of a feed
+format's literal path whose page is kept for this caller (counted against the
+caller's limit, as the route would). Anything else (an escaped path, a 401, a
+page to render) takes the route, where every rule applies in full.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from aggregator.render.formats import FORMATS, Format
+from aggregator.web.accesslog import CLIENT, ROUTE
+from aggregator.web.httpcache import respond
+from aggregator.web.search import over_limit
+from aggregator.web.signals import stamp
+from aggregator.web.state import CORS_POLICY, SERVICES
+
+RequestHandler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+ROUTED_ELSEWHERE = frozenset({"html", "suggestions", "description"})  # handlers of their own
+
+
+def kept_first(app: web.Application, routed: RequestHandler) -> RequestHandler:
+    """A request handler for the server: a kept feed page answered at once, anything else `routed`.
+
+    Called once the app has started (its services are open)."""
+    services = app[SERVICES]
+    cors = app[CORS_POLICY]
+    formats: dict[str, Format] = {f.path: f for f in FORMATS if f.name not in ROUTED_ELSEWHERE}
+    auth, pages, limits, metrics = services.auth, services.pages, services.caller_limits, services.metrics
+    subscriptions, clock = services.subscriptions, services.clock
+
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        raw_path = request.raw_path
+        path, _, _ = raw_path.partition("?")
+        fmt = formats.get(path)
+        if fmt is None or request.method != "GET":
+            return await routed(request)
+        assert isinstance(request, web.Request)  # what the app's request factory makes
+        caller = auth.caller(request)
+        if caller is None:
+            return await routed(request)
+        page = pages.kept(f"{fmt.name}{raw_path}#{caller.cache_scope}")
+        if page is None:
+            return await routed(request)
+        if caller.client is not None:
+            request[CLIENT] = caller.client.name
+        request[ROUTE] = (metrics, path)
+        if limits.active:  # counted here, once: the route is no longer taken
+            refused = await over_limit(request, services, caller, fmt)
+            if refused is not None:
+                stamp(request, path, refused, cors)
+                return refused
+        if fmt.subscribable:
+            subscriptions.polled(
+                fmt.name,
+                raw_path,
+                caller,
+                lambda: limits.identity(caller, request.remote, request.headers.get("X-Forwarded-For")),
+            )
+        metrics.page(fmt.name, "reused")
+        response = respond(request, page, private=caller.authenticated, hit=True, now=clock())
+        stamp(request, path, response, cors)
+        return response
+
+    return handle
