@@ -215,9 +215,10 @@ class _GuardedServer(Server):
 
     def _heard_from(self, message: Any, payload: Any, protocol: RequestHandler, *args: Any) -> Any:
         """A request's headers are in: its connection has been heard from."""
-        timer = self._unfinished.pop(protocol, None)
-        if timer is not None:
-            timer.cancel()
+        if self._unfinished:  # rare: nearly every connection's headers end at the gate
+            timer = self._unfinished.pop(protocol, None)
+            if timer is not None:
+                timer.cancel()
         return self._request_for(message, payload, protocol, *args)
 
     def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
