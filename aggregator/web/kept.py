@@ -20,15 +20,15 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from aggregator.render.formats import FORMATS, Format
+from aggregator.render.formats import DESCRIPTION, FORMATS, HTML, SUGGESTIONS, Format
 from aggregator.web.accesslog import CLIENT, ROUTE
 from aggregator.web.httpcache import respond
-from aggregator.web.search import over_limit
+from aggregator.web.search import over_limit, raw_page_key
 from aggregator.web.signals import stamp
 from aggregator.web.state import CORS_POLICY, SERVICES
 
 RequestHandler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
-ROUTED_ELSEWHERE = frozenset({"html", "suggestions", "description"})  # handlers of their own
+ROUTED_ELSEWHERE = frozenset({HTML.name, SUGGESTIONS.name, DESCRIPTION.name})  # handlers of their own
 
 
 def kept_first(app: web.Application, routed: RequestHandler) -> RequestHandler:
@@ -51,7 +51,7 @@ def kept_first(app: web.Application, routed: RequestHandler) -> RequestHandler:
         caller = auth.caller(request)
         if caller is None:
             return await routed(request)
-        page = pages.kept(f"{fmt.name}{raw_path}#{caller.cache_scope}")
+        page = pages.kept(raw_page_key(fmt, raw_path, caller))
         if page is None:
             return await routed(request)
         if caller.client is not None:

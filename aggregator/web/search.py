@@ -66,7 +66,7 @@ async def serve_search(
     pages, clock, metrics = services.pages, services.clock, services.metrics
     # The exact query string (and caller) names a page already validated and
     # rendered: the warm path is this one dict lookup.
-    raw_key = f"{fmt.name}{request.raw_path}#{caller.cache_scope}"
+    raw_key = raw_page_key(fmt, request.raw_path, caller)
     page = pages.kept(raw_key)
     if page is not None:
         metrics.page(fmt.name, "reused")
@@ -90,6 +90,11 @@ async def serve_search(
     metrics.page(fmt.name, "rendered")
     pages.keep(raw_key, page)
     return respond(request, page, private=private, hit=False, now=clock(), extra=headers)
+
+
+def raw_page_key(fmt: Format, raw_path: str, caller: Caller) -> str:
+    """The name a page is kept under for the exact request that asked for it (`web.kept` looks it up too)."""
+    return f"{fmt.name}{raw_path}#{caller.cache_scope}"
 
 
 async def search_page(request: web.Request) -> web.Response:
