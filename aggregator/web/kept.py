@@ -3,7 +3,7 @@
 A feed reader's repeated poll names a page the service has already rendered: the
 exact path and query, from a caller of the same scope. Routing it (the router's
 coroutines, the match info, the response signal, the handler's frames) cost more
-than the rest of the answer, so the server asks `answer_kept` first and hands
+than the rest of the answer, so the server asks `kept_first` first and hands
 every other request, unchanged, to the application. The answer is the one the
 routed handler gives (`web.search.serve_search`): the same headers, the same
 poll tally and page metrics, the same access line.
@@ -20,15 +20,14 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from aggregator.render.formats import DESCRIPTION, FORMATS, HTML, SUGGESTIONS, Format
+from aggregator.render.formats import FORMATS, Format
 from aggregator.web.accesslog import CLIENT, ROUTE
 from aggregator.web.httpcache import respond
-from aggregator.web.search import over_limit, raw_page_key
+from aggregator.web.search import over_limit, raw_page_key, tally_poll
 from aggregator.web.signals import stamp
 from aggregator.web.state import CORS_POLICY, SERVICES
 
 RequestHandler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
-ROUTED_ELSEWHERE = frozenset({HTML.name, SUGGESTIONS.name, DESCRIPTION.name})  # handlers of their own
 
 
 def kept_first(app: web.Application, routed: RequestHandler) -> RequestHandler:
@@ -37,14 +36,14 @@ def kept_first(app: web.Application, routed: RequestHandler) -> RequestHandler:
     Called once the app has started (its services are open)."""
     services = app[SERVICES]
     cors = app[CORS_POLICY]
-    formats: dict[str, Format] = {f.path: f for f in FORMATS if f.name not in ROUTED_ELSEWHERE}
+    # The feeds: pages of results offered for subscription (the HTML page has a handler of its own).
+    feeds: dict[str, Format] = {f.path: f for f in FORMATS if f.render is not None and f.subscribable}
     auth, pages, limits, metrics = services.auth, services.pages, services.caller_limits, services.metrics
-    subscriptions, clock = services.subscriptions, services.clock
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
         raw_path = request.raw_path
         path, _, _ = raw_path.partition("?")
-        fmt = formats.get(path)
+        fmt = feeds.get(path)
         if fmt is None or request.method != "GET":
             return await routed(request)
         assert isinstance(request, web.Request)  # what the app's request factory makes
@@ -62,15 +61,9 @@ def kept_first(app: web.Application, routed: RequestHandler) -> RequestHandler:
             if refused is not None:
                 stamp(request, path, refused, cors)
                 return refused
-        if fmt.subscribable:
-            subscriptions.polled(
-                fmt.name,
-                raw_path,
-                caller,
-                lambda: limits.identity(caller, request.remote, request.headers.get("X-Forwarded-For")),
-            )
+        tally_poll(request, services, fmt, caller)
         metrics.page(fmt.name, "reused")
-        response = respond(request, page, private=caller.authenticated, hit=True, now=clock())
+        response = respond(request, page, private=caller.authenticated, hit=True, now=services.clock())
         stamp(request, path, response, cors)
         return response
 

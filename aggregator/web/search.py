@@ -53,15 +53,7 @@ async def serve_search(
         refused = await over_limit(request, services, caller, fmt, variant, headers)
         if refused is not None:
             return refused
-    if fmt.subscribable:
-        services.subscriptions.polled(
-            fmt.name,
-            request.raw_path,
-            caller,
-            lambda: services.caller_limits.identity(
-                caller, request.remote, request.headers.get("X-Forwarded-For")
-            ),
-        )
+    tally_poll(request, services, fmt, caller)
     private = caller.authenticated
     pages, clock, metrics = services.pages, services.clock, services.metrics
     # The exact query string (and caller) names a page already validated and
@@ -90,6 +82,20 @@ async def serve_search(
     metrics.page(fmt.name, "rendered")
     pages.keep(raw_key, page)
     return respond(request, page, private=private, hit=False, now=clock(), extra=headers)
+
+
+def tally_poll(request: web.Request, services: Services, fmt: Format, caller: Caller) -> None:
+    """A feed was fetched: tallied for refresh-ahead. Who asked is worked out only for a URL's
+    first poll in a flush interval (`Subscriptions.polled`)."""
+    if fmt.subscribable:
+        services.subscriptions.polled(
+            fmt.name,
+            request.raw_path,
+            caller,
+            lambda: services.caller_limits.identity(
+                caller, request.remote, request.headers.get("X-Forwarded-For")
+            ),
+        )
 
 
 def raw_page_key(fmt: Format, raw_path: str, caller: Caller) -> str:
