@@ -23,7 +23,7 @@ class Cors:
     def __init__(self, origins: tuple[str, ...]) -> None:
         self.any = "*" in origins
         self.origins = frozenset(o.rstrip("/").lower() for o in origins if o != "*")
-        self.any_headers = {
+        self._any_headers = {
             "Access-Control-Allow-Origin": "*",
             "Access-Control-Expose-Headers": EXPOSE_HEADERS,
             "Timing-Allow-Origin": "*",
@@ -32,7 +32,7 @@ class Cors:
     def headers(self, request_headers: Mapping[str, str]) -> dict[str, str]:
         """What an answer to this request says about who may read it; {} for an origin not allowed."""
         if self.any:
-            return self.any_headers
+            return self._any_headers
         origin = request_headers.get("Origin")
         vary = {"Vary": "Origin"}
         if origin is None or origin.rstrip("/").lower() not in self.origins:

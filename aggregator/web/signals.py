@@ -50,10 +50,7 @@ def stamp(request: web.BaseRequest, path: str, response: web.StreamResponse, cor
     if response.status >= 400:
         headers["Cache-Control"] = "no-store"  # errors are never cached
     if path in CORS_PATHS:
-        if cors.any:  # the default: the same three headers for everyone
-            headers.update(cors.any_headers)
-        else:
-            _cors(cors, request, headers)
+        _cors(cors, request, headers)
     # X-Request-Id: the caller's own if it is safe to repeat, else a new one. The access
     # line carries the same id, which ties a response to its log line.
     given = request.headers.get("X-Request-Id")
