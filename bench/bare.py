@@ -11,10 +11,22 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import urllib.request
 from pathlib import Path
 
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
+
+ADDED_BY_AIOHTTP = frozenset({"content-length", "date", "server", "connection"})
+
+
+def cached_page(url: str) -> tuple[bytes, dict[str, str]]:
+    """The service's page at `url` once it is cached (asked twice), and the headers it was sent
+    with but those aiohttp adds to every answer: what the bare handler and the floor serve."""
+    with urllib.request.urlopen(url) as resp:
+        resp.read()  # rendered; the next answer is the cached page's
+    with urllib.request.urlopen(url) as resp:
+        return resp.read(), {k: v for k, v in resp.headers.items() if k.lower() not in ADDED_BY_AIOHTTP}
 
 
 def bare_app(body: bytes, content_type: str, headers: dict[str, str] | None = None) -> web.Application:

@@ -69,6 +69,33 @@ def start_simulator(
     return proc, f"http://127.0.0.1:{port}", keys
 
 
+def service_config(
+    sim_url: str,
+    keys: list[str],
+    *,
+    port: int,
+    extra: str = "",
+    parse_workers: int = 2,
+    access_log: bool = True,
+    timeout: float = 4.0,
+    webhook_secret: str | None = None,
+    server_extra: str = "",
+) -> Path:
+    """A config file for a service on `port` with one org per simulator key."""
+    hook = f'webhook_secret = "{webhook_secret}"\n' if webhook_secret else ""
+    orgs = "".join(
+        f'[[orgs]]\nid = "org{i}"\nname = "Org {i}"\napi_key = "{k}"\n{hook}\n' for i, k in enumerate(keys)
+    )
+    config = (
+        f'[server]\nhost = "127.0.0.1"\nport = {port}\nparse_workers = {parse_workers}\n'
+        f"access_log = {'true' if access_log else 'false'}\n{server_extra}\n"
+        f'[upstream]\nbase_url = "{sim_url}"\ntimeout = {timeout}\n{extra}\n{orgs}'
+    )
+    path = Path(tempfile.mkstemp(suffix=".toml", prefix="bench-")[1])
+    path.write_text(config)
+    return path
+
+
 def start_service(
     sim_url: str,
     keys: list[str],
@@ -88,17 +115,17 @@ def start_service(
 
     `root`: the checkout whose code it runs (another commit's, for a before and after)."""
     port = port or free_port()
-    hook = f'webhook_secret = "{webhook_secret}"\n' if webhook_secret else ""
-    orgs = "".join(
-        f'[[orgs]]\nid = "org{i}"\nname = "Org {i}"\napi_key = "{k}"\n{hook}\n' for i, k in enumerate(keys)
+    path = service_config(
+        sim_url,
+        keys,
+        port=port,
+        extra=extra,
+        parse_workers=parse_workers,
+        access_log=access_log,
+        timeout=timeout,
+        webhook_secret=webhook_secret,
+        server_extra=server_extra,
     )
-    config = (
-        f'[server]\nhost = "127.0.0.1"\nport = {port}\nparse_workers = {parse_workers}\n'
-        f"access_log = {'true' if access_log else 'false'}\n{server_extra}\n"
-        f'[upstream]\nbase_url = "{sim_url}"\ntimeout = {timeout}\n{extra}\n{orgs}'
-    )
-    path = Path(tempfile.mkstemp(suffix=".toml", prefix="bench-")[1])
-    path.write_text(config)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
         [

@@ -21,8 +21,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import urllib.request
 
+from bench.bare import cached_page
 from bench.processes import free_port, start_service, start_simulator, stop, wait_for
 
 
@@ -64,12 +64,8 @@ def main() -> None:
     sim, sim_url, keys = start_simulator(3, 25, 0.05, 0.02)
     service, base = start_service(sim_url, keys, access_log=args.access_log == "on", workers=args.workers)
     url = f"{base}/search.atom?q=lecture&count={args.count}"
-    with urllib.request.urlopen(url) as resp:
-        resp.read()  # rendered; the next answer is the cached page's
-    with urllib.request.urlopen(url) as resp:
-        body, etag = resp.read(), resp.headers["ETag"]
-        added_by_aiohttp = {"content-length", "date", "server", "connection"}
-        page_headers = {k: v for k, v in resp.headers.items() if k.lower() not in added_by_aiohttp}
+    body, page_headers = cached_page(url)
+    etag = page_headers["ETag"]
     with tempfile.NamedTemporaryFile(suffix=".atom", delete=False) as f:
         f.write(body)
     bare_port = free_port()
@@ -78,21 +74,32 @@ def main() -> None:
         + (["log"] if args.bare_access_log else []),
         stderr=subprocess.DEVNULL,
     )
-    floor_port = free_port()
-    floor = subprocess.Popen(
-        [sys.executable, "-m", "bench.bare", f.name, str(floor_port), "-", "floor", json.dumps(page_headers)],
-        stderr=subprocess.DEVNULL,
-    )
+    targets = [
+        ("bare", f"http://127.0.0.1:{bare_port}/search.atom", bare.pid, None),
+        ("ours", url, service.pid, None),
+        ("304", url, service.pid, {"If-None-Match": etag}),
+    ]
+    servers = [bare, service, sim]
+    if args.floor:
+        floor_port = free_port()
+        floor = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.bare",
+                f.name,
+                str(floor_port),
+                "-",
+                "floor",
+                json.dumps(page_headers),
+            ],
+            stderr=subprocess.DEVNULL,
+        )
+        servers.append(floor)
+        targets.append(("floor", f"http://127.0.0.1:{floor_port}/search.atom", floor.pid, None))
     try:
-        wait_for(f"http://127.0.0.1:{bare_port}/search.atom")
-        wait_for(f"http://127.0.0.1:{floor_port}/search.atom")
-        targets = [
-            ("bare", f"http://127.0.0.1:{bare_port}/search.atom", bare.pid, None),
-            ("ours", url, service.pid, None),
-            ("304", url, service.pid, {"If-None-Match": etag}),
-        ]
-        if args.floor:
-            targets.append(("floor", f"http://127.0.0.1:{floor_port}/search.atom", floor.pid, None))
+        for _, target, _, _ in targets:
+            wait_for(target)
         runs: dict[str, list[float]] = {name: [] for name, _, _, _ in targets}
         cpu: dict[str, list[float]] = {name: [] for name, _, _, _ in targets}
         for _ in range(args.rounds):
@@ -103,7 +110,7 @@ def main() -> None:
         bare_rps, ours_rps, not_modified_rps = (statistics.median(runs[k]) for k in ("bare", "ours", "304"))
         bare_us, ours_us, not_modified_us = (statistics.median(cpu[k]) for k in ("bare", "ours", "304"))
     finally:
-        stop(bare, floor, service, sim)
+        stop(*servers)
     print(f"body: {len(body)} bytes ({args.count} entries), service access log {args.access_log}")
     print("runs (req/s):", {k: [round(x) for x in v] for k, v in runs.items()})
     bare_name = "bare handler, access log" if args.bare_access_log else "bare aiohttp handler"

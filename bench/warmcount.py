@@ -28,7 +28,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bench.processes import free_port, start_simulator, stop, wait_for
+from bench.bare import cached_page
+from bench.processes import free_port, service_config, start_simulator, stop, wait_for
 
 ATOM = "application/atom+xml; charset=utf-8"
 QUERY = "/search.atom?q=lecture&count=20"
@@ -80,14 +81,7 @@ def main() -> None:
     sim, sim_url, keys = start_simulator(3, 25, 0.0, 0.0)
     try:
         port = free_port()
-        orgs = "".join(
-            f'[[orgs]]\nid = "org{i}"\nname = "Org {i}"\napi_key = "{k}"\n' for i, k in enumerate(keys)
-        )
-        config = Path(tempfile.mkstemp(suffix=".toml", prefix="bench-")[1])
-        config.write_text(
-            f'[server]\nhost = "127.0.0.1"\nport = {port}\naccess_log = true\n'
-            f'[upstream]\nbase_url = "{sim_url}"\ntimeout = 60\n{orgs}'
-        )
+        config = service_config(sim_url, keys, port=port, timeout=60)
         url = f"http://127.0.0.1:{port}{QUERY}"
         service = [sys.executable, "-m", "aggregator", "serve", "--config", str(config)]
         ours = counted(service, url, args.seconds, root, warm=f"http://127.0.0.1:{port}/healthz")
@@ -95,11 +89,7 @@ def main() -> None:
         plain = subprocess.Popen(service, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_for(f"http://127.0.0.1:{port}/healthz")
-            urllib.request.urlopen(url).read()
-            with urllib.request.urlopen(url) as resp:
-                body = resp.read()
-                skip = {"content-length", "date", "server", "connection"}
-                headers = {k: v for k, v in resp.headers.items() if k.lower() not in skip}
+            body, headers = cached_page(url)
         finally:
             stop(plain)
         with tempfile.NamedTemporaryFile(suffix=".atom", delete=False) as page:
