@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import os
 from bisect import bisect_left
-from collections import Counter as Tally
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import accumulate
-from typing import Any, Protocol
+from typing import Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
@@ -129,8 +128,7 @@ class Metrics:
         # Requests are counted on the warm path too: plain tallies read out at scrape time, as pages
         # are (a labelled counter and histogram took a third of a cached page's own work); with
         # several processes, real ones, which write where every worker's scrape reads.
-        self._requests = _RequestTallies(self)
-        self._request_children: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._routes: dict[str, RouteRequests] = {}
         self._requests_counter: Counter | None = None
         self._request_seconds: Histogram | None = None
         if self.multiprocess:
@@ -145,7 +143,7 @@ class Metrics:
                 buckets=REQUEST_BUCKETS,
             )
         else:
-            r.register(self._requests)
+            r.register(_RequestsCollector(self))
         self.upstream_seconds = Histogram(
             "ilosagg_upstream_request_seconds",
             "Time of requests to ilos, by org and endpoint",
@@ -161,7 +159,7 @@ class Metrics:
         )
         # Pages are counted on the warm path: a plain tally, read out at scrape time; with
         # several processes, a real counter, which writes where every worker's scrape reads.
-        self._pages: Tally[tuple[str, str]] = Tally()
+        self._pages: dict[tuple[str, str], _Count] = {}
         self._pages_counter: Counter | None = None
         if self.multiprocess:
             self._pages_counter = Counter("ilosagg_pages", PAGES_HELP, ["format", "source"], registry=r)
@@ -206,24 +204,33 @@ class Metrics:
 
     def request(self, route: str, status: int, seconds: float) -> None:
         """One answered request (recorded by the access logger, which aiohttp calls for each)."""
-        if self._requests_counter is None or self._request_seconds is None:
-            self._requests.count(route, status, seconds)
-            return
-        children = self._request_children.get((route, status))
-        if children is None:
-            children = self._request_children[(route, status)] = (
-                self._requests_counter.labels(route, self.formats_by_route.get(route, "-"), str(status)),
-                self._request_seconds.labels(route),
-            )
-        children[0].inc()
-        children[1].observe(seconds)
+        self.route(route).observe(status, seconds)
+
+    def route(self, route: str) -> RouteRequests:
+        """Where a route's requests are counted: looked up once by whoever counts many."""
+        found = self._routes.get(route)
+        if found is None:
+            if self._requests_counter is None or self._request_seconds is None:
+                found = _RouteTally(route)
+            else:
+                fmt = self.formats_by_route.get(route, "-")
+                found = _RouteChildren(route, self._requests_counter, self._request_seconds, fmt)
+            self._routes[route] = found
+        return found
 
     def page(self, fmt: str, source: str) -> None:
         """`source`: "rendered", or "reused" from the page cache."""
+        self.page_counter(fmt, source)()
+
+    def page_counter(self, fmt: str, source: str) -> Callable[[], None]:
+        """Adds one to the pages of `fmt` from `source`: looked up once by the warm path."""
         if self._pages_counter is not None:
-            self._pages_counter.labels(fmt, source).inc()
-        else:
-            self._pages[(fmt, source)] += 1
+            inc: Callable[[], None] = self._pages_counter.labels(fmt, source).inc
+            return inc
+        count = self._pages.get((fmt, source))
+        if count is None:
+            count = self._pages[(fmt, source)] = _Count()
+        return count.add
 
     def exposition(self) -> bytes:
         if not self.multiprocess:
@@ -233,9 +240,21 @@ class Metrics:
         return generate_latest(registry)
 
 
+class _Count:
+    """A tally of one label set, read out at scrape time."""
+
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def add(self) -> None:
+        self.n += 1
+
+
 class _PagesCollector:
-    def __init__(self, tally: Tally[tuple[str, str]]) -> None:
-        self.tally = tally
+    def __init__(self, counts: dict[tuple[str, str], _Count]) -> None:
+        self.counts = counts
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         family = CounterMetricFamily(
@@ -243,40 +262,81 @@ class _PagesCollector:
             PAGES_HELP,
             labels=["format", "source"],
         )
-        for (fmt, source), n in sorted(self.tally.items()):
-            family.add_metric([fmt, source], n)
+        for (fmt, source), count in sorted(self.counts.items()):
+            family.add_metric([fmt, source], count.n)
         yield family
 
 
-class _RequestTallies:
-    """Requests by route and status, and each route's times in buckets: `ilosagg_requests` and
-    `ilosagg_request_seconds` at scrape time, as prometheus-client would expose them."""
+class RouteRequests(Protocol):
+    """One route's answered requests: by status, and their times."""
 
-    def __init__(self, metrics: Metrics) -> None:
-        self.metrics = metrics  # its formats_by_route, read at scrape time
-        self.answered: Tally[tuple[str, int]] = Tally()
-        # route -> observations per bucket (the last is +Inf) and their sum, at the end
-        self.times: dict[str, list[float]] = {}
+    name: str
 
-    def count(self, route: str, status: int, seconds: float) -> None:
-        self.answered[(route, status)] += 1
-        times = self.times.get(route)
-        if times is None:
-            times = self.times[route] = [0.0] * (len(REQUEST_BUCKETS) + 2)
+    def observe(self, status: int, seconds: float) -> None: ...
+
+
+class _RouteTally:
+    """A route's requests in one process: plain tallies, read out at scrape time."""
+
+    __slots__ = ("by_status", "name", "times")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.by_status: dict[int, int] = {}
+        # observations per bucket (the last is +Inf) and their sum, at the end
+        self.times = [0.0] * (len(REQUEST_BUCKETS) + 2)
+
+    def observe(self, status: int, seconds: float) -> None:
+        by_status = self.by_status
+        by_status[status] = by_status.get(status, 0) + 1
+        times = self.times
         times[bisect_left(REQUEST_BUCKETS, seconds)] += 1  # the first bucket whose bound is >= seconds
         times[-1] += seconds
 
+
+class _RouteChildren:
+    """A route's requests with several processes: prometheus-client's children, each resolved once."""
+
+    def __init__(self, name: str, counter: Counter, histogram: Histogram, fmt: str) -> None:
+        self.name = name
+        self._counter = counter
+        self._format = fmt
+        self._by_status: dict[int, Counter] = {}
+        self._seconds = histogram.labels(name)
+
+    def observe(self, status: int, seconds: float) -> None:
+        child = self._by_status.get(status)
+        if child is None:
+            child = self._by_status[status] = self._counter.labels(self.name, self._format, str(status))
+        child.inc()
+        self._seconds.observe(seconds)
+
+
+class _RequestsCollector:
+    """`ilosagg_requests` and `ilosagg_request_seconds` from the routes' tallies, at scrape time,
+    as prometheus-client would expose them."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics  # its routes and formats_by_route, read at scrape time
+
     def collect(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
+        routes = sorted(
+            ((name, tally) for name, tally in self.metrics._routes.items() if isinstance(tally, _RouteTally)),
+            key=lambda item: item[0],
+        )
         answered = CounterMetricFamily(
             "ilosagg_requests", REQUESTS_HELP, labels=["route", "format", "status"]
         )
-        for (route, status), n in sorted(self.answered.items()):
-            answered.add_metric([route, self.metrics.formats_by_route.get(route, "-"), str(status)], n)
+        for name, tally in routes:
+            fmt = self.metrics.formats_by_route.get(name, "-")
+            for status, n in sorted(tally.by_status.items()):
+                answered.add_metric([name, fmt, str(status)], n)
         yield answered
         seconds = HistogramMetricFamily("ilosagg_request_seconds", REQUEST_SECONDS_HELP, labels=["route"])
-        for route, times in sorted(self.times.items()):
+        for name, tally in routes:
+            times = tally.times
             cumulative = list(accumulate(times[:-1]))
-            seconds.add_metric([route], list(zip(_BOUNDS, cumulative, strict=True)), sum_value=times[-1])
+            seconds.add_metric([name], list(zip(_BOUNDS, cumulative, strict=True)), sum_value=times[-1])
         yield seconds
 
 
