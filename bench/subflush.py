@@ -39,7 +39,13 @@ async def flush_figures(cache: Cache, held: int, new: int) -> tuple[float, float
     await cache.schedule(DUE, {f"held{i:06d}": time.time() + 3600 for i in range(held)}, 86_400)
     for _ in range(2):
         for i in range(new):
-            subs.polled("atom", f"/search.atom?q=topic{i}", caller, lambda i=i: f"reader{i % 50}")
+            subs.polled(
+                f"atom/search.atom?q=topic{i}#",
+                "atom",
+                f"/search.atom?q=topic{i}",
+                caller,
+                lambda i=i: f"reader{i % 50}",
+            )
         if _ == 0:
             await subs.flush()
     gaps: list[float] = []

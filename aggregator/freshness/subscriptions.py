@@ -132,6 +132,19 @@ def _by_org(org_id: str) -> str:
     return cache_keys.key("subs", "org", org_id)
 
 
+class _Polls:
+    """A feed's polls since the last flush, by callers of one scope (the first one kept)."""
+
+    __slots__ = ("caller", "fmt", "path", "polls", "who")
+
+    def __init__(self, fmt: str, path: str, caller: Caller, who: str) -> None:
+        self.fmt = fmt
+        self.path = path
+        self.caller = caller
+        self.who = who
+        self.polls = 1
+
+
 class Subscriptions:
     def __init__(self, config: Config, cache: Cache, clock: Clock, paths: Mapping[str, str]) -> None:
         """`paths`: each feed format's path, by format name (to build a subscription's self URL)."""
@@ -139,19 +152,26 @@ class Subscriptions:
         self.cache = cache
         self.clock = clock
         self.paths = paths
-        self._pending: dict[tuple[str, str, str], tuple[Caller, str, int]] = {}
+        self._pending: dict[str, _Polls] = {}
 
-    def polled(self, fmt: str, path: str, caller: Caller, who: Callable[[], str] = str) -> None:
-        """A feed was fetched: `fmt` names its format, `path` is the raw path with its query; `who()`
+    def polled_again(self, key: str) -> bool:
+        """Counts a poll of a feed already tallied in this flush interval under `key` (see
+        `polled`): the warm path's whole tally, one lookup. False: not tallied yet."""
+        seen = self._pending.get(key)
+        if seen is None:
+            return False
+        seen.polls += 1
+        return True
+
+    def polled(self, key: str, fmt: str, path: str, caller: Caller, who: Callable[[], str] = str) -> None:
+        """A feed was fetched: `fmt` names its format, `path` is the raw path with its query, `key`
+        names the three (with the caller's scope) one to one, as the page cache's key does; `who()`
         names the caller (a client's name or a digest of its address: `CallerLimits.identity`),
-        asked only for the first poll of a URL in a flush interval (the warm path stays a dict
-        lookup)."""
-        tally_key = (fmt, path, caller.cache_scope)
-        seen = self._pending.get(tally_key)
-        if seen is not None:
-            self._pending[tally_key] = (caller, seen[1], seen[2] + 1)
-        elif len(self._pending) < MAX_PENDING:
-            self._pending[tally_key] = (caller, who(), 1)
+        asked only for the first poll of a URL in a flush interval."""
+        if self.polled_again(key):
+            return
+        if len(self._pending) < MAX_PENDING:
+            self._pending[key] = _Polls(fmt, path, caller, who())
 
     async def flush(self) -> None:
         """Write the tallied polls to the cache, `FLUSH_BATCH` feeds to a few round trips."""
@@ -161,9 +181,16 @@ class Subscriptions:
         now = self.clock()
         turn = Turn()
         polled: dict[str, Polled] = {}  # by subscription: two spellings of one feed are one
-        for (fmt, path, _), (caller, who, polls) in pending.items():
+        for tallied in pending.values():
             if turn.due():
                 await turn.end()
+            fmt, path, caller, who, polls = (
+                tallied.fmt,
+                tallied.path,
+                tallied.caller,
+                tallied.who,
+                tallied.polls,
+            )
             found = self._identify(fmt, path, caller)
             if found is None:
                 continue

@@ -20,7 +20,8 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_urldispatcher import AbstractRoute, UrlMappingMatchInfo
 
-from aggregator.metrics import METRICS, Metrics
+from aggregator.metrics import METRICS, RouteRequests
+from aggregator.web.signals import X_REQUEST_ID
 
 FLUSH_DELAY = 0.05
 HOOKS_PREFIX = "/hooks/"
@@ -89,9 +90,9 @@ class AccessLogger(AbstractAccessLogger):
     _flush_scheduled: ClassVar[bool] = False
     _stamp_second: ClassVar[int] = -1
     _stamp: ClassVar[str] = ""
-    # Per route: the metrics it counts into and its name there (resolving both took a third of
-    # a line's cost). Weak: an app's routes go with the app (tests make hundreds).
-    _routes: ClassVar[weakref.WeakKeyDictionary[AbstractRoute, tuple[Metrics | None, str]]] = (
+    # Per route: where its requests are counted (None outside our app) and its name (resolving
+    # both took a third of a line's cost). Weak: an app's routes go with the app (tests make hundreds).
+    _routes: ClassVar[weakref.WeakKeyDictionary[AbstractRoute, tuple[RouteRequests | None, str]]] = (
         weakref.WeakKeyDictionary()
     )
 
@@ -111,18 +112,18 @@ class AccessLogger(AbstractAccessLogger):
             if counted is None:
                 counted = cls._routes[route] = _counted(match_info)
             if counted[0] is not None:
-                counted[0].request(counted[1], response.status, time_taken)
+                counted[0].observe(response.status, time_taken)
             route_name = counted[1]
         elif (kept := request.get(ROUTE)) is not None:  # answered before routing (`web.kept`)
-            kept[0].request(kept[1], response.status, time_taken)
-            route_name = kept[1]
+            kept.observe(response.status, time_taken)
+            route_name = kept.name
         if not cls.write_lines:
             return
         now = int(time.time())
         if now != cls._stamp_second:
             cls._stamp_second = now
             cls._stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
-        request_id = response.headers.get("X-Request-Id", "-")
+        request_id = response.headers.get(X_REQUEST_ID, "-")
         if cls.json_lines:
             cls._lines.append(_json_line(cls._stamp, request, response, time_taken, request_id, route_name))
         else:
@@ -138,15 +139,17 @@ class AccessLogger(AbstractAccessLogger):
                 flush()
 
 
-def _counted(match_info: UrlMappingMatchInfo) -> tuple[Metrics | None, str]:
-    """The metrics a routed request counts into (None outside our app) and its route's name."""
+def _counted(match_info: UrlMappingMatchInfo) -> tuple[RouteRequests | None, str]:
+    """Where a routed request is counted (None outside our app) and its route's name."""
     resource = match_info.route.resource
-    return match_info.current_app.get(METRICS), (resource.canonical if resource is not None else "-")
+    name = resource.canonical if resource is not None else "-"
+    metrics = match_info.current_app.get(METRICS)
+    return (metrics.route(name) if metrics is not None else None), name
 
 
 CLIENT = web.RequestKey("client", str)  # the [[clients]] name a request came with, for the log
-# The metrics and route name of a request answered before routing (`web.kept`), which has no match info.
-ROUTE = web.RequestKey[tuple[Metrics, str]]("route")
+# Where a request answered before routing (`web.kept`), which has no match info, is counted.
+ROUTE = web.RequestKey[RouteRequests]("route")
 
 
 def _json_line(

@@ -9,12 +9,13 @@ lookup and this. `If-None-Match` wins over `If-Modified-Since` (section 13.2.2);
 from __future__ import annotations
 
 import gzip
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from aggregator.pages.cached_page import MIN_GZIP, CachedPage, body_etag
 
@@ -33,15 +34,8 @@ def respond(
     The representation is chosen first (gzip or identity), then compared with the
     request's validators: `If-None-Match` wins over `If-Modified-Since` (RFC 9110 13.2.2).
     """
-    req_headers = request.headers
-    gzipped = _gzip_wanted(request, page.gzipped)
+    gzipped, modified = representation(request.headers, page)
     etag = page.gzip_etag if gzipped else page.etag
-    if_none_match = req_headers.get("If-None-Match")
-    if if_none_match is not None:
-        modified = if_none_match != etag and not _matches(if_none_match, etag)
-    else:
-        since = req_headers.get("If-Modified-Since")
-        modified = since is None or not _not_modified_since(since, page)
     if hit and not private:
         # The headers every reuse repeats, copied once into the response, and what changes.
         template = page.hit_headers[gzipped, modified]
@@ -65,6 +59,39 @@ def respond(
     if not modified:
         return web.Response(status=304, headers=headers)
     return _with_body(headers, page.content_type, page.gzipped if gzipped else None, page.body)
+
+
+def representation(request_headers: Mapping[str, str], page: CachedPage) -> tuple[bool, bool]:
+    """(gzip body, modified): the coding is chosen first, then the request's validators are
+    compared with that representation's; `If-None-Match` wins over `If-Modified-Since` (RFC 9110 13.2.2).
+
+    Names are aiohttp's `hdrs` constants: a lookup by a plain str folds its case on every call."""
+    accept_encoding = request_headers.get(hdrs.ACCEPT_ENCODING)
+    gzipped = page.gzipped is not None and accept_encoding is not None and accepts_gzip(accept_encoding)
+    etag = page.gzip_etag if gzipped else page.etag
+    if_none_match = request_headers.get(hdrs.IF_NONE_MATCH)
+    if if_none_match is not None:
+        return gzipped, if_none_match != etag and not _matches(if_none_match, etag)
+    since = request_headers.get(hdrs.IF_MODIFIED_SINCE)
+    return gzipped, since is None or not _not_modified_since(since, page)
+
+
+def reuse_headers(
+    page: CachedPage, gzipped: bool, modified: bool, now: float, constant: Mapping[str, str]
+) -> CIMultiDictProxy[str]:
+    """A public reuse's headers, all but the request id: the page's own, `constant` ones (CORS) and
+    Cache-Control. Made once a second (its max-age counts down); `web.Response` copies them."""
+    made = page.reuse_answers.get((gzipped, modified))
+    if made is not None and made[0] < now <= made[1]:
+        return made[2]
+    max_age = page.max_age(now)
+    headers = CIMultiDict(page.hit_headers[gzipped, modified])
+    headers["Cache-Control"] = f"public, max-age={max_age}"
+    headers.update(constant)
+    proxy = CIMultiDictProxy(headers)
+    # int(expires_at - now) is max_age for now in (expires_at - max_age - 1, expires_at - max_age]
+    page.reuse_answers[gzipped, modified] = (page.expires_at - max_age - 1, page.expires_at - max_age, proxy)
+    return proxy
 
 
 def _with_body(

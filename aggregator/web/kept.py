@@ -20,11 +20,11 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from aggregator.render.formats import FORMATS, Format
+from aggregator.render.formats import FORMATS
 from aggregator.web.accesslog import CLIENT, ROUTE
-from aggregator.web.httpcache import respond
+from aggregator.web.httpcache import representation, respond, reuse_headers
 from aggregator.web.search import over_limit, raw_page_key, tally_poll
-from aggregator.web.signals import stamp
+from aggregator.web.signals import X_REQUEST_ID, request_id, stamp
 from aggregator.web.state import CORS_POLICY, SERVICES
 
 RequestHandler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
@@ -36,35 +36,57 @@ def kept_first(app: web.Application, routed: RequestHandler) -> RequestHandler:
     Called once the app has started (its services are open)."""
     services = app[SERVICES]
     cors = app[CORS_POLICY]
-    # The feeds: pages of results offered for subscription (the HTML page has a handler of its own).
-    feeds: dict[str, Format] = {f.path: f for f in FORMATS if f.render is not None and f.subscribable}
     auth, pages, limits, metrics = services.auth, services.pages, services.caller_limits, services.metrics
+    subscriptions, clock = services.subscriptions, services.clock
+    # The feeds (pages of results offered for subscription; the HTML page has a handler of its
+    # own), with what each answer counts into, looked up once.
+    feeds = {
+        f.path: (f, metrics.route(f.path), metrics.page_counter(f.name, "reused"))
+        for f in FORMATS
+        if f.render is not None and f.subscribable
+    }
+    # With any origin allowed, CORS is the same for every request: made part of the reuse headers.
+    fixed_cors = cors.headers({}) if cors.any else {}
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
         raw_path = request.raw_path
         path, _, _ = raw_path.partition("?")
-        fmt = feeds.get(path)
-        if fmt is None or request.method != "GET":
+        feed = feeds.get(path)
+        if feed is None or request.method != "GET":
             return await routed(request)
+        fmt, counted, reused = feed
         assert isinstance(request, web.Request)  # what the app's request factory makes
         caller = auth.caller(request)
         if caller is None:
             return await routed(request)
-        page = pages.kept(raw_page_key(fmt, raw_path, caller))
+        key = raw_page_key(fmt, raw_path, caller)
+        page = pages.kept(key)
         if page is None:
             return await routed(request)
-        if caller.client is not None:
-            request[CLIENT] = caller.client.name
-        request[ROUTE] = (metrics, path)
+        client = caller.client
+        if client is not None:
+            request[CLIENT] = client.name
+        request[ROUTE] = counted
         if limits.active:  # counted here, once: the route is no longer taken
             refused = await over_limit(request, services, caller, fmt)
             if refused is not None:
                 stamp(request, path, refused, cors)
                 return refused
-        tally_poll(request, services, fmt, caller)
-        metrics.page(fmt.name, "reused")
-        response = respond(request, page, private=caller.authenticated, hit=True, now=services.clock())
-        stamp(request, path, response, cors)
+        if not subscriptions.polled_again(key):
+            tally_poll(request, services, fmt, caller, key)
+        reused()
+        if client is not None or not cors.any:  # a private page, or CORS by origin: made per request
+            response = respond(request, page, private=client is not None, hit=True, now=clock())
+            stamp(request, path, response, cors)
+            return response
+        request_headers = request.headers
+        gzipped, modified = representation(request_headers, page)
+        headers = reuse_headers(page, gzipped, modified, clock(), fixed_cors)
+        if modified:
+            response = web.Response(body=page.gzipped if gzipped else page.body, headers=headers)
+        else:
+            response = web.Response(status=304, headers=headers)
+        response.headers[X_REQUEST_ID] = request_id(request_headers)
         return response
 
     return handle

@@ -53,12 +53,12 @@ async def serve_search(
         refused = await over_limit(request, services, caller, fmt, variant, headers)
         if refused is not None:
             return refused
-    tally_poll(request, services, fmt, caller)
-    private = caller.authenticated
-    pages, clock, metrics = services.pages, services.clock, services.metrics
     # The exact query string (and caller) names a page already validated and
     # rendered: the warm path is this one dict lookup.
     raw_key = raw_page_key(fmt, request.raw_path, caller)
+    tally_poll(request, services, fmt, caller, raw_key)
+    private = caller.authenticated
+    pages, clock, metrics = services.pages, services.clock, services.metrics
     page = pages.kept(raw_key)
     if page is not None:
         metrics.page(fmt.name, "reused")
@@ -84,11 +84,12 @@ async def serve_search(
     return respond(request, page, private=private, hit=False, now=clock(), extra=headers)
 
 
-def tally_poll(request: web.Request, services: Services, fmt: Format, caller: Caller) -> None:
-    """A feed was fetched: tallied for refresh-ahead. Who asked is worked out only for a URL's
-    first poll in a flush interval (`Subscriptions.polled`)."""
-    if fmt.subscribable:
+def tally_poll(request: web.Request, services: Services, fmt: Format, caller: Caller, key: str) -> None:
+    """A feed was fetched (`key`: its `raw_page_key`): tallied for refresh-ahead. Who asked is
+    worked out only for a URL's first poll in a flush interval (`Subscriptions.polled`)."""
+    if fmt.subscribable and not services.subscriptions.polled_again(key):
         services.subscriptions.polled(
+            key,
             fmt.name,
             request.raw_path,
             caller,

@@ -277,7 +277,13 @@ async def test_thousands_of_readers_subscribing_at_once_are_counted_and_leave_th
     await cache.schedule(DUE, {f"held{i:05d}": time.time() + 3600 for i in range(5_000)}, 86_400)
     for _ in range(2):  # a URL polled again is a subscription; 50 readers, up to 20 feeds each
         for i in range(new):
-            subs.polled("atom", f"/search.atom?q=topic{i}", reader, lambda i=i: f"reader{i % 50}")
+            subs.polled(
+                f"atom/search.atom?q=topic{i}#",
+                "atom",
+                f"/search.atom?q=topic{i}",
+                reader,
+                lambda i=i: f"reader{i % 50}",
+            )
         turns = 0
 
         async def count_turns() -> None:
@@ -308,7 +314,19 @@ async def test_two_spellings_of_one_feed_polled_in_one_flush_are_one_subscriptio
     cfg = parse_config_text('[[orgs]]\nid = "a"\napi_key = "k"\n[[orgs]]\nid = "b"\napi_key = "k2"\n')
     subs = Subscriptions(cfg, MemoryCache(), time.time, {f.name: f.path for f in FORMATS})
     reader = Caller(None, ("a", "b"))
-    subs.polled("atom", "/search.atom?q=lab+safety&org=a", reader, lambda: "reader")
-    subs.polled("atom", "/search.atom?org=a&q=lab%20safety", reader, lambda: "reader")
+    subs.polled(
+        "atom/search.atom?q=lab+safety&org=a#",
+        "atom",
+        "/search.atom?q=lab+safety&org=a",
+        reader,
+        lambda: "reader",
+    )
+    subs.polled(
+        "atom/search.atom?org=a&q=lab%20safety#",
+        "atom",
+        "/search.atom?org=a&q=lab%20safety",
+        reader,
+        lambda: "reader",
+    )
     await subs.flush()
     assert await subs.count() == 1  # fetched twice: kept fresh, once
