@@ -6,6 +6,12 @@ Both are measured with the same wrk settings (-t1 -c32), interleaved.
 The service runs with its access log, as in production. Prints a table and
 the ratios the goal is stated in (issue 28: >= 0.8 for 200s, median of 3).
 
+`--pinned` runs the bare handler and the service at the same time, both pinned to
+one core, each loaded by its own wrk on the other core: whatever the host does to
+that core (it swung ±30 % within minutes here) it does to both at once, so their
+ratio holds still while each one's figures move. Each round's ratio is printed,
+then the median.
+
 `--floor` also measures a bare handler that sends the cached page's own headers
 (all but the ones aiohttp adds) and writes our access line: the least any app on
 aiohttp can cost for the same answer and log, whatever it does to find it.
@@ -14,6 +20,7 @@ aiohttp can cost for the same answer and log, whatever it does to find it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -47,6 +54,44 @@ def wrk(url: str, duration: int, pid: int, headers: dict[str, str] | None = None
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), used / requests * 1e6
 
 
+def pin(pid: int, cpu: int) -> None:
+    """Every thread of process `pid` onto `cpu`."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):  # a thread that has ended
+            os.sched_setaffinity(int(tid), {cpu})
+
+
+def pinned(bare_url: str, bare_pid: int, url: str, pid: int, duration: int, rounds: int) -> None:
+    """Bare and ours at once on core 1, each loaded by a wrk of its own on core 0."""
+    pin(bare_pid, 1)
+    pin(pid, 1)
+    by_rps, by_cpu = [], []
+    for n in range(rounds):
+        before = cpu_seconds(bare_pid), cpu_seconds(pid)
+        loads = [
+            subprocess.Popen(
+                ["taskset", "-c", "0", "wrk", "-t1", "-c32", f"-d{duration}s", target],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for target in (bare_url, url)
+        ]
+        outs = [load.communicate()[0] for load in loads]
+        used = cpu_seconds(bare_pid) - before[0], cpu_seconds(pid) - before[1]
+        done = [int(re.search(r"(\d+) requests in", out).group(1)) for out in outs]  # type: ignore[union-attr]
+        bare_us, ours_us = (u / d * 1e6 for u, d in zip(used, done, strict=True))
+        by_rps.append(done[1] / done[0])
+        by_cpu.append(bare_us / ours_us)
+        print(
+            f"round {n + 1}: bare {done[0] / duration:7.0f} req/s {bare_us:6.1f} us CPU/request, "
+            f"ours {done[1] / duration:7.0f} req/s {ours_us:6.1f} us: {by_rps[-1]:.2f} x bare "
+            f"(by CPU {by_cpu[-1]:.2f})"
+        )
+    print(
+        f"median of {rounds}: ours {statistics.median(by_rps):.2f} x bare (by CPU {statistics.median(by_cpu):.2f})"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration", type=int, default=5)
@@ -59,6 +104,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--floor", action="store_true", help="also a bare handler sending our headers and our access line"
+    )
+    parser.add_argument(
+        "--pinned", action="store_true", help="bare and ours at once, pinned to one core (see above)"
     )
     args = parser.parse_args()
     sim, sim_url, keys = start_simulator(3, 25, 0.05, 0.02)
@@ -100,6 +148,9 @@ def main() -> None:
     try:
         for _, target, _, _ in targets:
             wait_for(target)
+        if args.pinned:
+            pinned(targets[0][1], bare.pid, url, service.pid, args.duration, args.rounds)
+            return
         runs: dict[str, list[float]] = {name: [] for name, _, _, _ in targets}
         cpu: dict[str, list[float]] = {name: [] for name, _, _, _ in targets}
         for _ in range(args.rounds):
