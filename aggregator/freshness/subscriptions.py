@@ -184,21 +184,15 @@ class Subscriptions:
         for tallied in pending.values():
             if turn.due():
                 await turn.end()
-            fmt, path, caller, who, polls = (
-                tallied.fmt,
-                tallied.path,
-                tallied.caller,
-                tallied.who,
-                tallied.polls,
-            )
-            found = self._identify(fmt, path, caller)
+            found = self._identify(tallied.fmt, tallied.path, tallied.caller)
             if found is None:
                 continue
             sub_id, query, orgs, url = found
             seen = polled.get(sub_id)
-            polls += seen[0].polls if seen is not None else 0
-            open_ = caller.client is None
-            polled[sub_id] = (Subscription(sub_id, fmt, query, orgs, url, open_, polls, now, now, now), who)
+            polls = tallied.polls + (seen[0].polls if seen is not None else 0)
+            open_ = tallied.caller.client is None
+            sub = Subscription(sub_id, tallied.fmt, query, orgs, url, open_, polls, now, now, now)
+            polled[sub_id] = (sub, tallied.who)
         batch = list(polled.values())
         for start in range(0, len(batch), FLUSH_BATCH):
             await self._write(batch[start : start + FLUSH_BATCH])
