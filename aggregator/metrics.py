@@ -202,12 +202,9 @@ class Metrics:
         self.loop_busy.observe(tick.busy)
         self.loop_cpu.observe(tick.cpu)
 
-    def request(self, route: str, status: int, seconds: float) -> None:
-        """One answered request (recorded by the access logger, which aiohttp calls for each)."""
-        self.route(route).observe(status, seconds)
-
     def route(self, route: str) -> RouteRequests:
-        """Where a route's requests are counted: looked up once by whoever counts many."""
+        """Where a route's answered requests are counted (by the access logger, which aiohttp calls
+        for each): looked up once by whoever counts many."""
         found = self._routes.get(route)
         if found is None:
             if self._requests_counter is None or self._request_seconds is None:
