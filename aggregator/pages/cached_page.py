@@ -40,7 +40,7 @@ class CachedPage:
     # Built once: what every later public request repeats, by (gzip body, 200 rather than 304),
     # as the multidict aiohttp keeps headers in: copying one is a fifth of building one from a dict.
     hit_headers: dict[tuple[bool, bool], CIMultiDictProxy[str]] = field(default_factory=dict)
-    # The same, as the web layer's front answers a public reuse (with its CORS and Cache-Control),
+    # The same with Cache-Control, as a public reuse is answered (`web.httpcache.reuse_headers`),
     # and the span of time whose max-age they say: made once a second, kept here to go with the page.
     reuse_answers: dict[tuple[bool, bool], tuple[float, float, CIMultiDictProxy[str]]] = field(
         default_factory=dict

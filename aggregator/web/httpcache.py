@@ -37,13 +37,12 @@ def respond(
     gzipped, modified = representation(request.headers, page)
     etag = page.gzip_etag if gzipped else page.etag
     if hit and not private:
-        # The headers every reuse repeats, copied once into the response, and what changes.
-        template = page.hit_headers[gzipped, modified]
+        # The headers every public reuse repeats, made once a second and copied into the response.
+        template = reuse_headers(page, gzipped, modified, now)
         if modified:
             response = web.Response(body=page.gzipped if gzipped else page.body, headers=template)
         else:
             response = web.Response(status=304, headers=template)
-        response.headers["Cache-Control"] = f"public, max-age={page.max_age(now)}"
         if extra:
             response.headers.update(extra)
         return response
@@ -76,18 +75,15 @@ def representation(request_headers: Mapping[str, str], page: CachedPage) -> tupl
     return gzipped, since is None or not _not_modified_since(since, page)
 
 
-def reuse_headers(
-    page: CachedPage, gzipped: bool, modified: bool, now: float, constant: Mapping[str, str]
-) -> CIMultiDictProxy[str]:
-    """A public reuse's headers, all but the request id: the page's own, `constant` ones (CORS) and
-    Cache-Control. Made once a second (its max-age counts down); `web.Response` copies them."""
+def reuse_headers(page: CachedPage, gzipped: bool, modified: bool, now: float) -> CIMultiDictProxy[str]:
+    """A public reuse's headers: the page's own and Cache-Control, whose max-age counts down a
+    second at a time. Made once a second and kept with the page; `web.Response` copies them."""
     made = page.reuse_answers.get((gzipped, modified))
     if made is not None and made[0] < now <= made[1]:
         return made[2]
     max_age = page.max_age(now)
     headers = CIMultiDict(page.hit_headers[gzipped, modified])
     headers["Cache-Control"] = f"public, max-age={max_age}"
-    headers.update(constant)
     proxy = CIMultiDictProxy(headers)
     # int(expires_at - now) is max_age for now in (expires_at - max_age - 1, expires_at - max_age]
     page.reuse_answers[gzipped, modified] = (page.expires_at - max_age - 1, page.expires_at - max_age, proxy)

@@ -19,10 +19,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from aggregator.render.formats import FORMATS
 from aggregator.web.accesslog import CLIENT, ROUTE
-from aggregator.web.httpcache import representation, respond, reuse_headers
+from aggregator.web.httpcache import respond
 from aggregator.web.search import over_limit, raw_page_key, tally_poll
 from aggregator.web.signals import X_REQUEST_ID, request_id, stamp
 from aggregator.web.state import CORS_POLICY, SERVICES
@@ -45,8 +46,10 @@ def kept_first(app: web.Application, routed: RequestHandler) -> RequestHandler:
         for f in FORMATS
         if f.render is not None and f.subscribable
     }
-    # With any origin allowed, CORS is the same for every request: made part of the reuse headers.
-    fixed_cors = cors.headers({}) if cors.any else {}
+
+    # With every origin allowed, CORS is the same for every answer: appended as one multidict (the
+    # answer from `respond` has none yet), without asking the policy or replacing as `stamp` must.
+    any_origin = CIMultiDictProxy(CIMultiDict(cors.headers({}))) if cors.any else None
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
         raw_path = request.raw_path
@@ -75,18 +78,12 @@ def kept_first(app: web.Application, routed: RequestHandler) -> RequestHandler:
         if not subscriptions.polled_again(key):
             tally_poll(request, services, fmt, caller, key)
         reused()
-        if client is not None or not cors.any:  # a private page, or CORS by origin: made per request
-            response = respond(request, page, private=client is not None, hit=True, now=clock())
-            stamp(request, path, response, cors)
-            return response
-        request_headers = request.headers
-        gzipped, modified = representation(request_headers, page)
-        headers = reuse_headers(page, gzipped, modified, clock(), fixed_cors)
-        if modified:
-            response = web.Response(body=page.gzipped if gzipped else page.body, headers=headers)
+        response = respond(request, page, private=client is not None, hit=True, now=clock())
+        if any_origin is not None:  # what `stamp` adds to a 200 or 304 when every origin gets the same CORS
+            response.headers.extend(any_origin)
+            response.headers[X_REQUEST_ID] = request_id(request.headers)
         else:
-            response = web.Response(status=304, headers=headers)
-        response.headers[X_REQUEST_ID] = request_id(request_headers)
+            stamp(request, path, response, cors)
         return response
 
     return handle
