@@ -65,8 +65,7 @@ def representation(request_headers: Mapping[str, str], page: CachedPage) -> tupl
     compared with that representation's; `If-None-Match` wins over `If-Modified-Since` (RFC 9110 13.2.2).
 
     Names are aiohttp's `hdrs` constants: a lookup by a plain str folds its case on every call."""
-    accept_encoding = request_headers.get(hdrs.ACCEPT_ENCODING)
-    gzipped = page.gzipped is not None and accept_encoding is not None and accepts_gzip(accept_encoding)
+    gzipped = _gzip_wanted(request_headers, page.gzipped)
     etag = page.gzip_etag if gzipped else page.etag
     if_none_match = request_headers.get(hdrs.IF_NONE_MATCH)
     if if_none_match is not None:
@@ -101,9 +100,9 @@ def _with_body(
     return web.Response(body=body, headers=headers)
 
 
-def _gzip_wanted(request: web.Request, gzipped: bytes | None) -> bool:
+def _gzip_wanted(request_headers: Mapping[str, str], gzipped: bytes | None) -> bool:
     """Whether to answer with the gzip body: there is one, and the client accepts gzip."""
-    accept_encoding = request.headers.get("Accept-Encoding")
+    accept_encoding = request_headers.get(hdrs.ACCEPT_ENCODING)
     return gzipped is not None and accept_encoding is not None and accepts_gzip(accept_encoding)
 
 
@@ -182,7 +181,7 @@ def respond_resource(
     request: web.Request, resource: Resource, extra: dict[str, str] | None = None
 ) -> web.Response:
     """200 or 304 (If-None-Match, weak comparison as RFC 9110 13.1.2 says), gzip where accepted."""
-    gzipped = _gzip_wanted(request, resource.gzipped)
+    gzipped = _gzip_wanted(request.headers, resource.gzipped)
     etag = resource.gzip_etag if gzipped else resource.etag
     headers = {"ETag": etag, "Cache-Control": resource.cache_control, **(extra or {})}
     if resource.gzipped is not None:
