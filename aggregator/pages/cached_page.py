@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDictProxy
 
 from aggregator.model import OrgReport, OrgStatus
 from aggregator.store.cache import Cache
@@ -37,11 +37,10 @@ class CachedPage:
     expires_at: float  # epoch seconds
     server_timing: str  # for the request that rendered it
     hit_timing: str = ""  # for every later request it serves: each org's answer "cached"
-    # Built once: what every later public request repeats, by (gzip body, 200 rather than 304),
-    # as the multidict aiohttp keeps headers in: copying one is a fifth of building one from a dict.
-    hit_headers: dict[tuple[bool, bool], CIMultiDictProxy[str]] = field(default_factory=dict)
-    # The same with Cache-Control, as a public reuse is answered (`web.httpcache.reuse_headers`),
-    # and the span of time whose max-age they say: made once a second, kept here to go with the page.
+    # What a public reuse answers with (`web.httpcache.reuse_headers`), by (gzip body, 200 rather
+    # than 304), and the span of time whose max-age they say: made once a second, kept here to go
+    # with the page. Empty (a dict CPython does not track) until the page is reused: most pages never
+    # are, and a full collection walks every multidict kept.
     reuse_answers: dict[tuple[bool, bool], tuple[float, float, CIMultiDictProxy[str]]] = field(
         default_factory=dict
     )
@@ -108,14 +107,6 @@ def build_page(
     etag = body_etag(body)
     gzip_etag = etag[:-1] + '-gzip"'
     last_modified = format_datetime(datetime.fromtimestamp(int(first_seen), UTC), usegmt=True)
-    common = {"Last-Modified": last_modified, "Vary": "Accept-Encoding", "Server-Timing": timing_hit}
-    # A 304 repeats the validators and what varies, not the body's type (RFC 9110 15.4.5).
-    hit_headers = {
-        (False, False): {**common, "ETag": etag},
-        (True, False): {**common, "ETag": gzip_etag},
-        (False, True): {**common, "ETag": etag, "Content-Type": content_type},
-        (True, True): {**common, "ETag": gzip_etag, "Content-Type": content_type, "Content-Encoding": "gzip"},
-    }
     return CachedPage(
         body=body,
         gzipped=gzip.compress(body, 6, mtime=0) if len(body) >= MIN_GZIP else None,
@@ -127,6 +118,5 @@ def build_page(
         expires_at=max(now, expires_at),
         server_timing=timing,
         hit_timing=timing_hit,
-        hit_headers={key: CIMultiDictProxy(CIMultiDict(value)) for key, value in hit_headers.items()},
         thumbnail=thumbnail,
     )

@@ -81,7 +81,18 @@ def reuse_headers(page: CachedPage, gzipped: bool, modified: bool, now: float) -
     if made is not None and made[0] < now <= made[1]:
         return made[2]
     max_age = page.max_age(now)
-    headers = CIMultiDict(page.hit_headers[gzipped, modified])
+    headers = CIMultiDict(
+        {
+            "Last-Modified": page.last_modified,
+            "Vary": "Accept-Encoding",
+            "Server-Timing": page.hit_timing,
+            "ETag": page.gzip_etag if gzipped else page.etag,
+        }
+    )
+    if modified:  # a 304 repeats the validators and what varies, not the body's type (RFC 9110 15.4.5)
+        headers["Content-Type"] = page.content_type
+        if gzipped:
+            headers["Content-Encoding"] = "gzip"
     headers["Cache-Control"] = f"public, max-age={max_age}"
     proxy = CIMultiDictProxy(headers)
     # int(expires_at - now) is max_age for now in (expires_at - max_age - 1, expires_at - max_age]
