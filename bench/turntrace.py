@@ -76,7 +76,7 @@ class Trace:
         self.gcs: list[tuple[int, float]] = []
         self._gc_start = 0.0
         self.gc_details: list[tuple[int, float, int]] = []
-        self.gen2_census: list[tuple[int, list[tuple[str, int]]]] = []
+        self.gen2_census: list[tuple[Any, ...]] = []  # (objects, by type, largest containers, ms)
         self.iteration: list[tuple[float, str]] = []
         self.iterations: list[dict[str, Any]] = []
         self.leaks: list[tuple[int, list[tuple[str, int]]]] = []
@@ -87,6 +87,7 @@ class Trace:
         # collection's is counted and let go here. Without it gc.garbage is left alone,
         # for the leak probe to read.
         self.census_garbage = False
+        self.full_collections = 0
 
     def watchdog(self) -> None:
         while True:
@@ -120,14 +121,18 @@ class Trace:
                     )
                 gc.garbage.clear()
             # Only once the start-up heap is frozen: before, a full collection walks the imports.
-            if info["generation"] == 2 and gc.get_freeze_count() and len(self.gen2_census) < 12:
+            # Every fifth full collection, the last twelve kept: the heap late in a run, not at its start.
+            if info["generation"] == 2 and gc.get_freeze_count():
+                self.full_collections += 1
+            if info["generation"] == 2 and gc.get_freeze_count() and self.full_collections % 5 == 1:
                 objs = gc.get_objects(2)
                 census = collections.Counter(type(o).__name__ for o in objs)
-                sized = sorted(
-                    ((len(o), type(o).__name__) for o in objs if isinstance(o, dict | list | set | tuple)),
-                    reverse=True,
+                largest = sorted(
+                    (o for o in objs if isinstance(o, dict | list | set | tuple)), key=len, reverse=True
                 )[:8]
+                sized = [(len(o), type(o).__name__, repr(o)[:80]) for o in largest]  # the repr says whose
                 self.gen2_census.append((sum(census.values()), census.most_common(12), sized, took * 1000))
+                del self.gen2_census[:-12]
 
     def dump(self, path: str) -> None:
         groups: dict[str, list[float]] = collections.defaultdict(list)
