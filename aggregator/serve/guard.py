@@ -36,7 +36,7 @@ import asyncio
 import logging
 import resource
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -46,9 +46,9 @@ from aiohttp.web_server import Server
 
 from aggregator.config import Config, ServerConfig
 from aggregator.ilos.client import UPSTREAM_CONNECTIONS
+from aggregator.web.kept import Handler
 
 log = logging.getLogger(__name__)
-Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 BUSY = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\nRetry-After: 1\r\n\r\n"
 MAX_HEADERS = 64  # SharePoint and browsers send a dozen or two
 MAX_FIELD_SIZE = 8190  # aiohttp's default: a long URL still fits

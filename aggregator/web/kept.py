@@ -28,10 +28,10 @@ from aggregator.web.search import over_limit, raw_page_key, tally_poll
 from aggregator.web.signals import X_REQUEST_ID, request_id, stamp
 from aggregator.web.state import CORS_POLICY, SERVICES
 
-RequestHandler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]  # a server's request handler
 
 
-def kept_first(app: web.Application, routed: RequestHandler) -> RequestHandler:
+def kept_first(app: web.Application, routed: Handler) -> Handler:
     """A request handler for the server: a kept feed page answered at once, anything else `routed`.
 
     Called once the app has started (its services are open)."""
