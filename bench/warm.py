@@ -14,7 +14,8 @@ then the median.
 
 `--floor` also measures a bare handler that sends the cached page's own headers
 (all but the ones aiohttp adds) and writes our access line: the least any app on
-aiohttp can cost for the same answer and log, whatever it does to find it.
+aiohttp can cost for the same answer and log, whatever it does to find it. With
+`--pinned`, ours is then also run at once with the floor, for a steady ours / floor.
 """
 
 from __future__ import annotations
@@ -61,8 +62,11 @@ def pin(pid: int, cpu: int) -> None:
             os.sched_setaffinity(int(tid), {cpu})
 
 
-def pinned(bare_url: str, bare_pid: int, url: str, pid: int, duration: int, rounds: int) -> None:
-    """Bare and ours at once on core 1, each loaded by a wrk of its own on core 0."""
+def pinned(
+    bare_url: str, bare_pid: int, url: str, pid: int, duration: int, rounds: int, against: str = "bare"
+) -> None:
+    """Bare (or the floor: `against`) and ours at once on core 1, each loaded by a wrk of its own
+    on core 0."""
     pin(bare_pid, 1)
     pin(pid, 1)
     by_rps, by_cpu = [], []
@@ -83,12 +87,13 @@ def pinned(bare_url: str, bare_pid: int, url: str, pid: int, duration: int, roun
         by_rps.append(done[1] / done[0])
         by_cpu.append(bare_us / ours_us)
         print(
-            f"round {n + 1}: bare {done[0] / duration:7.0f} req/s {bare_us:6.1f} us CPU/request, "
-            f"ours {done[1] / duration:7.0f} req/s {ours_us:6.1f} us: {by_rps[-1]:.2f} x bare "
+            f"round {n + 1}: {against} {done[0] / duration:7.0f} req/s {bare_us:6.1f} us CPU/request, "
+            f"ours {done[1] / duration:7.0f} req/s {ours_us:6.1f} us: {by_rps[-1]:.2f} x {against} "
             f"(by CPU {by_cpu[-1]:.2f})"
         )
     print(
-        f"median of {rounds}: ours {statistics.median(by_rps):.2f} x bare (by CPU {statistics.median(by_cpu):.2f})"
+        f"median of {rounds}: ours {statistics.median(by_rps):.2f} x {against} "
+        f"(by CPU {statistics.median(by_cpu):.2f})"
     )
 
 
@@ -150,6 +155,8 @@ def main() -> None:
             wait_for(target)
         if args.pinned:
             pinned(targets[0][1], bare.pid, url, service.pid, args.duration, args.rounds)
+            if args.floor:
+                pinned(targets[3][1], floor.pid, url, service.pid, args.duration, args.rounds, "floor")
             return
         runs: dict[str, list[float]] = {name: [] for name, _, _, _ in targets}
         cpu: dict[str, list[float]] = {name: [] for name, _, _, _ in targets}
@@ -176,6 +183,7 @@ def main() -> None:
             f"{'floor: our headers and line':28} {floor_rps:10.0f} req/s   {floor_us:6.1f} us CPU/request   "
             f"{floor_rps / bare_rps:.2f}x bare (by CPU: {bare_us / floor_us:.2f}x)"
         )
+        print(f"{'':28} ours: {ours_rps / floor_rps:.2f}x the floor (by CPU: {floor_us / ours_us:.2f}x)")
     print(
         f"{'conditional GET (304)':28} {not_modified_rps:10.0f} req/s   {not_modified_us:6.1f} us CPU/request   "
         f"{not_modified_rps / ours_rps:.2f}x our 200s (by CPU: {ours_us / not_modified_us:.2f}x)"
