@@ -86,8 +86,9 @@ async def serve_search(
 
 def tally_poll(request: web.Request, services: Services, fmt: Format, caller: Caller, key: str) -> None:
     """A feed was fetched (`key`: its `raw_page_key`): tallied for refresh-ahead. Who asked is
-    worked out only for a URL's first poll in a flush interval (`Subscriptions.polled`)."""
-    if fmt.subscribable and not services.subscriptions.polled_again(key):
+    worked out only for a URL's first poll in a flush interval (`Subscriptions.polled`, which
+    counts a repeat itself)."""
+    if fmt.subscribable:
         services.subscriptions.polled(
             key,
             fmt.name,
