@@ -124,15 +124,17 @@ class Trace:
             # Every fifth full collection, the last twelve kept: the heap late in a run, not at its start.
             if info["generation"] == 2 and gc.get_freeze_count():
                 self.full_collections += 1
-            if info["generation"] == 2 and gc.get_freeze_count() and self.full_collections % 5 == 1:
-                objs = gc.get_objects(2)
-                census = collections.Counter(type(o).__name__ for o in objs)
-                largest = sorted(
-                    (o for o in objs if isinstance(o, dict | list | set | tuple)), key=len, reverse=True
-                )[:8]
-                sized = [(len(o), type(o).__name__, repr(o)[:80]) for o in largest]  # the repr says whose
-                self.gen2_census.append((sum(census.values()), census.most_common(12), sized, took * 1000))
-                del self.gen2_census[:-12]
+                if self.full_collections % 5 == 1:
+                    objs = gc.get_objects(2)
+                    census = collections.Counter(type(o).__name__ for o in objs)
+                    largest = sorted(
+                        (o for o in objs if isinstance(o, dict | list | set | tuple)), key=len, reverse=True
+                    )[:8]
+                    sized = [(len(o), type(o).__name__, repr(o)[:80]) for o in largest]  # the repr says whose
+                    self.gen2_census.append(
+                        (sum(census.values()), census.most_common(12), sized, took * 1000)
+                    )
+                    del self.gen2_census[:-12]
 
     def dump(self, path: str) -> None:
         groups: dict[str, list[float]] = collections.defaultdict(list)
